@@ -1,0 +1,194 @@
+//! The feature-plugin contract (health, webchat, voicewake, notify…) and the host that runs the enabled ones.
+//!
+//! A feature gets a [`FeatureContext`] — the gateway client, its own settings, a shutdown
+//! token and a status reporter — and runs until the token is cancelled. The host starts
+//! features in name order and stops them in reverse order.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::GatewayClient;
+use crate::registry::FeatureDescriptor;
+
+/// A feature plugin instance.
+///
+/// Contract: `run` returns when `ctx.shutdown` is cancelled (promptly: within a second) or
+/// when the feature fails for good. It must not assume the gateway is connected: the client
+/// reconnects underneath and features watch [`GatewayClient::state`].
+#[async_trait]
+pub trait Feature: Send + Sync {
+    async fn run(&self, ctx: FeatureContext) -> Result<(), FeatureError>;
+}
+
+/// Everything a running feature may use.
+pub struct FeatureContext {
+    pub gateway: GatewayClient,
+    /// The feature's settings table (without `enabled`), as JSON.
+    pub settings: serde_json::Value,
+    pub shutdown: CancellationToken,
+    pub status: StatusReporter,
+}
+
+/// A feature failure, with the fix when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FeatureError {
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+impl FeatureError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            fix: None,
+        }
+    }
+
+    /// A settings table the feature cannot use; `key` names the offending key.
+    pub fn settings(feature: &str, err: impl std::fmt::Display) -> Self {
+        Self::new(format!("features.{feature}: {err}"))
+    }
+}
+
+/// The lifecycle of one feature, as shown by `clawlink status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureState {
+    Starting,
+    Running,
+    Degraded,
+    Stopped,
+    Failed,
+}
+
+/// What a feature last said about itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureStatus {
+    pub state: FeatureState,
+    /// One human line ("linked · auth 12m").
+    pub summary: String,
+    /// Structured detail for `--json` output.
+    pub details: serde_json::Value,
+    #[serde(with = "unix_ms")]
+    pub updated: SystemTime,
+}
+
+impl FeatureStatus {
+    fn new(state: FeatureState, summary: impl Into<String>) -> Self {
+        Self {
+            state,
+            summary: summary.into(),
+            details: serde_json::Value::Null,
+            updated: SystemTime::now(),
+        }
+    }
+}
+
+mod unix_ms {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        s.serialize_u64(ms as u64)
+    }
+}
+
+/// The feature's handle for publishing its status.
+#[derive(Clone)]
+pub struct StatusReporter {
+    tx: watch::Sender<FeatureStatus>,
+}
+
+impl StatusReporter {
+    fn new() -> (Self, watch::Receiver<FeatureStatus>) {
+        let (tx, rx) = watch::channel(FeatureStatus::new(FeatureState::Starting, "starting"));
+        (Self { tx }, rx)
+    }
+
+    pub fn set(&self, state: FeatureState, summary: impl Into<String>, details: serde_json::Value) {
+        self.tx.send_replace(FeatureStatus {
+            state,
+            summary: summary.into(),
+            details,
+            updated: SystemTime::now(),
+        });
+    }
+}
+
+/// One running feature, as the host keeps it.
+struct Running {
+    name: &'static str,
+    status: watch::Receiver<FeatureStatus>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Runs the enabled features and stops them in reverse start order.
+#[derive(Default)]
+pub struct FeatureHost {
+    running: Vec<Running>,
+}
+
+impl FeatureHost {
+    /// Starts one feature built from `descriptor` with `settings`.
+    pub fn start(
+        &mut self,
+        descriptor: &'static FeatureDescriptor,
+        settings: serde_json::Value,
+        gateway: GatewayClient,
+    ) -> Result<(), FeatureError> {
+        let feature = (descriptor.factory)(&settings)?;
+        let (status, status_rx) = StatusReporter::new();
+        let shutdown = CancellationToken::new();
+        let ctx = FeatureContext {
+            gateway,
+            settings,
+            shutdown: shutdown.clone(),
+            status: status.clone(),
+        };
+        let name = descriptor.name;
+        let task = tokio::spawn(async move {
+            match feature.run(ctx).await {
+                Ok(()) => status.set(FeatureState::Stopped, "stopped", serde_json::Value::Null),
+                Err(err) => {
+                    tracing::error!(feature = name, error = %err, "feature failed");
+                    status.set(FeatureState::Failed, err.to_string(), serde_json::Value::Null);
+                }
+            }
+        });
+        self.running.push(Running {
+            name,
+            status: status_rx,
+            shutdown,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Current status of every started feature, in start order.
+    pub fn statuses(&self) -> Vec<(&'static str, FeatureStatus)> {
+        self.running
+            .iter()
+            .map(|r| (r.name, r.status.borrow().clone()))
+            .collect()
+    }
+
+    /// Stops every feature, newest first, waiting for each to return.
+    pub async fn stop_all(&mut self) -> Vec<&'static str> {
+        let mut order = Vec::new();
+        while let Some(running) = self.running.pop() {
+            running.shutdown.cancel();
+            if running.task.await.is_err() {
+                tracing::error!(feature = running.name, "feature task panicked");
+            }
+            order.push(running.name);
+        }
+        order
+    }
+}

@@ -1,0 +1,1045 @@
+//! The gateway client: one supervised WebSocket connection that survives gateway restarts and network blips.
+//!
+//! A supervisor task owns the socket. It connects through the [`Transport`], waits for
+//! `connect.challenge`, signs and sends `connect`, and then routes frames: responses to the
+//! pending request with the same id (in any order; `agent` answers twice on one id), events to
+//! every subscriber. Callers talk to it through a cheap, cloneable [`GatewayClient`] handle.
+//!
+//! Liveness: the gateway ticks every `policy.tickIntervalMs` (30 s) and pings every 25 s. We
+//! ping every 15 s (keeps NAT and SSH paths warm), mark the connection Degraded after 1.5
+//! ticks of silence and drop it after 2 ticks, then reconnect with jittered backoff — but
+//! only for errors that retrying can fix.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{build_auth, device_token_key, AuthPlan, Credentials, DeviceTokenStore};
+use super::backoff::Backoff;
+use super::device::{v3_payload, DeviceIdentity, SignedFields};
+use super::error::{classify_connect_error, GatewayError};
+use super::protocol::{
+    ClientInfo, ConnectParams, DeviceProof, HelloOk, Incoming, RequestFrame, PROTOCOL_VERSION,
+};
+use super::state::{ConnectionState, Phase};
+use crate::transport::{DuplexStream, Transport, TransportError, TransportErrorKind};
+
+/// How often we ping the gateway (the macOS app uses 15 s too).
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How many events a slow subscriber may fall behind before it misses some.
+const EVENT_BUFFER: usize = 1024;
+/// How many times a first connect retries a gateway that says it is still starting.
+const FIRST_CONNECT_UNAVAILABLE_RETRIES: u32 = 20;
+
+/// The operator scopes clawlink asks for: the macOS app's set. Always the same set, so that a
+/// device token issued once keeps covering every later connection (asking for more later
+/// would need a fresh approval).
+pub const OPERATOR_SCOPES: [&str; 6] = [
+    "operator.admin",
+    "operator.read",
+    "operator.write",
+    "operator.approvals",
+    "operator.questions",
+    "operator.pairing",
+];
+
+/// How this client introduces itself, authenticates and paces itself.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// From the gateway's closed list: `openclaw-linux` / `openclaw-macos` for operators.
+    pub client_id: String,
+    /// From the gateway's closed list: `ui` for operators, `node` for nodes.
+    pub client_mode: String,
+    pub display_name: Option<String>,
+    pub version: String,
+    /// Pinned at pairing together with `device_family`: keep both stable per device key.
+    pub platform: String,
+    pub device_family: String,
+    pub instance_id: Option<String>,
+    /// `operator` or `node`.
+    pub role: String,
+    pub scopes: Vec<String>,
+    pub caps: Vec<String>,
+    /// Node commands claimed at connect (role node only).
+    pub commands: Vec<String>,
+    /// Node permission map (role node only).
+    pub permissions: Option<BTreeMap<String, bool>>,
+    pub credentials: Credentials,
+    pub identity: Arc<DeviceIdentity>,
+    pub device_tokens: Arc<dyn DeviceTokenStore>,
+    /// Transport connect + WebSocket upgrade + challenge + hello.
+    pub connect_timeout: Duration,
+    /// Default for [`GatewayClient::request`].
+    pub request_timeout: Duration,
+    pub backoff: Backoff,
+    pub user_agent: String,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("client_id", &self.client_id)
+            .field("client_mode", &self.client_mode)
+            .field("role", &self.role)
+            .field("device", &self.identity.id())
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientOptions {
+    /// An operator connection as a native desktop app of this OS (`openclaw-linux`/`ui` on
+    /// Linux, `openclaw-macos`/`ui` on macOS): presence is tracked and, on loopback, the
+    /// gateway approves the device silently.
+    pub fn operator(
+        identity: Arc<DeviceIdentity>,
+        credentials: Credentials,
+        device_tokens: Arc<dyn DeviceTokenStore>,
+    ) -> Self {
+        let (client_id, platform, device_family) = native_platform();
+        Self {
+            client_id: client_id.into(),
+            client_mode: "ui".into(),
+            display_name: None,
+            version: env!("CARGO_PKG_VERSION").into(),
+            platform: platform.into(),
+            device_family: device_family.into(),
+            instance_id: None,
+            role: "operator".into(),
+            scopes: OPERATOR_SCOPES.iter().map(|s| s.to_string()).collect(),
+            caps: Vec::new(),
+            commands: Vec::new(),
+            permissions: None,
+            credentials,
+            identity,
+            device_tokens,
+            connect_timeout: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(30),
+            backoff: Backoff::default(),
+            user_agent: format!("clawlink/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// `(client id, platform, device family)` for this OS, consistent pairs from the gateway's
+/// platform table (a mismatched pair degrades node command policy to "unknown").
+pub fn native_platform() -> (&'static str, &'static str, &'static str) {
+    if cfg!(target_os = "macos") {
+        ("openclaw-macos", "macos", "Mac")
+    } else {
+        ("openclaw-linux", "linux", "Linux")
+    }
+}
+
+/// An event pushed by the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayEvent {
+    pub event: String,
+    pub payload: Value,
+    /// Per-connection broadcast counter; absent on node-targeted events.
+    pub seq: Option<u64>,
+    /// The connection generation that received it.
+    pub generation: u64,
+}
+
+/// Per-request options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestOptions {
+    /// `None`: the client's default; `Some(Duration::MAX)`: wait as long as the connection lives.
+    pub timeout: Option<Duration>,
+    /// Wait past an `{"status":"accepted"}` response for the final one on the same id
+    /// (the `agent` method).
+    pub expect_final: bool,
+}
+
+type Reply = oneshot::Sender<Result<Value, GatewayError>>;
+
+enum Command {
+    Request {
+        id: String,
+        method: String,
+        frame: String,
+        expect_final: bool,
+        reply: Reply,
+        deadline: Option<Instant>,
+    },
+}
+
+struct Pending {
+    method: String,
+    expect_final: bool,
+    reply: Reply,
+}
+
+/// State shared by every handle; dropping the last handle stops the supervisor.
+struct Shared {
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<ConnectionState>,
+    events: broadcast::Sender<Arc<GatewayEvent>>,
+    shutdown: CancellationToken,
+    reconnect: Arc<Notify>,
+    next_id: AtomicU64,
+    request_timeout: Duration,
+    transport: Arc<dyn Transport>,
+    supervisor: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A handle to the supervised gateway connection. Clone it freely.
+#[derive(Clone)]
+pub struct GatewayClient {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for GatewayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayClient")
+            .field("transport", &self.shared.transport.describe())
+            .field("state", &self.shared.state.borrow().label())
+            .finish()
+    }
+}
+
+impl GatewayClient {
+    /// Connects once and returns when `hello-ok` arrived, or with the error of the first
+    /// attempt (a gateway that is still starting is waited for). After that, the connection
+    /// is supervised like [`GatewayClient::start`]'s.
+    pub async fn connect(
+        transport: Arc<dyn Transport>,
+        options: ClientOptions,
+    ) -> Result<Self, GatewayError> {
+        let (first_tx, first_rx) = oneshot::channel();
+        let client = Self::spawn(transport, options, Some(first_tx));
+        match first_rx.await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(err)) => {
+                client.shutdown().await;
+                Err(err)
+            }
+            Err(_) => Err(GatewayError::Closed),
+        }
+    }
+
+    /// Starts the supervised connection in the background and returns at once; watch
+    /// [`GatewayClient::state`] to follow it.
+    pub fn start(transport: Arc<dyn Transport>, options: ClientOptions) -> Self {
+        Self::spawn(transport, options, None)
+    }
+
+    fn spawn(
+        transport: Arc<dyn Transport>,
+        options: ClientOptions,
+        first: Option<oneshot::Sender<Result<(), GatewayError>>>,
+    ) -> Self {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(ConnectionState::initial());
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let shutdown = CancellationToken::new();
+        let reconnect = Arc::new(Notify::new());
+        let supervisor = Supervisor {
+            options: Arc::new(options.clone()),
+            transport: transport.clone(),
+            state: state_tx,
+            events: events.clone(),
+            shutdown: shutdown.clone(),
+            reconnect: reconnect.clone(),
+            commands: command_rx,
+        };
+        let handle = tokio::spawn(supervisor.run(first));
+        Self {
+            shared: Arc::new(Shared {
+                commands,
+                state: state_rx,
+                events,
+                shutdown,
+                reconnect,
+                next_id: AtomicU64::new(1),
+                request_timeout: options.request_timeout,
+                transport,
+                supervisor: std::sync::Mutex::new(Some(handle)),
+            }),
+        }
+    }
+
+    /// The connection state; `changed()` wakes on every transition.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.clone()
+    }
+
+    /// The `hello-ok` of the current (or last) connection.
+    pub fn hello(&self) -> Option<Arc<HelloOk>> {
+        self.shared.state.borrow().hello.clone()
+    }
+
+    /// The transport this client connects through.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.shared.transport
+    }
+
+    /// Every event from now on. A subscriber that falls more than 1024 events behind gets
+    /// `RecvError::Lagged` and should re-read state.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<GatewayEvent>> {
+        self.shared.events.subscribe()
+    }
+
+    /// Waits until the connection is up (or fails for good, or `timeout` passes).
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<Arc<HelloOk>, GatewayError> {
+        let mut state = self.state();
+        let wait = async {
+            loop {
+                {
+                    let now = state.borrow_and_update();
+                    match now.phase {
+                        Phase::Connected => {
+                            if let Some(hello) = &now.hello {
+                                return Ok(hello.clone());
+                            }
+                        }
+                        Phase::Failed => {
+                            return Err(now.last_error.clone().unwrap_or(GatewayError::Closed))
+                        }
+                        Phase::Closed => return Err(GatewayError::Closed),
+                        _ => {}
+                    }
+                }
+                if state.changed().await.is_err() {
+                    return Err(GatewayError::Closed);
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(self.shared.state.borrow().last_error.clone().unwrap_or(
+                GatewayError::Handshake {
+                    message: format!(
+                        "not connected to {} within {} s",
+                        self.shared.transport.describe(),
+                        timeout.as_secs()
+                    ),
+                    retryable: true,
+                },
+            )),
+        }
+    }
+
+    /// Calls `method` with `params` (`Value::Null` sends no params) and returns the payload.
+    pub async fn request(&self, method: &str, params: Value) -> Result<Value, GatewayError> {
+        self.request_with(method, params, RequestOptions::default())
+            .await
+    }
+
+    /// Like [`GatewayClient::request`], with a timeout and `agent`-style final waiting.
+    ///
+    /// A request made while the connection is being restored waits for it (within the
+    /// timeout). A request in flight when the connection drops fails with
+    /// [`GatewayError::Disconnected`]; it is never replayed behind the caller's back.
+    pub async fn request_with(
+        &self,
+        method: &str,
+        params: Value,
+        options: RequestOptions,
+    ) -> Result<Value, GatewayError> {
+        {
+            let state = self.shared.state.borrow();
+            match state.phase {
+                Phase::Failed => return Err(state.last_error.clone().unwrap_or(GatewayError::Closed)),
+                Phase::Closed => return Err(GatewayError::Closed),
+                _ => {}
+            }
+        }
+        let timeout = options.timeout.unwrap_or(self.shared.request_timeout);
+        let deadline = Instant::now().checked_add(timeout);
+        let id = format!("c{}", self.shared.next_id.fetch_add(1, Ordering::Relaxed));
+        let params = (!params.is_null()).then_some(&params);
+        let frame = serde_json::to_string(&RequestFrame::new(&id, method, params))
+            .expect("a JSON value always serializes");
+        let (reply, response) = oneshot::channel();
+        let command = Command::Request {
+            id,
+            method: method.to_owned(),
+            frame,
+            expect_final: options.expect_final,
+            reply,
+            deadline,
+        };
+        if self.shared.commands.send(command).is_err() {
+            return Err(GatewayError::Closed);
+        }
+        let outcome = match deadline {
+            Some(_) => tokio::time::timeout(timeout, response).await,
+            None => Ok(response.await),
+        };
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(GatewayError::Closed),
+            Err(_) => Err(GatewayError::Timeout {
+                method: method.to_owned(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Drops the current connection and connects again now (the app's "Reset tunnel"). Also
+    /// retries after a terminal failure, e.g. once a pairing was approved.
+    pub fn reconnect(&self) {
+        self.shared.reconnect.notify_one();
+    }
+
+    /// Closes the connection and waits for the supervisor to stop.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let handle = self
+            .shared
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+        self.shared.transport.close().await;
+    }
+}
+
+/// The task that owns the socket.
+struct Supervisor {
+    options: Arc<ClientOptions>,
+    transport: Arc<dyn Transport>,
+    state: watch::Sender<ConnectionState>,
+    events: broadcast::Sender<Arc<GatewayEvent>>,
+    shutdown: CancellationToken,
+    reconnect: Arc<Notify>,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+/// Why a live session ended.
+enum SessionEnd {
+    Shutdown,
+    ReconnectRequested,
+    Lost(GatewayError),
+}
+
+struct Session {
+    ws: WebSocketStream<Box<dyn DuplexStream>>,
+    hello: Arc<HelloOk>,
+    early_events: Vec<super::protocol::EventFrame>,
+}
+
+impl Supervisor {
+    fn set_phase(&self, phase: Phase, error: Option<GatewayError>) {
+        self.state.send_modify(|s| {
+            s.phase = phase;
+            if error.is_some() {
+                s.last_error = error;
+            }
+            s.since = SystemTime::now();
+        });
+    }
+
+    async fn run(mut self, mut first: Option<oneshot::Sender<Result<(), GatewayError>>>) {
+        let mut attempt: u32 = 0;
+        let mut unavailable_retries = 0;
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            self.set_phase(Phase::Connecting { attempt }, None);
+            let outcome = tokio::select! {
+                outcome = self.establish() => outcome,
+                _ = self.shutdown.cancelled() => break,
+            };
+            let error = match outcome {
+                Ok(session) => {
+                    attempt = 0;
+                    unavailable_retries = 0;
+                    if let Some(first) = first.take() {
+                        let _ = first.send(Ok(()));
+                    }
+                    match self.run_session(session).await {
+                        SessionEnd::Shutdown => break,
+                        SessionEnd::ReconnectRequested => {
+                            self.set_phase(
+                                Phase::Degraded {
+                                    reason: "reconnect requested".into(),
+                                },
+                                None,
+                            );
+                            continue;
+                        }
+                        SessionEnd::Lost(error) => {
+                            tracing::warn!(error = %error, "gateway connection lost");
+                            self.set_phase(
+                                Phase::Degraded {
+                                    reason: error.to_string(),
+                                },
+                                Some(error.clone()),
+                            );
+                            error
+                        }
+                    }
+                }
+                Err(error) => error,
+            };
+
+            let give_up = match (&first, &error) {
+                (_, e) if !e.is_retryable() => true,
+                (Some(_), GatewayError::Unavailable { .. }) => {
+                    unavailable_retries += 1;
+                    unavailable_retries > FIRST_CONNECT_UNAVAILABLE_RETRIES
+                }
+                (Some(_), _) => true,
+                (None, _) => false,
+            };
+            if give_up {
+                tracing::debug!(error = %error, "gateway connection failed for good");
+                self.set_phase(Phase::Failed, Some(error.clone()));
+                if let Some(first) = first.take() {
+                    let _ = first.send(Err(error));
+                    break;
+                }
+                // Wait for the user (reconnect) or the end.
+                tokio::select! {
+                    _ = self.reconnect.notified() => { attempt = 0; continue }
+                    _ = self.shutdown.cancelled() => break,
+                }
+            }
+
+            let delay = match &error {
+                GatewayError::Unavailable {
+                    retry_after: Some(after),
+                    ..
+                } => (*after).max(Duration::from_millis(100)),
+                _ => self.options.backoff.delay(attempt),
+            };
+            tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "will reconnect");
+            self.set_phase(
+                Phase::Reconnecting {
+                    attempt,
+                    retry_in: delay,
+                },
+                Some(error),
+            );
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.reconnect.notified() => { attempt = 0 }
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        self.fail_queued_commands();
+        self.set_phase(Phase::Closed, None);
+    }
+
+    fn fail_queued_commands(&mut self) {
+        self.commands.close();
+        while let Ok(Command::Request { reply, .. }) = self.commands.try_recv() {
+            let _ = reply.send(Err(GatewayError::Closed));
+        }
+    }
+
+    /// One connect, plus the single retries the protocol reference recommends: a refused
+    /// shared token retried with the stored device token (only where the gateway sees us on
+    /// loopback), and a refused device token forgotten and retried without it.
+    async fn establish(&self) -> Result<Session, GatewayError> {
+        let key = self.token_key();
+        match self.open_session(AuthPlan::Configured).await {
+            Err(GatewayError::Auth { code, message, fix }) => {
+                let stored = self.options.device_tokens.load(&key);
+                if code == "AUTH_TOKEN_MISMATCH"
+                    && stored.is_some()
+                    && self.transport.is_loopback_to_gateway()
+                {
+                    tracing::warn!(
+                        "the gateway refused the configured token; retrying once with this device's token"
+                    );
+                    return self.open_session(AuthPlan::DeviceTokenOnly).await.map_err(|_| {
+                        GatewayError::Auth { code, message, fix }
+                    });
+                }
+                if code == "AUTH_DEVICE_TOKEN_MISMATCH" {
+                    if let Err(e) = self.options.device_tokens.forget(&key) {
+                        tracing::warn!(error = %e, "could not forget the refused device token");
+                    }
+                    if self.options.credentials.has_shared_secret() {
+                        return self.open_session(AuthPlan::WithoutDeviceToken).await;
+                    }
+                }
+                Err(GatewayError::Auth { code, message, fix })
+            }
+            other => other,
+        }
+    }
+
+    fn token_key(&self) -> String {
+        device_token_key(
+            &self.transport.gateway_key(),
+            self.options.identity.id(),
+            &self.options.role,
+        )
+    }
+
+    async fn open_session(&self, plan: AuthPlan) -> Result<Session, GatewayError> {
+        let limit = self.options.connect_timeout;
+        match tokio::time::timeout(limit, self.open_session_unbounded(plan)).await {
+            Ok(result) => result,
+            Err(_) => Err(GatewayError::Handshake {
+                message: format!(
+                    "no hello from the gateway at {} within {} s",
+                    self.transport.describe(),
+                    limit.as_secs()
+                ),
+                retryable: true,
+            }),
+        }
+    }
+
+    async fn open_session_unbounded(&self, plan: AuthPlan) -> Result<Session, GatewayError> {
+        let connected = self
+            .transport
+            .connect()
+            .await
+            .map_err(GatewayError::Transport)?;
+        let request = connected
+            .request_url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| {
+                GatewayError::Transport(TransportError::config(format!(
+                    "invalid gateway URL {}: {e}",
+                    connected.request_url
+                )))
+            })?;
+        let (ws, _response) =
+            tokio_tungstenite::client_async_with_config(request, connected.stream, Some(ws_config()))
+                .await
+                .map_err(|e| upgrade_error(e, &self.transport.describe()))?;
+        self.handshake(ws, plan).await
+    }
+
+    async fn handshake(
+        &self,
+        mut ws: WebSocketStream<Box<dyn DuplexStream>>,
+        plan: AuthPlan,
+    ) -> Result<Session, GatewayError> {
+        let mut early_events = Vec::new();
+        let challenge = loop {
+            match read_frame(&mut ws, "the connect challenge").await? {
+                Incoming::Event(ev) if ev.event == "connect.challenge" => {
+                    break serde_json::from_value::<super::protocol::Challenge>(ev.payload)
+                        .map_err(|e| GatewayError::Handshake {
+                            message: format!("malformed connect.challenge from the gateway: {e}"),
+                            retryable: false,
+                        })?;
+                }
+                Incoming::Event(ev) => early_events.push(ev),
+                Incoming::Response(_) => {}
+            }
+        };
+        self.set_phase(Phase::Authenticating, None);
+
+        let options = &self.options;
+        let key = self.token_key();
+        let stored = options.device_tokens.load(&key);
+        let (auth, signed_token) = build_auth(plan, &options.credentials, stored.as_ref());
+        let nonce = challenge.nonce.trim().to_owned();
+        let payload = v3_payload(&SignedFields {
+            device_id: options.identity.id(),
+            client_id: &options.client_id,
+            client_mode: &options.client_mode,
+            role: &options.role,
+            scopes: &options.scopes,
+            signed_at: challenge.ts,
+            token: &signed_token,
+            nonce: &nonce,
+            platform: &options.platform,
+            device_family: &options.device_family,
+        });
+        let params = ConnectParams {
+            min_protocol: PROTOCOL_VERSION,
+            max_protocol: PROTOCOL_VERSION,
+            client: ClientInfo {
+                id: options.client_id.clone(),
+                display_name: options.display_name.clone(),
+                version: options.version.clone(),
+                platform: options.platform.clone(),
+                device_family: Some(options.device_family.clone()),
+                mode: options.client_mode.clone(),
+                instance_id: options.instance_id.clone(),
+            },
+            role: options.role.clone(),
+            scopes: options.scopes.clone(),
+            caps: options.caps.clone(),
+            commands: options.commands.clone(),
+            permissions: options.permissions.clone(),
+            auth,
+            locale: None,
+            user_agent: Some(options.user_agent.clone()),
+            device: DeviceProof {
+                id: options.identity.id().to_owned(),
+                public_key: options.identity.public_key().to_owned(),
+                signature: options.identity.sign(&payload),
+                signed_at: challenge.ts,
+                nonce,
+            },
+        };
+        let params = serde_json::to_value(&params).expect("connect params serialize");
+        let frame = serde_json::to_string(&RequestFrame::new("connect", "connect", Some(&params)))
+            .expect("connect frame serializes");
+        drop(params);
+        tracing::debug!(device = options.identity.id(), role = %options.role, "sending connect");
+        ws.send(Message::Text(frame.into()))
+            .await
+            .map_err(|e| lost("sending connect", e))?;
+
+        let response = loop {
+            match read_frame(&mut ws, "hello-ok").await? {
+                Incoming::Response(res) if res.id == "connect" => break res,
+                Incoming::Response(_) => {}
+                Incoming::Event(ev) => early_events.push(ev),
+            }
+        };
+        if !response.ok {
+            let error = response.error.unwrap_or_else(|| super::protocol::ErrorShape {
+                code: "INVALID_REQUEST".into(),
+                message: "connect refused without an error".into(),
+                details: Value::Null,
+                retryable: false,
+                retry_after_ms: None,
+            });
+            return Err(classify_connect_error(error));
+        }
+        let hello: HelloOk = serde_json::from_value(response.payload).map_err(|e| {
+            GatewayError::Protocol {
+                message: format!("unreadable hello-ok from the gateway: {e}"),
+                fix: "check that the gateway runs a supported openclaw release (2026.9.x)".into(),
+            }
+        })?;
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err(GatewayError::Protocol {
+                message: format!(
+                    "the gateway answered with protocol {} (clawlink speaks {PROTOCOL_VERSION})",
+                    hello.protocol
+                ),
+                fix: "update clawlink or the gateway so both speak the same protocol version"
+                    .into(),
+            });
+        }
+        if let Some(token) = &hello.auth.device_token {
+            let changed = stored
+                .as_ref()
+                .is_none_or(|old| old.expose_secret() != token.expose_secret());
+            if changed {
+                if let Err(e) = options.device_tokens.save(&key, token) {
+                    tracing::warn!(error = %e, "could not store the device token the gateway issued");
+                }
+            }
+        }
+        tracing::info!(
+            server = %hello.server.version,
+            auth = hello.auth.method.as_deref().unwrap_or("?"),
+            "connected to gateway"
+        );
+        Ok(Session {
+            ws,
+            hello: Arc::new(hello),
+            early_events,
+        })
+    }
+
+    async fn run_session(&mut self, session: Session) -> SessionEnd {
+        let generation = self.state.borrow().generation + 1;
+        let tick = Duration::from_millis(session.hello.policy.tick_interval_ms.max(1_000));
+        self.state.send_modify(|s| {
+            s.phase = Phase::Connected;
+            s.generation = generation;
+            s.hello = Some(session.hello.clone());
+            s.last_error = None;
+            s.since = SystemTime::now();
+        });
+        let mut last_seq = None;
+        for ev in session.early_events {
+            self.publish(ev, generation, &mut last_seq);
+        }
+
+        let (mut sink, mut stream) = session.ws.split();
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        let mut last_frame = Instant::now();
+        let mut degraded = false;
+        let mut ping = tokio::time::interval(PING_INTERVAL.min(tick / 2));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+
+        let end = loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    let _ = sink.send(close_message("client shutdown")).await;
+                    break SessionEnd::Shutdown;
+                }
+                _ = self.reconnect.notified() => {
+                    let _ = sink.send(close_message("reconnect requested")).await;
+                    break SessionEnd::ReconnectRequested;
+                }
+                frame = stream.next() => {
+                    last_frame = Instant::now();
+                    if degraded {
+                        degraded = false;
+                        self.set_phase(Phase::Connected, None);
+                    }
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            self.dispatch(&text, &mut pending, generation, &mut last_seq);
+                        }
+                        Some(Ok(Message::Close(frame))) => break SessionEnd::Lost(closed_error(frame)),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => break SessionEnd::Lost(lost("reading from the gateway", e)),
+                        None => break SessionEnd::Lost(closed_error(None)),
+                    }
+                }
+                command = self.commands.recv() => {
+                    let Some(Command::Request { id, method, frame, expect_final, reply, deadline }) = command else {
+                        break SessionEnd::Shutdown;
+                    };
+                    if deadline.is_some_and(|d| d <= Instant::now()) || reply.is_closed() {
+                        continue;
+                    }
+                    tracing::trace!(%method, %id, "request");
+                    if let Err(e) = sink.send(Message::Text(frame.into())).await {
+                        let error = lost("sending a request", e);
+                        let _ = reply.send(Err(GatewayError::Disconnected { method }));
+                        break SessionEnd::Lost(error);
+                    }
+                    pending.insert(id, Pending { method, expect_final, reply });
+                }
+                _ = ping.tick() => {
+                    let silent = last_frame.elapsed();
+                    if silent >= tick * 2 {
+                        break SessionEnd::Lost(GatewayError::Handshake {
+                            message: format!("no frame from the gateway for {} s (tick timeout)", silent.as_secs()),
+                            retryable: true,
+                        });
+                    }
+                    if silent >= tick + tick / 2 && !degraded {
+                        degraded = true;
+                        self.set_phase(Phase::Degraded {
+                            reason: format!("gateway silent for {} s", silent.as_secs()),
+                        }, None);
+                    }
+                    if let Err(e) = sink.send(Message::Ping(Vec::new().into())).await {
+                        break SessionEnd::Lost(lost("pinging the gateway", e));
+                    }
+                }
+            }
+        };
+        for (_, p) in pending.drain() {
+            let _ = p.reply.send(Err(GatewayError::Disconnected { method: p.method }));
+        }
+        end
+    }
+
+    fn dispatch(
+        &self,
+        text: &str,
+        pending: &mut HashMap<String, Pending>,
+        generation: u64,
+        last_seq: &mut Option<u64>,
+    ) {
+        let frame = match serde_json::from_str::<Incoming>(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(error = %e, "ignoring a frame we cannot read");
+                return;
+            }
+        };
+        match frame {
+            Incoming::Event(ev) => self.publish(ev, generation, last_seq),
+            Incoming::Response(res) => {
+                let Some(entry) = pending.remove(&res.id) else {
+                    tracing::debug!(id = %res.id, "response to a request nobody waits for");
+                    return;
+                };
+                let accepted = res.ok
+                    && entry.expect_final
+                    && res.payload.get("status").and_then(Value::as_str) == Some("accepted");
+                if accepted {
+                    tracing::debug!(method = %entry.method, "accepted; waiting for the final response");
+                    pending.insert(res.id, entry);
+                    return;
+                }
+                let result = if res.ok {
+                    Ok(res.payload)
+                } else {
+                    Err(GatewayError::Rpc {
+                        method: entry.method,
+                        error: res.error.unwrap_or_else(|| super::protocol::ErrorShape {
+                            code: "UNKNOWN".into(),
+                            message: "request failed without an error object".into(),
+                            details: res.payload,
+                            retryable: false,
+                            retry_after_ms: None,
+                        }),
+                    })
+                };
+                let _ = entry.reply.send(result);
+            }
+        }
+    }
+
+    fn publish(&self, ev: super::protocol::EventFrame, generation: u64, last_seq: &mut Option<u64>) {
+        if let Some(seq) = ev.seq {
+            if let Some(previous) = *last_seq {
+                if seq > previous + 1 {
+                    // Gaps are normal (dropped slow events still use a number); subscribers
+                    // that care re-read state on their own schedule.
+                    tracing::debug!(missed = seq - previous - 1, "event sequence gap");
+                }
+            }
+            *last_seq = Some(seq);
+        }
+        let _ = self.events.send(Arc::new(GatewayEvent {
+            event: ev.event,
+            payload: ev.payload,
+            seq: ev.seq,
+            generation,
+        }));
+    }
+}
+
+fn ws_config() -> WebSocketConfig {
+    // The gateway allows 25 MiB frames after hello; leave headroom for base64 attachments.
+    WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20))
+}
+
+fn close_message(reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: reason.to_owned().into(),
+    }))
+}
+
+async fn read_frame(
+    ws: &mut WebSocketStream<Box<dyn DuplexStream>>,
+    waiting_for: &str,
+) -> Result<Incoming, GatewayError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Incoming>(&text) {
+                Ok(frame) => return Ok(frame),
+                Err(e) => tracing::debug!(error = %e, "ignoring an unreadable frame during the handshake"),
+            },
+            Some(Ok(Message::Close(frame))) => return Err(handshake_close_error(frame, waiting_for)),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(lost(&format!("waiting for {waiting_for}"), e)),
+            None => return Err(handshake_close_error(None, waiting_for)),
+        }
+    }
+}
+
+/// A close before `hello-ok`. The gateway closes 1008 after a refused connect (the response
+/// carries the detail), 1013 while starting, 1002 on protocol mismatch, and 1000 with no
+/// reason when the handshake took too long.
+fn handshake_close_error(frame: Option<CloseFrame>, waiting_for: &str) -> GatewayError {
+    let (code, reason) = frame
+        .map(|f| (u16::from(f.code), f.reason.to_string()))
+        .unwrap_or((1006, String::new()));
+    let message = format!(
+        "the gateway closed the connection (code {code}{}) while clawlink waited for {waiting_for}",
+        if reason.is_empty() { String::new() } else { format!(": {reason}") }
+    );
+    match code {
+        1013 | 1012 => GatewayError::Unavailable {
+            message,
+            retry_after: None,
+        },
+        1002 => GatewayError::Protocol {
+            message,
+            fix: "update clawlink or the gateway so both speak the same protocol version".into(),
+        },
+        1008 => GatewayError::Handshake {
+            message,
+            retryable: false,
+        },
+        _ => GatewayError::Handshake {
+            message,
+            retryable: true,
+        },
+    }
+}
+
+/// A close after `hello-ok`: restarts (1012), auth changes (4001), slow consumer (1008).
+fn closed_error(frame: Option<CloseFrame>) -> GatewayError {
+    let (code, reason) = frame
+        .map(|f| (u16::from(f.code), f.reason.to_string()))
+        .unwrap_or((1006, String::new()));
+    let what = match code {
+        1012 => "the gateway restarted",
+        4001 => "the gateway revoked this connection's auth",
+        1008 => "the gateway closed the connection on a policy violation",
+        1006 => "the connection dropped",
+        _ => "the gateway closed the connection",
+    };
+    GatewayError::Handshake {
+        message: format!(
+            "{what} (code {code}{})",
+            if reason.is_empty() { String::new() } else { format!(": {reason}") }
+        ),
+        retryable: true,
+    }
+}
+
+fn lost(doing: &str, error: tungstenite::Error) -> GatewayError {
+    GatewayError::Transport(TransportError::new(
+        TransportErrorKind::Io,
+        format!("connection lost while {doing}: {error}"),
+    ))
+}
+
+fn upgrade_error(error: tungstenite::Error, endpoint: &str) -> GatewayError {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let status = response.status();
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).chars().take(200).collect::<String>())
+                .unwrap_or_default();
+            let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
+            GatewayError::Handshake {
+                message: format!(
+                    "{endpoint} refused the WebSocket upgrade with HTTP {status}{}",
+                    if body.is_empty() { String::new() } else { format!(": {body}") }
+                ),
+                retryable,
+            }
+        }
+        tungstenite::Error::Io(e) => GatewayError::Handshake {
+            message: format!(
+                "{endpoint} closed the connection during the WebSocket upgrade ({e}); is this the gateway's port?"
+            ),
+            retryable: true,
+        },
+        other => GatewayError::Handshake {
+            message: format!("WebSocket upgrade with {endpoint} failed: {other}"),
+            retryable: true,
+        },
+    }
+}

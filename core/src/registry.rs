@@ -1,0 +1,143 @@
+//! The compile-time registries: transports and feature plugins submit typed descriptors with `inventory`.
+//!
+//! Plugins register *descriptors* (name, summary, example config, factory), never live
+//! objects: registration runs before `main`, so everything in a descriptor is const.
+//! Iteration is always sorted by name, and duplicate names are refused at start-up by
+//! [`validate`], because two plugins answering to one name would make a profile ambiguous.
+//!
+//! Pitfall (see ARCHITECTURE.md): inventory silently drops a crate that nothing references.
+//! The app links every built-in plugin crate explicitly, and a test asserts the exact set of
+//! names.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::feature::{Feature, FeatureError};
+use crate::transport::{Transport, TransportEnv, TransportError};
+
+/// Builds a transport from its settings (the profile's `transports.<name>` table as JSON).
+pub type TransportFactory =
+    fn(settings: &serde_json::Value, env: &TransportEnv) -> Result<Arc<dyn Transport>, TransportError>;
+
+/// Builds a feature plugin from its settings (the profile's `features.<name>` table as JSON,
+/// without the `enabled` key).
+pub type FeatureFactory = fn(settings: &serde_json::Value) -> Result<Box<dyn Feature>, FeatureError>;
+
+/// A transport, as it registers itself.
+#[derive(Debug)]
+pub struct TransportDescriptor {
+    /// Unique name used in profiles (`transport = "direct-ws"`).
+    pub name: &'static str,
+    /// One line for `clawlink transports`.
+    pub summary: &'static str,
+    /// A TOML snippet of the transport's settings table, shown by `clawlink transports`.
+    pub example_config: &'static str,
+    pub factory: TransportFactory,
+}
+
+/// A feature plugin, as it registers itself.
+#[derive(Debug)]
+pub struct FeatureDescriptor {
+    /// Unique name used in profiles (`features.<name>.enabled`).
+    pub name: &'static str,
+    /// One line for `clawlink features`.
+    pub summary: &'static str,
+    /// A TOML snippet of the feature's settings table.
+    pub example_config: &'static str,
+    /// Whether the feature runs when the profile does not mention it.
+    pub enabled_by_default: bool,
+    pub factory: FeatureFactory,
+}
+
+inventory::collect!(TransportDescriptor);
+inventory::collect!(FeatureDescriptor);
+
+/// Every registered transport, sorted by name.
+pub fn transports() -> Vec<&'static TransportDescriptor> {
+    let mut all: Vec<_> = inventory::iter::<TransportDescriptor>.into_iter().collect();
+    all.sort_by_key(|d| d.name);
+    all
+}
+
+/// Every registered feature plugin, sorted by name.
+pub fn features() -> Vec<&'static FeatureDescriptor> {
+    let mut all: Vec<_> = inventory::iter::<FeatureDescriptor>.into_iter().collect();
+    all.sort_by_key(|d| d.name);
+    all
+}
+
+/// The transport registered under `name`.
+pub fn transport(name: &str) -> Option<&'static TransportDescriptor> {
+    inventory::iter::<TransportDescriptor>
+        .into_iter()
+        .find(|d| d.name == name)
+}
+
+/// The feature registered under `name`.
+pub fn feature(name: &str) -> Option<&'static FeatureDescriptor> {
+    inventory::iter::<FeatureDescriptor>
+        .into_iter()
+        .find(|d| d.name == name)
+}
+
+/// A registry that cannot be used as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "{kind} name {name:?} is registered {count} times; each plugin needs a unique name \
+         (remove one of the crates from the build, or rename its descriptor)"
+    )]
+    Duplicate {
+        kind: &'static str,
+        name: String,
+        count: usize,
+    },
+}
+
+/// Checks both registries; called once at start-up.
+pub fn validate() -> Result<(), RegistryError> {
+    find_duplicates("transport", transports().iter().map(|d| d.name))?;
+    find_duplicates("feature", features().iter().map(|d| d.name))
+}
+
+fn find_duplicates<'a>(
+    kind: &'static str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), RegistryError> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in names {
+        *counts.entry(name).or_default() += 1;
+    }
+    match counts.into_iter().find(|(_, count)| *count > 1) {
+        Some((name, count)) => Err(RegistryError::Duplicate {
+            kind,
+            name: name.to_owned(),
+            count,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_named_with_their_count() {
+        let err = find_duplicates("transport", ["a", "b", "a", "c", "a"]).unwrap_err();
+        assert_eq!(
+            err,
+            RegistryError::Duplicate {
+                kind: "transport",
+                name: "a".into(),
+                count: 3
+            }
+        );
+        assert!(err.to_string().contains("registered 3 times"));
+    }
+
+    #[test]
+    fn unique_names_pass() {
+        assert_eq!(find_duplicates("feature", ["x", "y"]), Ok(()));
+    }
+}
