@@ -44,6 +44,11 @@ pub struct Profile {
     pub client: ClientSettings,
 }
 
+/// The key of a plugin's table: its registered name with `-` written `_`.
+pub fn table_key(name: &str) -> String {
+    name.replace('-', "_")
+}
+
 /// The transport local mode uses.
 pub const LOCAL_TRANSPORT: &str = "direct-ws";
 /// The transport remote mode uses unless the profile names another.
@@ -60,12 +65,18 @@ impl Profile {
     }
 
     /// The settings table of transport `name` (`{}` when the profile has none).
+    ///
+    /// Tables are keyed with underscores (`transports.direct_ws`) because environment
+    /// variables cannot contain `-`; a table written with the registered name
+    /// (`transports.direct-ws`) is accepted too, and the underscored one wins key by key.
     pub fn transport_settings(&self, name: &str) -> serde_json::Value {
-        self.transports
-            .get(name)
-            .or_else(|| self.transports.get(&name.replace('-', "_")))
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({}))
+        let mut merged = serde_json::Map::new();
+        for key in [name.to_owned(), table_key(name)] {
+            if let Some(serde_json::Value::Object(table)) = self.transports.get(&key) {
+                merged.extend(table.clone());
+            }
+        }
+        serde_json::Value::Object(merged)
     }
 
     /// Whether feature `name` runs, given its descriptor's default.
@@ -77,8 +88,8 @@ impl Profile {
 
     fn feature_settings(&self, name: &str) -> Option<&FeatureSettings> {
         self.features
-            .get(name)
-            .or_else(|| self.features.get(&name.replace('-', "_")))
+            .get(&table_key(name))
+            .or_else(|| self.features.get(name))
     }
 
     /// The settings a feature's factory receives (its table without `enabled`).
@@ -166,7 +177,21 @@ mod tests {
             profile.transport_settings("direct-ws")["url"],
             "ws://127.0.0.1:1"
         );
-        assert_eq!(profile.transport_settings("ssh-tunnel"), serde_json::json!({}));
+        assert_eq!(
+            profile.transport_settings("ssh-tunnel"),
+            serde_json::json!({})
+        );
+        let both: Profile = serde_json::from_value(serde_json::json!({
+            "transports": {
+                "direct-ws": {"url": "ws://file:1", "connect_timeout_ms": 5},
+                "direct_ws": {"url": "ws://env:2"}
+            }
+        }))
+        .unwrap();
+        assert_eq!(
+            both.transport_settings("direct-ws"),
+            serde_json::json!({"url": "ws://env:2", "connect_timeout_ms": 5})
+        );
     }
 
     #[test]

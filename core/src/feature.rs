@@ -94,7 +94,10 @@ mod unix_ms {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         s.serialize_u64(ms as u64)
     }
 }
@@ -158,7 +161,11 @@ impl FeatureHost {
                 Ok(()) => status.set(FeatureState::Stopped, "stopped", serde_json::Value::Null),
                 Err(err) => {
                     tracing::error!(feature = name, error = %err, "feature failed");
-                    status.set(FeatureState::Failed, err.to_string(), serde_json::Value::Null);
+                    status.set(
+                        FeatureState::Failed,
+                        err.to_string(),
+                        serde_json::Value::Null,
+                    );
                 }
             }
         });

@@ -16,12 +16,15 @@ use crate::feature::{Feature, FeatureError};
 use crate::transport::{Transport, TransportEnv, TransportError};
 
 /// Builds a transport from its settings (the profile's `transports.<name>` table as JSON).
-pub type TransportFactory =
-    fn(settings: &serde_json::Value, env: &TransportEnv) -> Result<Arc<dyn Transport>, TransportError>;
+pub type TransportFactory = fn(
+    settings: &serde_json::Value,
+    env: &TransportEnv,
+) -> Result<Arc<dyn Transport>, TransportError>;
 
 /// Builds a feature plugin from its settings (the profile's `features.<name>` table as JSON,
 /// without the `enabled` key).
-pub type FeatureFactory = fn(settings: &serde_json::Value) -> Result<Box<dyn Feature>, FeatureError>;
+pub type FeatureFactory =
+    fn(settings: &serde_json::Value) -> Result<Box<dyn Feature>, FeatureError>;
 
 /// A transport, as it registers itself.
 #[derive(Debug)]

@@ -94,7 +94,10 @@ pub trait Transport: Send + Sync {
     async fn run_remote(&self, _command: &str) -> Result<RemoteOutput, TransportError> {
         Err(TransportError::new(
             TransportErrorKind::Unsupported,
-            format!("the {} transport cannot run commands on the gateway host", self.name()),
+            format!(
+                "the {} transport cannot run commands on the gateway host",
+                self.name()
+            ),
         )
         .with_fix("use the ssh-tunnel transport to run remote commands"))
     }
@@ -147,7 +150,10 @@ pub enum TransportErrorKind {
 impl TransportErrorKind {
     /// Whether reconnecting later can fix this without the user changing anything.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Resolve | Self::Connect | Self::Tunnel | Self::Io)
+        matches!(
+            self,
+            Self::Resolve | Self::Connect | Self::Tunnel | Self::Io
+        )
     }
 
     /// Short layer name for one-line error messages.

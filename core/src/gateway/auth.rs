@@ -153,7 +153,8 @@ mod tests {
         assert_eq!(params.password.as_deref(), Some("pw"));
         assert_eq!(params.device_token.as_deref(), Some("dev"));
         assert_eq!(signed, "dev");
-        let (params, signed) = build_auth(AuthPlan::WithoutDeviceToken, &creds, Some(&secret("dev")));
+        let (params, signed) =
+            build_auth(AuthPlan::WithoutDeviceToken, &creds, Some(&secret("dev")));
         assert_eq!(params.device_token, None);
         assert_eq!(signed, "");
     }

@@ -58,7 +58,10 @@ mod tests {
 
     #[test]
     fn grows_doubles_and_caps() {
-        let b = Backoff { jitter: 0.0, ..Backoff::default() };
+        let b = Backoff {
+            jitter: 0.0,
+            ..Backoff::default()
+        };
         let secs: Vec<u64> = (0..7).map(|a| b.delay_with(a, 0.5).as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
         assert_eq!(b.delay_with(1000, 0.5), Duration::from_secs(30));

@@ -262,6 +262,7 @@ impl GatewayClient {
             shutdown: shutdown.clone(),
             reconnect: reconnect.clone(),
             commands: command_rx,
+            lost: None,
         };
         let handle = tokio::spawn(supervisor.run(first));
         Self {
@@ -360,7 +361,9 @@ impl GatewayClient {
         {
             let state = self.shared.state.borrow();
             match state.phase {
-                Phase::Failed => return Err(state.last_error.clone().unwrap_or(GatewayError::Closed)),
+                Phase::Failed => {
+                    return Err(state.last_error.clone().unwrap_or(GatewayError::Closed))
+                }
                 Phase::Closed => return Err(GatewayError::Closed),
                 _ => {}
             }
@@ -387,13 +390,16 @@ impl GatewayClient {
             Some(_) => tokio::time::timeout(timeout, response).await,
             None => Ok(response.await),
         };
+        let timed_out = || GatewayError::Timeout {
+            method: method.to_owned(),
+            after: timeout,
+        };
         match outcome {
             Ok(Ok(result)) => result,
+            // The supervisor drops requests whose deadline passed before they could be sent.
+            Ok(Err(_)) if deadline.is_some_and(|d| d <= Instant::now()) => Err(timed_out()),
             Ok(Err(_)) => Err(GatewayError::Closed),
-            Err(_) => Err(GatewayError::Timeout {
-                method: method.to_owned(),
-                after: timeout,
-            }),
+            Err(_) => Err(timed_out()),
         }
     }
 
@@ -428,6 +434,10 @@ struct Supervisor {
     shutdown: CancellationToken,
     reconnect: Arc<Notify>,
     commands: mpsc::UnboundedReceiver<Command>,
+    /// Why an established connection was lost, while we are restoring it. The published
+    /// phase then stays Degraded (with progress in the reason) instead of cycling through
+    /// Connecting/Reconnecting, so status shows one steady "degraded" until it recovers.
+    lost: Option<String>,
 }
 
 /// Why a live session ended.
@@ -444,13 +454,18 @@ struct Session {
 }
 
 impl Supervisor {
+    /// Publishes a transition; an unchanged phase with no new error wakes nobody.
     fn set_phase(&self, phase: Phase, error: Option<GatewayError>) {
-        self.state.send_modify(|s| {
+        self.state.send_if_modified(|s| {
+            if s.phase == phase && error.is_none() {
+                return false;
+            }
             s.phase = phase;
             if error.is_some() {
                 s.last_error = error;
             }
             s.since = SystemTime::now();
+            true
         });
     }
 
@@ -461,7 +476,13 @@ impl Supervisor {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            self.set_phase(Phase::Connecting { attempt }, None);
+            let connecting = match &self.lost {
+                Some(reason) => Phase::Degraded {
+                    reason: format!("{reason}; reconnecting (attempt {})", attempt + 1),
+                },
+                None => Phase::Connecting { attempt },
+            };
+            self.set_phase(connecting, None);
             let outcome = tokio::select! {
                 outcome = self.establish() => outcome,
                 _ = self.shutdown.cancelled() => break,
@@ -469,6 +490,7 @@ impl Supervisor {
             let error = match outcome {
                 Ok(session) => {
                     attempt = 0;
+                    self.lost = None;
                     unavailable_retries = 0;
                     if let Some(first) = first.take() {
                         let _ = first.send(Ok(()));
@@ -486,6 +508,7 @@ impl Supervisor {
                         }
                         SessionEnd::Lost(error) => {
                             tracing::warn!(error = %error, "gateway connection lost");
+                            self.lost = Some(error.to_string());
                             self.set_phase(
                                 Phase::Degraded {
                                     reason: error.to_string(),
@@ -530,13 +553,16 @@ impl Supervisor {
                 _ => self.options.backoff.delay(attempt),
             };
             tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "will reconnect");
-            self.set_phase(
-                Phase::Reconnecting {
+            let waiting = match &self.lost {
+                Some(reason) => Phase::Degraded {
+                    reason: format!("{reason}; next attempt in {:.1}s", delay.as_secs_f64()),
+                },
+                None => Phase::Reconnecting {
                     attempt,
                     retry_in: delay,
                 },
-                Some(error),
-            );
+            };
+            self.set_phase(waiting, Some(error));
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -570,9 +596,10 @@ impl Supervisor {
                     tracing::warn!(
                         "the gateway refused the configured token; retrying once with this device's token"
                     );
-                    return self.open_session(AuthPlan::DeviceTokenOnly).await.map_err(|_| {
-                        GatewayError::Auth { code, message, fix }
-                    });
+                    return self
+                        .open_session(AuthPlan::DeviceTokenOnly)
+                        .await
+                        .map_err(|_| GatewayError::Auth { code, message, fix });
                 }
                 if code == "AUTH_DEVICE_TOKEN_MISMATCH" {
                     if let Err(e) = self.options.device_tokens.forget(&key) {
@@ -627,10 +654,13 @@ impl Supervisor {
                     connected.request_url
                 )))
             })?;
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(request, connected.stream, Some(ws_config()))
-                .await
-                .map_err(|e| upgrade_error(e, &self.transport.describe()))?;
+        let (ws, _response) = tokio_tungstenite::client_async_with_config(
+            request,
+            connected.stream,
+            Some(ws_config()),
+        )
+        .await
+        .map_err(|e| upgrade_error(e, &self.transport.describe()))?;
         self.handshake(ws, plan).await
     }
 
@@ -653,7 +683,9 @@ impl Supervisor {
                 Incoming::Response(_) => {}
             }
         };
-        self.set_phase(Phase::Authenticating, None);
+        if self.lost.is_none() {
+            self.set_phase(Phase::Authenticating, None);
+        }
 
         let options = &self.options;
         let key = self.token_key();
@@ -717,21 +749,22 @@ impl Supervisor {
             }
         };
         if !response.ok {
-            let error = response.error.unwrap_or_else(|| super::protocol::ErrorShape {
-                code: "INVALID_REQUEST".into(),
-                message: "connect refused without an error".into(),
-                details: Value::Null,
-                retryable: false,
-                retry_after_ms: None,
-            });
+            let error = response
+                .error
+                .unwrap_or_else(|| super::protocol::ErrorShape {
+                    code: "INVALID_REQUEST".into(),
+                    message: "connect refused without an error".into(),
+                    details: Value::Null,
+                    retryable: false,
+                    retry_after_ms: None,
+                });
             return Err(classify_connect_error(error));
         }
-        let hello: HelloOk = serde_json::from_value(response.payload).map_err(|e| {
-            GatewayError::Protocol {
+        let hello: HelloOk =
+            serde_json::from_value(response.payload).map_err(|e| GatewayError::Protocol {
                 message: format!("unreadable hello-ok from the gateway: {e}"),
                 fix: "check that the gateway runs a supported openclaw release (2026.9.x)".into(),
-            }
-        })?;
+            })?;
         if hello.protocol != PROTOCOL_VERSION {
             return Err(GatewayError::Protocol {
                 message: format!(
@@ -849,7 +882,9 @@ impl Supervisor {
             }
         };
         for (_, p) in pending.drain() {
-            let _ = p.reply.send(Err(GatewayError::Disconnected { method: p.method }));
+            let _ = p
+                .reply
+                .send(Err(GatewayError::Disconnected { method: p.method }));
         }
         end
     }
@@ -902,7 +937,12 @@ impl Supervisor {
         }
     }
 
-    fn publish(&self, ev: super::protocol::EventFrame, generation: u64, last_seq: &mut Option<u64>) {
+    fn publish(
+        &self,
+        ev: super::protocol::EventFrame,
+        generation: u64,
+        last_seq: &mut Option<u64>,
+    ) {
         if let Some(seq) = ev.seq {
             if let Some(previous) = *last_seq {
                 if seq > previous + 1 {
@@ -944,9 +984,13 @@ async fn read_frame(
         match ws.next().await {
             Some(Ok(Message::Text(text))) => match serde_json::from_str::<Incoming>(&text) {
                 Ok(frame) => return Ok(frame),
-                Err(e) => tracing::debug!(error = %e, "ignoring an unreadable frame during the handshake"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "ignoring an unreadable frame during the handshake")
+                }
             },
-            Some(Ok(Message::Close(frame))) => return Err(handshake_close_error(frame, waiting_for)),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(handshake_close_error(frame, waiting_for))
+            }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(lost(&format!("waiting for {waiting_for}"), e)),
             None => return Err(handshake_close_error(None, waiting_for)),
@@ -961,7 +1005,8 @@ fn handshake_close_error(frame: Option<CloseFrame>, waiting_for: &str) -> Gatewa
     let (code, reason) = frame
         .map(|f| (u16::from(f.code), f.reason.to_string()))
         .unwrap_or((1006, String::new()));
-    let message = format!(
+    let message =
+        format!(
         "the gateway closed the connection (code {code}{}) while clawlink waited for {waiting_for}",
         if reason.is_empty() { String::new() } else { format!(": {reason}") }
     );
@@ -1000,7 +1045,11 @@ fn closed_error(frame: Option<CloseFrame>) -> GatewayError {
     GatewayError::Handshake {
         message: format!(
             "{what} (code {code}{})",
-            if reason.is_empty() { String::new() } else { format!(": {reason}") }
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            }
         ),
         retryable: true,
     }

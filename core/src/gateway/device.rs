@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn reference_vector_signs_identically() {
         let identity = DeviceIdentity::from_seed([7u8; 32]);
-        assert_eq!(identity.public_key(), "6kpsY-KcUgq-9VB7Ey7F-ZVHdq6-vnuSQh7qaRRG0iw");
+        assert_eq!(
+            identity.public_key(),
+            "6kpsY-KcUgq-9VB7Ey7F-ZVHdq6-vnuSQh7qaRRG0iw"
+        );
         assert_eq!(
             identity.id(),
             "fe812c12f3ab4ce6ac5db69ac352f906cb1b11ef43fb33e252ef7ff552263889"

@@ -50,7 +50,7 @@ impl std::fmt::Display for Layer {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GatewayError {
     /// The transport could not produce a stream.
-    #[error("{}: {}", .0.kind.layer(), .0.message)]
+    #[error("{}", .0.message)]
     Transport(TransportError),
 
     /// The WebSocket upgrade failed, or the socket closed before `hello-ok`.
@@ -193,7 +193,9 @@ fn rpc_fix(error: &ErrorShape) -> Option<String> {
         );
     }
     if error.message.contains("params") {
-        return Some("check the parameters: the gateway refuses unknown keys and wrong types".into());
+        return Some(
+            "check the parameters: the gateway refuses unknown keys and wrong types".into(),
+        );
     }
     None
 }
@@ -214,7 +216,9 @@ pub fn classify_connect_error(error: ErrorShape) -> GatewayError {
             fix: "update clawlink or the gateway so both speak the same protocol version".into(),
         };
     }
-    if detail == "PAIRING_REQUIRED" || (error.code == "NOT_PAIRED" && detail != "DEVICE_IDENTITY_REQUIRED") {
+    if detail == "PAIRING_REQUIRED"
+        || (error.code == "NOT_PAIRED" && detail != "DEVICE_IDENTITY_REQUIRED")
+    {
         let request_id = error.detail_str("requestId").map(str::to_owned);
         let approve = match &request_id {
             Some(id) => format!("openclaw devices approve {id}"),
@@ -236,10 +240,17 @@ pub fn classify_connect_error(error: ErrorShape) -> GatewayError {
             retry_after: error.retry_after_ms.map(Duration::from_millis),
         };
     }
-    if detail.starts_with("AUTH_") || detail.starts_with("DEVICE_") || message.starts_with("unauthorized") {
+    if detail.starts_with("AUTH_")
+        || detail.starts_with("DEVICE_")
+        || message.starts_with("unauthorized")
+    {
         let fix = auth_fix(&detail, &error);
         return GatewayError::Auth {
-            code: if detail.is_empty() { error.code.clone() } else { detail },
+            code: if detail.is_empty() {
+                error.code.clone()
+            } else {
+                detail
+            },
             message,
             fix,
         };

@@ -379,7 +379,10 @@ mod tests {
         assert_eq!(hello.server.version, "2026.9.6");
         assert_eq!(hello.main_session_key(), Some("agent:main:main"));
         assert_eq!(hello.auth_mode(), Some("token"));
-        assert_eq!(hello.auth.device_token.as_ref().unwrap().expose_secret(), "dt");
+        assert_eq!(
+            hello.auth.device_token.as_ref().unwrap().expose_secret(),
+            "dt"
+        );
         assert!(!format!("{hello:?}").contains("\"dt\""));
         assert_eq!(hello.policy.tick_interval_ms, 30_000);
     }

@@ -1,8 +1,9 @@
 //! The connection state machine the client publishes on a watch channel.
 //!
-//! Connecting → Authenticating → Connected; a lost connection goes Degraded (we had it, we are
-//! restoring it) → Reconnecting (waiting out the backoff) → Connecting again. Failed is
-//! terminal until the user acts (bad credentials, pairing, protocol); Closed is a clean stop.
+//! Connecting → Authenticating → Connected. A lost (or silent) connection is Degraded — we had
+//! it and are restoring it; the reason carries the retry progress — until it is Connected
+//! again. Reconnecting is the wait between attempts before any connection succeeded. Failed
+//! is terminal until the user acts (bad credentials, pairing, protocol); Closed is a clean stop.
 //! Every new `hello-ok` bumps the generation, so work tied to an older connection can tell it
 //! is stale.
 

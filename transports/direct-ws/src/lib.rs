@@ -99,8 +99,10 @@ impl GatewayUrl {
             Some(url::Host::Ipv6(addr)) => addr.to_string(),
             Some(host) => host.to_string(),
             None => {
-                return Err(TransportError::config(format!("gateway URL {input:?} has no host"))
-                    .with_fix("write it like ws://127.0.0.1:18789"))
+                return Err(
+                    TransportError::config(format!("gateway URL {input:?} has no host"))
+                        .with_fix("write it like ws://127.0.0.1:18789"),
+                )
             }
         };
         let mut path = url.path().to_owned();
@@ -215,9 +217,17 @@ impl Transport for DirectWs {
 
     async fn connect(&self) -> Result<Connected, TransportError> {
         let addrs = self.resolve().await?;
+        let several = addrs.len() > 1;
         let mut last_error = None;
         for addr in addrs {
-            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+            let label = if several {
+                format!("{addr}: ")
+            } else {
+                String::new()
+            };
+            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+                .await
+            {
                 Ok(Ok(stream)) => {
                     // Small JSON frames: latency matters more than packet count.
                     let _ = stream.set_nodelay(true);
@@ -227,10 +237,10 @@ impl Transport for DirectWs {
                         request_url: self.url.to_url(),
                     });
                 }
-                Ok(Err(e)) => last_error = Some(format!("{addr}: {e}")),
+                Ok(Err(e)) => last_error = Some(format!("{label}{e}")),
                 Err(_) => {
                     last_error = Some(format!(
-                        "{addr}: no answer within {} ms",
+                        "{label}no answer within {} ms",
                         self.connect_timeout.as_millis()
                     ))
                 }
@@ -259,7 +269,10 @@ mod tests {
     #[test]
     fn urls_parse_with_default_port_and_path() {
         let url = GatewayUrl::parse("ws://127.0.0.1").unwrap();
-        assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("127.0.0.1", 18789, "/"));
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("127.0.0.1", 18789, "/")
+        );
         assert!(url.is_loopback());
         let url = GatewayUrl::parse("ws://[::1]:28789/x?y=1").unwrap();
         assert_eq!(url.host, "::1");
@@ -285,8 +298,14 @@ mod tests {
             let err = GatewayUrl::parse(input).unwrap_err();
             assert_eq!(err.kind, TransportErrorKind::Config, "{input}");
             assert!(err.to_string().contains(needle), "{input}: {err}");
-            assert!(!err.to_string().contains("abc"), "secret echoed for {input}: {err}");
-            assert!(!err.to_string().contains("pw@"), "secret echoed for {input}: {err}");
+            assert!(
+                !err.to_string().contains("abc"),
+                "secret echoed for {input}: {err}"
+            );
+            assert!(
+                !err.to_string().contains("pw@"),
+                "secret echoed for {input}: {err}"
+            );
         }
         let err = GatewayUrl::parse("wss://gw.example.ts.net").unwrap_err();
         assert_eq!(err.kind, TransportErrorKind::Unsupported);

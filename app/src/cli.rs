@@ -1,0 +1,103 @@
+//! The command line: global options, connection overrides and subcommands (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A remote control for an OpenClaw Gateway.
+#[derive(Debug, Parser)]
+#[command(name = "clawlink", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Profile to use (a top-level table of the config file) [env: CLAWLINK_PROFILE]
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Read this config file instead of the user's config and ./clawlink.toml
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only print errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log line format
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// Connection overrides usable without any config file. Secrets are only ever taken from
+/// files or the environment, never from a flag value (argv is visible to every user).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnectionArgs {
+    /// Connect straight to this gateway URL (selects the direct-ws transport)
+    #[arg(long, global = true, value_name = "ws://HOST:PORT")]
+    pub url: Option<String>,
+    /// Read the gateway token from this file (mode 0600)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Read the gateway password from this file (mode 0600)
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "token_file"
+    )]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connect, then show the gateway's status and health
+    Status,
+    /// Call one gateway method and print its result (like `openclaw gateway call`)
+    Call(CallArgs),
+    /// Show or check the resolved configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// List the transports this build knows
+    Transports,
+    /// List the feature plugins this build knows and whether the profile enables them
+    Features,
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Method name, e.g. `health` or `node.list`
+    pub method: String,
+    /// Parameters as a JSON object; `-` reads them from standard input
+    pub params: Option<String>,
+    /// Wait for the final response of a two-phase method (`agent`)
+    #[arg(long)]
+    pub expect_final: bool,
+    /// Give up after this many milliseconds (default: client.request_timeout_ms)
+    #[arg(long, value_name = "MS")]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the resolved profile, each value with where it came from (secrets masked)
+    Show,
+    /// Check the configuration without connecting; exit 2 when it is not usable
+    Check,
+}

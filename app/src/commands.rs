@@ -1,0 +1,350 @@
+//! The one-shot commands of this release: status, call, config show|check, transports, features.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clawlink_core::gateway::RequestOptions;
+use clawlink_core::registry;
+use serde_json::{json, Value};
+
+use crate::cli::{CallArgs, GlobalArgs};
+use crate::connect;
+use crate::failure::Failure;
+use crate::settings::{self, Settings};
+
+/// `clawlink status`: connect, then `status` and `health` side by side.
+pub async fn status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+    let started = Instant::now();
+    let client = connect::connect(global, settings).await?;
+    let connect_ms = started.elapsed().as_millis() as u64;
+    let hello = client.hello().expect("connected clients have a hello");
+    let health_started = Instant::now();
+    let (status, health) = tokio::join!(client.request("status", Value::Null), async {
+        let result = client.request("health", Value::Null).await;
+        (result, health_started.elapsed().as_millis() as u64)
+    });
+    let (health, health_ms) = health;
+    let health = health.map_err(Failure::from)?;
+    // `status` needs operator.read; a device without it still gets health.
+    let status = status.unwrap_or_else(|e| json!({"error": e.to_json()}));
+    let transport = client.transport();
+    if global.json {
+        let out = json!({
+            "ok": true,
+            "gateway": {
+                "url": transport.describe(),
+                "transport": transport.name(),
+                "connectMs": connect_ms,
+                "localEndpoints": transport.local_endpoints(),
+            },
+            "server": hello.server,
+            "protocol": hello.protocol,
+            "auth": {
+                "method": hello.auth.method,
+                "role": hello.auth.role,
+                "scopes": hello.auth.scopes,
+            },
+            "healthMs": health_ms,
+            "health": health,
+            "status": status,
+        });
+        println!("{out}");
+    } else {
+        let uptime = hello
+            .snapshot
+            .get("uptimeMs")
+            .and_then(Value::as_u64)
+            .map(|ms| format!(", up {}", human_duration(Duration::from_millis(ms))))
+            .unwrap_or_default();
+        println!(
+            "Gateway   {} ({}) — connected in {connect_ms} ms",
+            transport.describe(),
+            transport.name()
+        );
+        println!(
+            "Server    openclaw {}, protocol {}{uptime}",
+            hello.server.version, hello.protocol
+        );
+        println!(
+            "Auth      {} · {}",
+            hello.auth.method.as_deref().unwrap_or("unknown"),
+            hello.auth.scopes.join(", ")
+        );
+        println!("Health    {}", health_line(&health, health_ms));
+        println!("Agents    {}", agents_line(&health));
+        if let Some(err) = status.get("error") {
+            println!(
+                "Status    unavailable: {}",
+                err["message"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    client.shutdown().await;
+    Ok(())
+}
+
+fn health_line(health: &Value, ms: u64) -> String {
+    let ok = health.get("ok").and_then(Value::as_bool) == Some(true);
+    let plugins = health
+        .pointer("/plugins/loaded")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let channels = health
+        .get("channels")
+        .and_then(Value::as_object)
+        .map_or(0, |c| c.len());
+    let event_loop = match health
+        .pointer("/eventLoop/degraded")
+        .and_then(Value::as_bool)
+    {
+        Some(true) => "event loop degraded",
+        _ => "event loop ok",
+    };
+    let channels = match channels {
+        0 => "no channels".to_owned(),
+        1 => "1 channel".to_owned(),
+        n => format!("{n} channels"),
+    };
+    format!(
+        "{} (ping {ms} ms) · {plugins} plugins · {channels} · {event_loop}",
+        if ok { "ok" } else { "NOT ok" }
+    )
+}
+
+fn agents_line(health: &Value) -> String {
+    let agents = health
+        .get("agents")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if agents.is_empty() {
+        return "none".into();
+    }
+    agents
+        .iter()
+        .map(|a| {
+            let id = a.get("agentId").and_then(Value::as_str).unwrap_or("?");
+            let default = if a.get("isDefault").and_then(Value::as_bool) == Some(true) {
+                " (default)"
+            } else {
+                ""
+            };
+            let sessions = a
+                .pointer("/sessions/count")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let heartbeat = a
+                .pointer("/heartbeat/every")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            format!("{id}{default} · {sessions} sessions · heartbeat {heartbeat}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// `clawlink call METHOD [PARAMS]`.
+pub async fn call(global: &GlobalArgs, settings: &Settings, args: &CallArgs) -> Result<()> {
+    let params = parse_params(args.params.as_deref())?;
+    let client = connect::connect(global, settings).await?;
+    let options = RequestOptions {
+        timeout: args.timeout.map(Duration::from_millis),
+        expect_final: args.expect_final,
+    };
+    let result = client.request_with(&args.method, params, options).await;
+    client.shutdown().await;
+    let payload = result.map_err(Failure::from)?;
+    if global.json {
+        println!("{payload}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&payload)?);
+    }
+    Ok(())
+}
+
+fn parse_params(raw: Option<&str>) -> Result<Value, Failure> {
+    let text = match raw {
+        None => return Ok(Value::Null),
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| {
+                Failure::config(
+                    format!("cannot read parameters from standard input: {e}"),
+                    None,
+                )
+            })?;
+            text
+        }
+        Some(text) => text.to_owned(),
+    };
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        Failure::config(
+            format!("the parameters are not valid JSON: {e}"),
+            Some(r#"pass a JSON object, e.g. '{"probe": true}', or - to read it from standard input"#.into()),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(Failure::config(
+            "the parameters must be a JSON object",
+            Some(r#"wrap them in an object, e.g. '{"sessionKey": "main"}'"#.into()),
+        ));
+    }
+    Ok(value)
+}
+
+/// `clawlink config show`.
+pub fn config_show(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+    let rows = settings::provenance(settings);
+    let (_, secrets) = connect::credentials(global, settings).unwrap_or_default();
+    if global.json {
+        let values: Vec<Value> = rows
+            .iter()
+            .map(|(k, v, o)| json!({"key": k, "value": v, "from": o}))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "profile": settings.profile_name,
+                "files": settings.files,
+                "transport": settings.profile.transport_name(),
+                "values": values,
+                "secrets": {"token": secrets.token.as_ref().map(|s| json!({"value": "***", "from": s})),
+                            "password": secrets.password.as_ref().map(|s| json!({"value": "***", "from": s}))},
+            })
+        );
+        return Ok(());
+    }
+    println!("profile   {}", settings.profile_name);
+    if settings.files.is_empty() {
+        println!("files     (none; built-in defaults, environment and flags only)");
+    } else {
+        for file in &settings.files {
+            println!("file      {}", file.display());
+        }
+    }
+    println!("transport {}", settings.profile.transport_name());
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    for (key, value, origin) in rows {
+        let shown = match value {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        println!("  {key:<width$} = {shown}    # {origin}");
+    }
+    for (name, source) in [("token", secrets.token), ("password", secrets.password)] {
+        if let Some(source) = source {
+            println!("  {name:<width$} = ***    # {source}");
+        }
+    }
+    Ok(())
+}
+
+/// `clawlink config check`: everything short of connecting.
+pub fn config_check(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+    let transport = connect::build_transport(settings)?;
+    connect::credentials(global, settings)?;
+    let known: Vec<&str> = registry::features().iter().map(|d| d.name).collect();
+    for name in settings.profile.features.keys() {
+        if !known
+            .iter()
+            .any(|k| clawlink_core::config::table_key(k) == *name || k == name)
+        {
+            return Err(Failure::config(
+                format!("features.{name}: this build has no feature plugin named {name:?}"),
+                Some(if known.is_empty() {
+                    "remove the table; this build has no feature plugins".into()
+                } else {
+                    format!("known features: {}", known.join(", "))
+                }),
+            )
+            .into());
+        }
+    }
+    if global.json {
+        println!(
+            "{}",
+            json!({"ok": true, "profile": settings.profile_name, "transport": transport.name(), "gateway": transport.describe()})
+        );
+    } else {
+        println!(
+            "config ok: profile {} connects to {} through {}",
+            settings.profile_name,
+            transport.describe(),
+            transport.name()
+        );
+    }
+    Ok(())
+}
+
+/// `clawlink transports`.
+pub fn transports(global: &GlobalArgs) -> Result<()> {
+    let all = registry::transports();
+    if global.json {
+        let list: Vec<Value> = all
+            .iter()
+            .map(|d| json!({"name": d.name, "summary": d.summary, "example": d.example_config}))
+            .collect();
+        println!("{}", Value::Array(list));
+        return Ok(());
+    }
+    for d in all {
+        println!(
+            "{}\n  {}\n  example [PROFILE.transports.{}]:",
+            d.name,
+            d.summary,
+            clawlink_core::config::table_key(d.name)
+        );
+        for line in d.example_config.lines() {
+            println!("    {line}");
+        }
+    }
+    Ok(())
+}
+
+/// `clawlink features`.
+pub fn features(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+    let all = registry::features();
+    let rows: Vec<(&str, &str, bool)> = all
+        .iter()
+        .map(|d| {
+            (
+                d.name,
+                d.summary,
+                settings
+                    .profile
+                    .feature_enabled(d.name, d.enabled_by_default),
+            )
+        })
+        .collect();
+    if global.json {
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|(n, s, e)| json!({"name": n, "summary": s, "enabled": e}))
+            .collect();
+        println!("{}", Value::Array(list));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("this build has no feature plugins");
+    }
+    for (name, summary, enabled) in rows {
+        let state = if enabled {
+            "enabled"
+        } else {
+            "disabled (features.NAME.enabled = false)"
+        };
+        println!("{name:<12} {state}\n             {summary}");
+    }
+    Ok(())
+}

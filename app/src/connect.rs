@@ -1,0 +1,128 @@
+//! Composes a gateway connection from the resolved profile: the registered transport, the credentials, the device state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawlink_core::gateway::{ClientOptions, Credentials, GatewayClient};
+use clawlink_core::prompt::NonInteractive;
+use clawlink_core::registry;
+use clawlink_core::transport::{Transport, TransportEnv};
+use secrecy::SecretString;
+
+use crate::cli::GlobalArgs;
+use crate::failure::Failure;
+use crate::settings::{expand_home, Settings};
+use crate::state;
+
+/// Where each secret came from, for `config show` (never the value).
+#[derive(Debug, Clone, Default)]
+pub struct SecretSources {
+    pub token: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Builds the profile's transport through the registry.
+pub fn build_transport(settings: &Settings) -> Result<Arc<dyn Transport>, Failure> {
+    let name = settings.profile.transport_name();
+    let descriptor = registry::transport(name).ok_or_else(|| {
+        let known: Vec<&str> = registry::transports().iter().map(|d| d.name).collect();
+        Failure::config(
+            format!(
+                "profile {:?} selects transport {name:?}, which this build does not have (it has: {})",
+                settings.profile_name,
+                known.join(", ")
+            ),
+            Some("pick one of those with `transport = \"…\"`, or build clawlink with that transport (`cargo xtask build`)".into()),
+        )
+    })?;
+    let env = TransportEnv {
+        prompter: Arc::new(NonInteractive),
+    };
+    (descriptor.factory)(&settings.profile.transport_settings(name), &env).map_err(Failure::from)
+}
+
+/// Resolves the gateway secrets: `--token-file`/`--password-file`, else `CLAWLINK_TOKEN` /
+/// `CLAWLINK_PASSWORD`, else the profile's `auth.token_file` / `auth.password_file`.
+pub fn credentials(
+    global: &GlobalArgs,
+    settings: &Settings,
+) -> Result<(Credentials, SecretSources), Failure> {
+    let conn = &global.connection;
+    let auth = &settings.profile.auth;
+    let mut sources = SecretSources::default();
+    let token = pick(
+        conn.token_file.as_ref(),
+        "CLAWLINK_TOKEN",
+        auth.token_file.as_ref(),
+        "the token file",
+        &mut sources.token,
+    )?;
+    let password = pick(
+        conn.password_file.as_ref(),
+        "CLAWLINK_PASSWORD",
+        auth.password_file.as_ref(),
+        "the password file",
+        &mut sources.password,
+    )?;
+    Ok((Credentials { token, password }, sources))
+}
+
+fn pick(
+    flag: Option<&PathBuf>,
+    env_var: &str,
+    profile: Option<&PathBuf>,
+    what: &str,
+    source: &mut Option<String>,
+) -> Result<Option<SecretString>, Failure> {
+    if let Some(path) = flag {
+        let path = expand_home(path);
+        *source = Some(format!("file {} (command line)", path.display()));
+        return state::read_secret_file(&path, what).map(Some);
+    }
+    if let Ok(value) = std::env::var(env_var) {
+        if !value.is_empty() {
+            *source = Some(format!("environment variable {env_var}"));
+            return Ok(Some(SecretString::from(value)));
+        }
+    }
+    if let Some(path) = profile {
+        let path = expand_home(path);
+        *source = Some(format!("file {} (profile)", path.display()));
+        return state::read_secret_file(&path, what).map(Some);
+    }
+    Ok(None)
+}
+
+/// The client options for an operator connection of this profile.
+pub fn operator_options(
+    global: &GlobalArgs,
+    settings: &Settings,
+) -> Result<ClientOptions, Failure> {
+    let (credentials, _) = credentials(global, settings)?;
+    let dir = state::data_dir()?;
+    let identity = Arc::new(state::load_or_create_identity(&dir, "operator")?);
+    let tokens = Arc::new(state::FileTokenStore::open(&dir)?);
+    let mut options = ClientOptions::operator(identity, credentials, tokens);
+    let client = &settings.profile.client;
+    options.display_name = client.display_name.clone().or_else(host_name);
+    options.request_timeout = Duration::from_millis(client.request_timeout_ms);
+    options.connect_timeout = Duration::from_millis(client.connect_timeout_ms);
+    Ok(options)
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| format!("clawlink on {}", h.trim()))
+}
+
+/// Connects once (the one-shot commands): fails with the first error that retrying cannot fix.
+pub async fn connect(global: &GlobalArgs, settings: &Settings) -> Result<GatewayClient, Failure> {
+    let transport = build_transport(settings)?;
+    let options = operator_options(global, settings)?;
+    GatewayClient::connect(transport, options)
+        .await
+        .map_err(Failure::from)
+}

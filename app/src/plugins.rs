@@ -1,0 +1,57 @@
+//! Links every built-in plugin crate this build was compiled with, so that their inventory registrations exist.
+//!
+//! inventory drops a crate that nothing references (its `submit!` never runs), so each
+//! enabled plugin gets one `use … as _;` here, behind its cargo feature. `cargo xtask`
+//! builds variants by choosing features; a test asserts the exact set of registered names.
+
+#[cfg(feature = "transport-ws")]
+use clawlink_transport_ws as _;
+
+/// The transport names this build must register (checked by tests and at start-up).
+pub const EXPECTED_TRANSPORTS: &[&str] = &[
+    #[cfg(feature = "transport-ws")]
+    clawlink_transport_ws::NAME,
+];
+
+/// The feature-plugin names this build must register.
+pub const EXPECTED_FEATURES: &[&str] = &[];
+
+/// Fails when a plugin this build links did not register (the inventory pitfall above) or
+/// when something unexpected registered.
+pub fn check_linked() -> Result<(), String> {
+    let transports: Vec<&str> = clawlink_core::registry::transports()
+        .iter()
+        .map(|d| d.name)
+        .collect();
+    let features: Vec<&str> = clawlink_core::registry::features()
+        .iter()
+        .map(|d| d.name)
+        .collect();
+    if transports != EXPECTED_TRANSPORTS || features != EXPECTED_FEATURES {
+        return Err(format!(
+            "plugin registry mismatch: transports {transports:?} (expected {EXPECTED_TRANSPORTS:?}), \
+             features {features:?} (expected {EXPECTED_FEATURES:?}); this build is broken — rebuild with `cargo xtask build`"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registries_hold_exactly_the_linked_plugins() {
+        let transports: Vec<&str> = clawlink_core::registry::transports()
+            .iter()
+            .map(|d| d.name)
+            .collect();
+        let features: Vec<&str> = clawlink_core::registry::features()
+            .iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(transports, EXPECTED_TRANSPORTS);
+        assert_eq!(features, EXPECTED_FEATURES);
+        clawlink_core::registry::validate().unwrap();
+    }
+}

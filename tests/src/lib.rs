@@ -1,0 +1,194 @@
+//! Shared helpers for the real-peer integration tests: find the peers `cargo xtask peer start` brought up, run the clawlink binary, make scratch state.
+//!
+//! The peers (a real openclaw gateway with token auth, a second one with password auth, a
+//! stub model, sshd) are started once per test run by `cargo xtask ci` and described in an
+//! env file. A test never skips when they are missing: it fails and says how to start them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use clawlink_core::gateway::{
+    ClientOptions, Credentials, DeviceIdentity, DeviceTokenStore, MemoryTokenStore,
+};
+use clawlink_core::transport::Transport;
+use clawlink_transport_ws::{DirectWs, GatewayUrl};
+use secrecy::SecretString;
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The peers' description (KEY=VALUE lines written by `cargo xtask peer start`).
+pub struct Peers {
+    vars: HashMap<String, String>,
+}
+
+impl Peers {
+    /// The running peers; panics with the command that starts them when there are none.
+    pub fn get() -> &'static Peers {
+        static PEERS: OnceLock<Peers> = OnceLock::new();
+        PEERS.get_or_init(|| {
+            let path = std::env::var_os("CLAWLINK_PEER_ENV")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target/peer/run/env"));
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "the real peers are not running ({}: {e}). Run the tests with `cargo xtask ci`, \
+                     or start the peers first with `cargo xtask peer install && cargo xtask peer start`",
+                    path.display()
+                )
+            });
+            let vars = text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect();
+            Peers { vars }
+        })
+    }
+
+    /// One value of the env file; panics naming the key when absent.
+    pub fn var(&self, key: &str) -> &str {
+        self.vars.get(key).unwrap_or_else(|| {
+            panic!("{key} missing from the peer env file; re-run `cargo xtask peer start`")
+        })
+    }
+
+    pub fn gateway_url(&self) -> &str {
+        self.var("OCPEER_GATEWAY_URL")
+    }
+
+    pub fn password_gateway_url(&self) -> &str {
+        self.var("OCPEER_PW_GATEWAY_URL")
+    }
+
+    pub fn token(&self) -> SecretString {
+        SecretString::from(self.var("OCPEER_GATEWAY_TOKEN").to_owned())
+    }
+
+    pub fn password(&self) -> SecretString {
+        SecretString::from(self.var("OCPEER_PW_GATEWAY_PASSWORD").to_owned())
+    }
+
+    /// Runs `xtask peer <args>` (used to restart a gateway) without going through cargo,
+    /// which would block on the build lock the running `cargo test` holds.
+    pub fn xtask_peer(&self, args: &[&str]) -> Output {
+        let output = Command::new(self.var("CLAWLINK_XTASK_BIN"))
+            .arg("peer")
+            .args(args)
+            .output()
+            .expect("run the xtask binary");
+        assert!(
+            output.status.success(),
+            "xtask peer {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+}
+
+/// A fresh, private scratch directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = workspace_root()
+        .join("target/test-scratch")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    dir
+}
+
+/// Writes a secret into a 0600 file in `dir` and returns its path.
+pub fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
+/// The direct-ws transport to `url`.
+pub fn direct(url: &str) -> Arc<dyn Transport> {
+    Arc::new(DirectWs::new(
+        GatewayUrl::parse(url).expect("valid url"),
+        Duration::from_secs(5),
+    ))
+}
+
+/// Operator options with a fresh device identity and an in-memory token store.
+pub fn operator(credentials: Credentials) -> (ClientOptions, Arc<MemoryTokenStore>) {
+    let store = Arc::new(MemoryTokenStore::default());
+    let identity = Arc::new(DeviceIdentity::generate().expect("randomness"));
+    let options = ClientOptions::operator(
+        identity,
+        credentials,
+        store.clone() as Arc<dyn DeviceTokenStore>,
+    );
+    (options, store)
+}
+
+/// Token credentials for the main gateway.
+pub fn token_credentials() -> Credentials {
+    Credentials {
+        token: Some(Peers::get().token()),
+        password: None,
+    }
+}
+
+/// The clawlink binary built by `cargo build` (`CLAWLINK_BIN` overrides).
+pub fn clawlink_bin() -> PathBuf {
+    let path = std::env::var_os("CLAWLINK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/clawlink"));
+    assert!(
+        path.is_file(),
+        "{} does not exist: build it first (`cargo build -p clawlink`, which `cargo xtask ci` does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs clawlink with a private data dir, no user config, and `args`.
+pub fn clawlink(data_dir: &Path, args: &[&str]) -> Output {
+    clawlink_with_env(data_dir, args, &[])
+}
+
+/// Like [`clawlink`], with extra environment variables.
+pub fn clawlink_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(clawlink_bin());
+    cmd.args(args)
+        .current_dir(data_dir)
+        .env("CLAWLINK_DATA_DIR", data_dir.join("data"))
+        .env("XDG_CONFIG_HOME", data_dir.join("config"))
+        .env("HOME", data_dir)
+        .env_remove("CLAWLINK_TOKEN")
+        .env_remove("CLAWLINK_PASSWORD")
+        .env_remove("CLAWLINK_PROFILE")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run clawlink")
+}
+
+/// stdout and stderr as text, for assertions and failure messages.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

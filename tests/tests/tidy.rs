@@ -1,0 +1,125 @@
+//! Mechanical repository rules from ARCHITECTURE.md, enforced as a test (the rust-analyzer `tidy` idea).
+
+use std::path::{Path, PathBuf};
+
+use clawlink_tests::workspace_root;
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if path.is_dir() {
+            if name == "target" || name.starts_with('.') || name == "node_modules" {
+                continue;
+            }
+            rust_files(&path, out);
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn all_rust_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    rust_files(&workspace_root(), &mut files);
+    assert!(files.len() > 10, "found only {} .rs files", files.len());
+    files
+}
+
+#[test]
+fn every_rust_file_opens_with_a_module_doc_line() {
+    let offenders: Vec<_> = all_rust_files()
+        .into_iter()
+        .filter(|f| !std::fs::read_to_string(f).unwrap().starts_with("//!"))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "files without a leading `//!` line: {offenders:?}"
+    );
+}
+
+#[test]
+fn no_stubs_and_no_ignored_tests() {
+    let needles = [
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+        concat!("#[", "ignore"),
+    ];
+    let mut offenders = Vec::new();
+    for file in all_rust_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for needle in needles {
+            if text.contains(needle) {
+                offenders.push(format!("{}: {needle}", file.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:?}");
+}
+
+/// Dependency names listed in the `[dependencies]` table of a manifest.
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let mut in_deps = false;
+    let mut deps = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+            continue;
+        }
+        if in_deps {
+            if let Some((name, _)) = line.split_once('=') {
+                let name = name.trim();
+                if !name.is_empty() && !name.starts_with('#') {
+                    deps.push(name.to_owned());
+                }
+            }
+        }
+    }
+    deps
+}
+
+#[test]
+fn core_knows_nothing_of_ssh_quic_tls_config_files_or_the_terminal() {
+    let deps = dependencies(&workspace_root().join("core/Cargo.toml"));
+    assert!(
+        deps.iter().any(|d| d == "inventory"),
+        "parser broken? {deps:?}"
+    );
+    let forbidden = [
+        "russh",
+        "ssh2-config",
+        "ssh-key",
+        "quinn",
+        "rustls",
+        "tokio-rustls",
+        "figment",
+        "toml",
+        "clap",
+        "crossterm",
+        "indicatif",
+        "libloading",
+        "directories",
+        "keyring",
+    ];
+    let found: Vec<_> = deps
+        .iter()
+        .filter(|d| forbidden.contains(&d.as_str()))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "core depends on {found:?}; see ARCHITECTURE.md invariants"
+    );
+}
+
+#[test]
+fn only_the_app_and_xtask_use_anyhow() {
+    for manifest in ["core/Cargo.toml", "transports/direct-ws/Cargo.toml"] {
+        let deps = dependencies(&workspace_root().join(manifest));
+        assert!(
+            !deps.iter().any(|d| d == "anyhow"),
+            "{manifest} uses anyhow; libraries use typed errors"
+        );
+    }
+}
