@@ -57,6 +57,32 @@ pub struct ConnectionArgs {
         conflicts_with = "token_file"
     )]
     pub password_file: Option<PathBuf>,
+    /// Reach the gateway through SSH to this target (selects the ssh-tunnel transport)
+    #[arg(
+        long,
+        global = true,
+        value_name = "user@host[:port]",
+        conflicts_with = "url"
+    )]
+    pub ssh: Option<String>,
+    /// SSH identity file; like `ssh -i`, only this key is offered
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// The gateway's port on the remote host
+    #[arg(long, global = true, value_name = "N")]
+    pub remote_port: Option<u16>,
+    /// Preferred local port for `clawlink tunnel`
+    #[arg(long, global = true, value_name = "N")]
+    pub local_port: Option<u16>,
+    /// Directory to run remote openclaw commands from
+    #[arg(long, global = true, value_name = "DIR")]
+    pub project_root: Option<String>,
+    /// The openclaw CLI on the remote host (a file; .js/.mjs run with node)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub cli_path: Option<String>,
+    /// How SSH host keys are trusted: strict, accept-new, openssh, or a SHA256:… fingerprint
+    #[arg(long, global = true, value_name = "POLICY")]
+    pub host_key_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,6 +104,33 @@ pub enum Command {
     Transports,
     /// List the feature plugins this build knows and whether the profile enables them
     Features,
+    /// Test the connection step by step: SSH, the remote openclaw CLI, the gateway
+    Test(TestArgs),
+    /// Forward the gateway's ports to this machine's loopback, like `ssh -N -L`, until Ctrl-C
+    Tunnel,
+    /// SSH helpers
+    #[command(subcommand)]
+    Ssh(SshCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Run the seed's full check `openclaw status --json` on the remote host (several
+    /// seconds of remote work) instead of `openclaw --version`
+    #[arg(long)]
+    pub remote_status: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SshCommand {
+    /// Show the SSH host's key fingerprint and add it to known_hosts after confirmation
+    Trust {
+        /// The SSH target (default: the profile's)
+        target: Option<String>,
+        /// Do not ask; trust the key shown (for scripts)
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

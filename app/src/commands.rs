@@ -80,7 +80,7 @@ pub async fn status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
             );
         }
     }
-    client.shutdown().await;
+    connect::finish(&client).await;
     Ok(())
 }
 
@@ -163,7 +163,7 @@ pub async fn call(global: &GlobalArgs, settings: &Settings, args: &CallArgs) -> 
         expect_final: args.expect_final,
     };
     let result = client.request_with(&args.method, params, options).await;
-    client.shutdown().await;
+    connect::finish(&client).await;
     let payload = result.map_err(Failure::from)?;
     if global.json {
         println!("{payload}");

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clawlink_core::gateway::{ClientOptions, Credentials, GatewayClient};
-use clawlink_core::prompt::NonInteractive;
 use clawlink_core::registry;
 use clawlink_core::transport::{Transport, TransportEnv};
 use secrecy::SecretString;
 
 use crate::cli::GlobalArgs;
 use crate::failure::Failure;
+use crate::prompt::AppPrompter;
 use crate::settings::{expand_home, Settings};
 use crate::state;
 
@@ -37,7 +37,7 @@ pub fn build_transport(settings: &Settings) -> Result<Arc<dyn Transport>, Failur
         )
     })?;
     let env = TransportEnv {
-        prompter: Arc::new(NonInteractive),
+        prompter: Arc::new(AppPrompter::from_environment()),
     };
     (descriptor.factory)(&settings.profile.transport_settings(name), &env).map_err(Failure::from)
 }
@@ -125,4 +125,10 @@ pub async fn connect(global: &GlobalArgs, settings: &Settings) -> Result<Gateway
     GatewayClient::connect(transport, options)
         .await
         .map_err(Failure::from)
+}
+
+/// Ends a one-shot command's connection: the WebSocket, then the transport (an SSH session).
+pub async fn finish(client: &GatewayClient) {
+    client.shutdown().await;
+    client.transport().close().await;
 }

@@ -79,7 +79,8 @@ fn transport_exit(kind: TransportErrorKind) -> u8 {
 pub fn report(error: &anyhow::Error, json: bool) -> u8 {
     match error.downcast_ref::<Failure>() {
         Some(failure) => {
-            if json {
+            // A Null `json` means the command already printed its own JSON report.
+            if json && !failure.json.is_null() {
                 println!(
                     "{}",
                     serde_json::json!({"ok": false, "error": failure.json})

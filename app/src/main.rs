@@ -5,6 +5,8 @@ mod commands;
 mod connect;
 mod failure;
 mod plugins;
+mod prompt;
+mod remote;
 mod settings;
 mod state;
 
@@ -12,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ConfigCommand, GlobalArgs, LogFormat};
+use cli::{Cli, Command, ConfigCommand, GlobalArgs, LogFormat, SshCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -50,6 +52,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(ConfigCommand::Show) => commands::config_show(global, &settings),
         Command::Config(ConfigCommand::Check) => commands::config_check(global, &settings),
         Command::Features => commands::features(global, &settings),
+        Command::Test(args) => remote::test(global, &settings, args.remote_status).await,
+        Command::Tunnel => remote::tunnel(global, &settings).await,
+        Command::Ssh(SshCommand::Trust { target, yes }) => {
+            remote::trust(global, &settings, target.as_deref(), *yes).await
+        }
         Command::Transports => unreachable!("handled above"),
     }
 }
@@ -74,6 +81,7 @@ fn init_logging(global: &GlobalArgs) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match global.log_format {
         LogFormat::Json => builder.json().init(),

@@ -4,6 +4,8 @@
 //! enabled plugin gets one `use … as _;` here, behind its cargo feature. `cargo xtask`
 //! builds variants by choosing features; a test asserts the exact set of registered names.
 
+#[cfg(feature = "transport-ssh")]
+use clawlink_transport_ssh as _;
 #[cfg(feature = "transport-ws")]
 use clawlink_transport_ws as _;
 
@@ -11,6 +13,8 @@ use clawlink_transport_ws as _;
 pub const EXPECTED_TRANSPORTS: &[&str] = &[
     #[cfg(feature = "transport-ws")]
     clawlink_transport_ws::NAME,
+    #[cfg(feature = "transport-ssh")]
+    clawlink_transport_ssh::NAME,
 ];
 
 /// The feature-plugin names this build must register.

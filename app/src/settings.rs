@@ -28,6 +28,8 @@ const PROFILE_ENV_ROOTS: &[&str] = &[
 ];
 
 const DEFAULTS: &str = "built-in default";
+/// The SSH transport's registered name (the app composes it; core does not know it).
+const SSH_TRANSPORT: &str = clawlink_core::config::DEFAULT_REMOTE_TRANSPORT;
 const FLAGS: &str = "command line";
 
 /// A provider under a name of our choosing, so that `config show` can say "command line"
@@ -183,6 +185,44 @@ fn flag_overrides(global: &GlobalArgs) -> Dict {
             table_key(clawlink_core::config::LOCAL_TRANSPORT),
             FigValue::from(table),
         );
+        dict.insert("transports".into(), FigValue::from(transports));
+    }
+    let mut ssh = Dict::new();
+    if let Some(target) = &conn.ssh {
+        dict.insert("mode".into(), FigValue::from("remote"));
+        dict.insert("transport".into(), FigValue::from(SSH_TRANSPORT));
+        ssh.insert("target".into(), FigValue::from(target.clone()));
+    }
+    let ssh_values: [(&str, Option<FigValue>); 6] = [
+        (
+            "identity_file",
+            conn.identity
+                .as_ref()
+                .map(|p| FigValue::from(p.display().to_string())),
+        ),
+        ("remote_port", conn.remote_port.map(FigValue::from)),
+        ("local_port", conn.local_port.map(FigValue::from)),
+        (
+            "project_root",
+            conn.project_root.clone().map(FigValue::from),
+        ),
+        ("cli_path", conn.cli_path.clone().map(FigValue::from)),
+        (
+            "host_key_policy",
+            conn.host_key_policy.clone().map(FigValue::from),
+        ),
+    ];
+    for (key, value) in ssh_values {
+        if let Some(value) = value {
+            ssh.insert(key.into(), value);
+        }
+    }
+    if !ssh.is_empty() {
+        let mut transports = match dict.remove("transports") {
+            Some(FigValue::Dict(_, d)) => d,
+            _ => Dict::new(),
+        };
+        transports.insert(table_key(SSH_TRANSPORT), FigValue::from(ssh));
         dict.insert("transports".into(), FigValue::from(transports));
     }
     let mut auth = Dict::new();

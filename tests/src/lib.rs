@@ -192,3 +192,45 @@ pub fn text(output: &Output) -> (String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A scratch HOME whose `~/.ssh/known_hosts` trusts the peer sshd (a copy of the harness's
+/// known_hosts file), for tests that use the SSH transport.
+pub fn ssh_home(name: &str) -> PathBuf {
+    let home = scratch_dir(name);
+    let ssh = home.join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    std::fs::copy(
+        Peers::get().var("OCPEER_SSH_KNOWN_HOSTS"),
+        ssh.join("known_hosts"),
+    )
+    .unwrap();
+    home
+}
+
+/// `user@127.0.0.1:PORT` of the peer sshd.
+pub fn ssh_target(user: &str) -> String {
+    let peers = Peers::get();
+    format!(
+        "{user}@{}:{}",
+        peers.var("OCPEER_SSH_HOST"),
+        peers.var("OCPEER_SSH_PORT")
+    )
+}
+
+/// The global flags that select the SSH transport to the peer gateway as `user`.
+pub fn ssh_args(user: &str) -> Vec<String> {
+    let peers = Peers::get();
+    vec![
+        "--ssh".into(),
+        ssh_target(user),
+        "--identity".into(),
+        peers.var("OCPEER_SSH_KEY").into(),
+        "--remote-port".into(),
+        peers.var("OCPEER_GATEWAY_PORT").into(),
+    ]
+}
+
+/// Runs clawlink with `HOME` = `home` (so `~/.ssh` is the scratch one).
+pub fn clawlink_in_home(home: &Path, args: &[&str]) -> Output {
+    clawlink_with_env(home, args, &[])
+}

@@ -409,7 +409,9 @@ impl GatewayClient {
         self.shared.reconnect.notify_one();
     }
 
-    /// Closes the connection and waits for the supervisor to stop.
+    /// Closes the WebSocket and waits for the supervisor to stop. The transport stays open:
+    /// it may be shared (one SSH session serves the gateway, remote commands and local
+    /// forwards), so whoever built it closes it.
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
         let handle = self
@@ -421,7 +423,6 @@ impl GatewayClient {
         if let Some(handle) = handle {
             let _ = handle.await;
         }
-        self.shared.transport.close().await;
     }
 }
 

@@ -1,0 +1,85 @@
+//! The app's answer to transport questions: a human on the terminal when there is one, files and batch "no" otherwise.
+//!
+//! Transports never read the terminal; they ask this. A passphrase comes from the file named
+//! by `CLAWLINK_SSH_PASSPHRASE_FILE` (mode 0600) first, then from a no-echo prompt when both
+//! stdin and stderr are terminals. Without a terminal every question is answered "no", which
+//! is OpenSSH's `BatchMode=yes`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use clawlink_core::prompt::{Confirmation, Prompter};
+use secrecy::SecretString;
+
+use crate::state;
+
+pub struct AppPrompter {
+    interactive: bool,
+    passphrase_file: Option<PathBuf>,
+}
+
+impl AppPrompter {
+    /// Interactive when stdin and stderr are terminals.
+    pub fn from_environment() -> Self {
+        Self {
+            interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+            passphrase_file: std::env::var_os("CLAWLINK_SSH_PASSPHRASE_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
+
+#[async_trait]
+impl Prompter for AppPrompter {
+    async fn confirm(&self, question: &Confirmation) -> bool {
+        if !self.interactive {
+            return false;
+        }
+        let question = question.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut err = std::io::stderr().lock();
+            for line in &question.details {
+                let _ = writeln!(err, "  {line}");
+            }
+            let _ = write!(err, "{} [y/N] ", question.question);
+            let _ = err.flush();
+            let mut answer = String::new();
+            if std::io::stdin().lock().read_line(&mut answer).is_err() {
+                return false;
+            }
+            matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn secret(&self, prompt: &str) -> Option<SecretString> {
+        if let Some(file) = &self.passphrase_file {
+            match state::read_secret_file(file, "the SSH passphrase file") {
+                Ok(secret) => return Some(secret),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return None;
+                }
+            }
+        }
+        if !self.interactive {
+            return None;
+        }
+        let prompt = format!("{prompt}: ");
+        tokio::task::spawn_blocking(move || {
+            rpassword::prompt_password(prompt)
+                .ok()
+                .map(SecretString::from)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    fn is_interactive(&self) -> bool {
+        self.interactive
+    }
+}

@@ -1,0 +1,599 @@
+//! The remote-mode commands: `clawlink test` (the seed's "Test remote", done right), `clawlink tunnel`, `clawlink ssh trust`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clawlink_core::gateway::GatewayClient;
+use clawlink_core::transport::{RemoteOutput, Transport, TransportError};
+use clawlink_transport_ssh::forward::{self, ForwardSpec};
+use clawlink_transport_ssh::known_hosts::{self, Verdict};
+use clawlink_transport_ssh::{exec, SshTunnel};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cli::GlobalArgs;
+use crate::connect;
+use crate::failure::Failure;
+use crate::prompt::AppPrompter;
+use crate::settings::Settings;
+
+/// One step of `clawlink test`.
+#[derive(Debug, Serialize)]
+struct Step {
+    step: &'static str,
+    ok: bool,
+    ms: u64,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    data: Value,
+}
+
+impl Step {
+    fn ok(step: &'static str, started: Instant, detail: String, data: Value) -> Self {
+        Self {
+            step,
+            ok: true,
+            ms: ms(started),
+            detail,
+            fix: None,
+            data,
+        }
+    }
+
+    fn failed(step: &'static str, started: Instant, detail: String, fix: Option<String>) -> Self {
+        Self {
+            step,
+            ok: false,
+            ms: ms(started),
+            detail,
+            fix,
+            data: Value::Null,
+        }
+    }
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+/// The profile's SSH tunnel, when it uses one.
+pub fn ssh_tunnel(settings: &Settings) -> Result<Option<Arc<SshTunnel>>, Failure> {
+    if settings.profile.transport_name() != clawlink_transport_ssh::NAME {
+        return Ok(None);
+    }
+    let raw = settings
+        .profile
+        .transport_settings(clawlink_transport_ssh::NAME);
+    let parsed = SshTunnel::parse_settings(&raw)?;
+    Ok(Some(Arc::new(SshTunnel::new(
+        parsed,
+        Arc::new(AppPrompter::from_environment()),
+    )?)))
+}
+
+/// `clawlink test`.
+pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool) -> Result<()> {
+    let options = connect::operator_options(global, settings)?;
+    let mut steps = Vec::new();
+    match ssh_tunnel(settings)? {
+        Some(tunnel) => {
+            let started = Instant::now();
+            match tunnel.session().await {
+                Err(e) => steps.push(Step::failed(
+                    "ssh",
+                    started,
+                    e.message.clone(),
+                    e.fix.clone(),
+                )),
+                Ok(session) => {
+                    let info = &session.info;
+                    let host_key = info
+                        .host_key
+                        .as_ref()
+                        .map(|t| format!("host key {} ({})", t.fingerprint, t.how))
+                        .unwrap_or_default();
+                    steps.push(Step::ok(
+                        "ssh",
+                        started,
+                        format!("{} · {host_key} · auth: {}", info.endpoint, info.auth_method),
+                        json!({
+                            "endpoint": info.endpoint,
+                            "tcpMs": info.tcp.as_millis() as u64,
+                            "handshakeMs": info.handshake.as_millis() as u64,
+                            "authMs": info.auth.as_millis() as u64,
+                            "hostKey": info.host_key.as_ref().map(|t| json!({"fingerprint": t.fingerprint, "trustedBy": t.how})),
+                            "auth": info.auth_method,
+                        }),
+                    ));
+                    // The CLI check and the gateway check share the SSH connection and run
+                    // side by side: a missing CLI must not hide a healthy gateway.
+                    let transport: Arc<dyn Transport> = tunnel.clone();
+                    let (cli, gateway) = tokio::join!(
+                        remote_cli_step(&tunnel, remote_status),
+                        gateway_step(transport, options)
+                    );
+                    steps.push(cli);
+                    steps.push(gateway);
+                    tunnel.close().await;
+                }
+            }
+        }
+        None => {
+            let transport = connect::build_transport(settings)?;
+            steps.push(gateway_step(transport, options).await);
+        }
+    }
+    let ok = steps.iter().all(|s| s.ok);
+    if global.json {
+        println!("{}", json!({"ok": ok, "steps": steps}));
+    } else {
+        for s in &steps {
+            println!(
+                "{:<11} {:<6} {:>6} ms  {}",
+                s.step,
+                if s.ok { "ok" } else { "FAILED" },
+                s.ms,
+                s.detail
+            );
+            if let Some(fix) = &s.fix {
+                println!("{:<11} {:<6} {:>9}  fix: {fix}", "", "", "");
+            }
+        }
+        if steps.len() == 1 && steps[0].ok {
+            println!("(no SSH steps: this profile connects directly)");
+        }
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure {
+            layer: steps
+                .iter()
+                .find(|s| !s.ok)
+                .map(|s| s.step.to_string())
+                .unwrap_or_default(),
+            message: "the connection test failed (see the steps above)".into(),
+            fix: None,
+            exit_code: 1,
+            json: Value::Null,
+        }
+        .into())
+    }
+}
+
+async fn remote_cli_step(tunnel: &SshTunnel, remote_status: bool) -> Step {
+    let started = Instant::now();
+    let (args, limit): (&[&str], _) = if remote_status {
+        (&["status", "--json"], Duration::from_secs(90))
+    } else {
+        (&["--version"], Duration::from_secs(30))
+    };
+    let host = tunnel.target().host.clone();
+    let output = match tunnel.run_cli(args, limit).await {
+        Ok(output) => output,
+        Err(e) => return Step::failed("remote-cli", started, e.message, e.fix),
+    };
+    match output.exit_code {
+        Some(0) => {
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            if remote_status {
+                summarize_status(started, &stdout)
+            } else {
+                let version = stdout.lines().next().unwrap_or("").trim().to_owned();
+                Step::ok(
+                    "remote-cli",
+                    started,
+                    version.clone(),
+                    json!({"version": version}),
+                )
+            }
+        }
+        Some(exec::NOT_FOUND) => cli_missing(started, &output, &host),
+        code => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            Step::failed(
+                "remote-cli",
+                started,
+                format!(
+                    "openclaw {} exited with {}: {}",
+                    args.join(" "),
+                    code.map(|c| c.to_string())
+                        .unwrap_or_else(|| "a signal".into()),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ),
+                Some("run the same command on the host to see the full error".into()),
+            )
+        }
+    }
+}
+
+fn cli_missing(started: Instant, output: &RemoteOutput, host: &str) -> Step {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = |marker: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(marker))
+            .map(|l| l.replace(&format!("{marker}: "), ""))
+    };
+    if let Some(detail) = line(exec::MARK_NO_PROJECT) {
+        return Step::failed(
+            "remote-cli",
+            started,
+            format!("exit 127: {detail} on {host}"),
+            Some("fix project_root (--project-root) to the directory of the openclaw checkout on the host".into()),
+        );
+    }
+    if let Some(detail) = line(exec::MARK_NO_NODE) {
+        return Step::failed(
+            "remote-cli",
+            started,
+            format!("exit 127: {detail} on {host}"),
+            Some("install Node.js ≥ 24 on the host so that non-interactive shells find it (e.g. in /usr/local/bin)".into()),
+        );
+    }
+    let detail = line(exec::MARK_NO_CLI).unwrap_or_else(|| stderr.trim().to_owned());
+    Step::failed(
+        "remote-cli",
+        started,
+        format!("exit 127: {detail} on {host}"),
+        Some(format!(
+            "on {host}, link it into a standard directory: `sudo ln -s \"$(command -v openclaw)\" /usr/local/bin/openclaw` \
+             (run in an interactive shell there); or set cli_path (--cli-path) to its full path; or add its directory to \
+             PATH in ~/.profile / ~/.zshenv, which non-interactive shells read"
+        )),
+    )
+}
+
+fn summarize_status(started: Instant, stdout: &str) -> Step {
+    let Some(json) = stdout
+        .find('{')
+        .and_then(|i| serde_json::from_str::<Value>(&stdout[i..]).ok())
+    else {
+        return Step::failed(
+            "remote-cli",
+            started,
+            "openclaw status --json printed no JSON".into(),
+            Some("run `openclaw status --json` on the host to see what it prints".into()),
+        );
+    };
+    let version = json["runtimeVersion"].as_str().unwrap_or("?");
+    let reachable = json.pointer("/gateway/reachable").and_then(Value::as_bool);
+    let sessions = json
+        .pointer("/sessions/count")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let gateway = match reachable {
+        Some(true) => "gateway reachable",
+        Some(false) => "gateway NOT reachable from the host",
+        None => "gateway state unknown",
+    };
+    let detail = format!("openclaw {version} · {gateway} · {sessions} sessions");
+    let data =
+        json!({"runtimeVersion": version, "gatewayReachable": reachable, "sessions": sessions});
+    if reachable == Some(false) {
+        let mut step = Step::failed(
+            "remote-cli",
+            started,
+            detail,
+            Some("start the gateway on the host: `openclaw gateway run`".into()),
+        );
+        step.data = data;
+        return step;
+    }
+    Step::ok("remote-cli", started, detail, data)
+}
+
+async fn gateway_step(
+    transport: Arc<dyn Transport>,
+    options: clawlink_core::gateway::ClientOptions,
+) -> Step {
+    let started = Instant::now();
+    let client = match GatewayClient::connect(transport, options).await {
+        Ok(client) => client,
+        Err(e) => {
+            let failure = Failure::from(e);
+            return Step::failed(
+                "gateway",
+                started,
+                format!("{}: {}", failure.layer, failure.message),
+                failure.fix,
+            );
+        }
+    };
+    let handshake_ms = ms(started);
+    let health_started = Instant::now();
+    let health = client.request("health", Value::Null).await;
+    let health_ms = ms(health_started);
+    let hello = client.hello().expect("connected");
+    // The tunnel's SSH session is shared with the other steps: close only the WebSocket.
+    let step = match health {
+        Ok(health) => {
+            let auth = hello.auth.method.clone().unwrap_or_else(|| "?".into());
+            Step::ok(
+                "gateway",
+                started,
+                format!(
+                    "openclaw {} · auth {auth} (device paired) · health {} (ping {health_ms} ms)",
+                    hello.server.version,
+                    if health["ok"] == true { "ok" } else { "NOT ok" }
+                ),
+                json!({"server": hello.server.version, "auth": auth, "handshakeMs": handshake_ms, "healthMs": health_ms, "paired": hello.auth.device_token.is_some()}),
+            )
+        }
+        Err(e) => {
+            let failure = Failure::from(e);
+            Step::failed(
+                "gateway",
+                started,
+                format!("{}: {}", failure.layer, failure.message),
+                failure.fix,
+            )
+        }
+    };
+    client.shutdown().await;
+    step
+}
+
+/// `clawlink tunnel`.
+pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+    let Some(tunnel) = ssh_tunnel(settings)? else {
+        return Err(Failure::config(
+            format!(
+                "`clawlink tunnel` forwards over SSH, but profile {:?} uses the {} transport",
+                settings.profile_name,
+                settings.profile.transport_name()
+            ),
+            Some(
+                "pass --ssh user@host, or select a profile with transport = \"ssh-tunnel\"".into(),
+            ),
+        )
+        .into());
+    };
+    // Fail fast (host key, auth) before binding anything.
+    tunnel.session().await.map_err(Failure::from)?;
+    let remote = tunnel.settings().remote_port;
+    let gateway = forward::bind(ForwardSpec {
+        purpose: "gateway".into(),
+        preferred_local_port: tunnel.settings().local_port,
+        remote_port: remote,
+    })
+    .await
+    .map_err(Failure::from)?;
+    // The Control UI's widget sandbox lives on the gateway port + 1; it moves with it.
+    let sandbox = forward::bind(ForwardSpec {
+        purpose: "widget sandbox".into(),
+        preferred_local_port: gateway.local_port.saturating_add(1),
+        remote_port: remote.saturating_add(1),
+    })
+    .await
+    .map_err(Failure::from)?;
+    let forwards = [&gateway, &sandbox];
+    let endpoints: Vec<_> = forwards.iter().flat_map(|f| f.endpoints()).collect();
+    tunnel.set_local_endpoints(endpoints.clone());
+    if global.json {
+        let list: Vec<Value> = forwards
+            .iter()
+            .map(|f| {
+                json!({
+                    "purpose": f.spec.purpose,
+                    "url": f.endpoints()[0].url,
+                    "localPort": f.local_port,
+                    "remotePort": f.spec.remote_port,
+                    "listen": f.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "fallback": f.fallback_reason,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"ok": true, "target": tunnel.target().to_string(), "forwards": list})
+        );
+    } else {
+        for f in forwards {
+            if let Some(reason) = &f.fallback_reason {
+                eprintln!("note: {reason}; using port {} instead", f.local_port);
+            }
+            let listen: Vec<String> = f.addresses().iter().map(|a| a.to_string()).collect();
+            println!(
+                "{:<15} {}  (listening on {}, → 127.0.0.1:{} on {})",
+                f.spec.purpose,
+                f.endpoints()[0].url,
+                listen.join(" and "),
+                f.spec.remote_port,
+                tunnel.target()
+            );
+        }
+        println!("forwarding until Ctrl-C");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let serving = tokio::spawn(forward::serve(tunnel.clone(), vec![gateway, sandbox]));
+    let watching = tokio::spawn(keep_ssh_up(tunnel.clone()));
+    let stop = shutdown_signal().await;
+    tracing::info!("{stop}: closing the tunnel");
+    serving.abort();
+    let result = watching.is_finished();
+    watching.abort();
+    tunnel.close().await;
+    if result {
+        return Err(Failure::from(TransportError::new(
+            clawlink_core::transport::TransportErrorKind::Authentication,
+            "the SSH connection could not be restored",
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Notices a lost SSH connection and restores it with backoff (the listeners stay bound;
+/// connections accepted meanwhile wait for the new session). Host-key and auth failures
+/// are not retried.
+async fn keep_ssh_up(tunnel: Arc<SshTunnel>) {
+    let backoff = clawlink_core::gateway::Backoff::default();
+    let mut attempt = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if tunnel.is_connected().await {
+            attempt = 0;
+            continue;
+        }
+        eprintln!(
+            "clawlink: SSH connection to {} lost; reconnecting",
+            tunnel.target()
+        );
+        match tunnel.session().await {
+            Ok(_) => {
+                eprintln!("clawlink: SSH connection restored");
+                attempt = 0;
+            }
+            Err(e) if !e.kind.is_retryable() => {
+                eprintln!("clawlink: {}: {}", e.kind.layer(), e.message);
+                return;
+            }
+            Err(e) => {
+                let delay = backoff.delay(attempt);
+                attempt += 1;
+                eprintln!(
+                    "clawlink: {} (retrying in {:.1}s)",
+                    e.message,
+                    delay.as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupted",
+            _ = term.recv() => "terminated",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupted"
+    }
+}
+
+/// `clawlink ssh trust [TARGET] [--yes]`.
+pub async fn trust(
+    global: &GlobalArgs,
+    settings: &Settings,
+    target: Option<&str>,
+    yes: bool,
+) -> Result<()> {
+    let mut raw = settings
+        .profile
+        .transport_settings(clawlink_transport_ssh::NAME);
+    if let Some(target) = target {
+        raw["target"] = json!(target);
+    }
+    let parsed = SshTunnel::parse_settings(&raw)?;
+    let prompter = Arc::new(AppPrompter::from_environment());
+    let tunnel = SshTunnel::new(parsed, prompter.clone())?;
+    let probe = tunnel.probe_host_key().await.map_err(Failure::from)?;
+    let name = known_hosts::host_key_name(&probe.host, probe.port);
+    let report = |status: &str, extra: Value| {
+        if global.json {
+            println!(
+                "{}",
+                json!({"host": name, "fingerprint": probe.fingerprint, "algorithm": probe.algorithm, "status": status, "detail": extra})
+            );
+        }
+    };
+    match &probe.verdict {
+        Verdict::Trusted { file, line } => {
+            report("already-trusted", json!({"file": file, "line": line}));
+            if !global.json {
+                println!(
+                    "{name} is already trusted: {} ({}) at {}:{line}",
+                    probe.fingerprint,
+                    probe.algorithm,
+                    file.display()
+                );
+            }
+            return Ok(());
+        }
+        Verdict::Revoked { file, line } => {
+            return Err(Failure::from(TransportError::new(
+                clawlink_core::transport::TransportErrorKind::HostTrust,
+                format!(
+                    "the key {} of {name} is @revoked in {}:{line}; it cannot be trusted",
+                    probe.fingerprint,
+                    file.display()
+                ),
+            ))
+            .into())
+        }
+        Verdict::Changed { known } => {
+            let old: Vec<String> = known
+                .iter()
+                .map(|k| format!("{} at {}:{}", k.fingerprint, k.file.display(), k.line))
+                .collect();
+            return Err(Failure::from(TransportError::new(
+                clawlink_core::transport::TransportErrorKind::HostTrust,
+                format!(
+                    "HOST KEY CHANGED for {name}: it now presents {} ({}); known_hosts has {}. `ssh trust` does not overwrite a changed key",
+                    probe.fingerprint,
+                    probe.algorithm,
+                    old.join(", ")
+                ),
+            )
+            .with_fix(format!(
+                "if the host was reinstalled, verify the new key out of band, remove the old one with `ssh-keygen -R '{name}'`, then run this again"
+            )))
+            .into());
+        }
+        Verdict::Unknown => {}
+    }
+    let Some(file) = probe.write_file.clone() else {
+        return Err(Failure::config(
+            "no known_hosts file to write to",
+            Some("set known_hosts_file in the profile".into()),
+        )
+        .into());
+    };
+    if !global.json {
+        println!("{name} presents a {} key", probe.algorithm);
+        println!("fingerprint {}", probe.fingerprint);
+        println!("(compare with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` run on that host)");
+    }
+    let accepted = yes || {
+        use clawlink_core::prompt::{Confirmation, Prompter};
+        if !prompter.is_interactive() {
+            return Err(Failure::config(
+                format!("not trusting {name} without confirmation (no terminal to ask on)"),
+                Some("re-run with --yes once you have checked the fingerprint".into()),
+            )
+            .into());
+        }
+        prompter
+            .confirm(&Confirmation {
+                question: format!("Add this key to {}?", file.display()),
+                details: vec![],
+            })
+            .await
+    };
+    if !accepted {
+        return Err(Failure::config(format!("{name} was not trusted"), None).into());
+    }
+    known_hosts::append(&file, &probe.host, probe.port, &probe.key)
+        .map_err(|e| Failure::config(format!("cannot write {}: {e}", file.display()), None))?;
+    report("added", json!({"file": file}));
+    if !global.json {
+        println!("added {name} to {}", file.display());
+    }
+    Ok(())
+}

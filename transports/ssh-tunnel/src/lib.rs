@@ -1,0 +1,425 @@
+//! Transport `ssh-tunnel` (the default remote mode): the gateway's WebSocket over an in-process SSH connection.
+//!
+//! Unlike the macOS app, which spawns `ssh -N -L` and then has to track, reap and de-duplicate
+//! child processes, clawlink speaks SSH itself (russh, ring crypto): our WebSocket runs over a
+//! `direct-tcpip` channel to `127.0.0.1:<remote_port>` on the gateway host, so there is no
+//! child process to orphan and no local port to fight over. One SSH session is shared by the
+//! gateway connection, remote commands and `clawlink tunnel`'s local forwards, and is
+//! re-opened on demand after a loss.
+
+pub mod exec;
+pub mod forward;
+mod hostkey;
+pub mod known_hosts;
+mod session;
+pub mod sshconfig;
+pub mod target;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clawlink_core::prompt::Prompter;
+use clawlink_core::registry::TransportDescriptor;
+use clawlink_core::transport::{
+    Connected, LocalEndpoint, RemoteOutput, Transport, TransportEnv, TransportError,
+    TransportErrorKind,
+};
+use serde::Deserialize;
+
+pub use hostkey::{HostKeyCheck, HostKeyPolicy, Trusted};
+pub use session::{SessionInfo, SshSession};
+use sshconfig::{Resolved, SshEnv};
+use target::SshTarget;
+
+/// The registered name.
+pub const NAME: &str = "ssh-tunnel";
+/// The gateway's default port, on the remote host and locally for `clawlink tunnel`.
+pub const DEFAULT_GATEWAY_PORT: u16 = 18789;
+
+/// Any byte stream SSH can run over (TCP, or a channel of a jump host).
+pub(crate) trait Stream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+clawlink_core::inventory::submit! {
+    TransportDescriptor {
+        name: NAME,
+        summary: "the gateway's WebSocket through an in-process SSH connection (like ssh -N -L, no child process); the default for remote mode",
+        example_config: "target = \"claw@gateway-host\"          # user@host[:port], [v6]:port, ssh://…, or a ~/.ssh/config alias\n\
+# identity_file = \"~/.ssh/id_ed25519\"   # like ssh -i: only this key\n\
+# remote_port = 18789                   # the gateway's port on the remote host\n\
+# local_port = 18789                    # clawlink tunnel's preferred local port\n\
+# project_root = \"~/openclaw\"           # for remote CLI commands\n\
+# cli_path = \"~/openclaw/openclaw.mjs\"\n\
+# host_key_policy = \"strict\"            # strict | accept-new | openssh | SHA256:…\n\
+# keepalive_interval_s = 15\n\
+# keepalive_count = 3",
+        factory: SshTunnel::from_settings,
+    }
+}
+
+/// Settings of `[profile.transports.ssh_tunnel]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    pub target: String,
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    #[serde(default = "default_port")]
+    pub remote_port: u16,
+    #[serde(default = "default_port")]
+    pub local_port: u16,
+    #[serde(default)]
+    pub project_root: Option<String>,
+    #[serde(default)]
+    pub cli_path: Option<String>,
+    #[serde(default)]
+    pub host_key_policy: HostKeyPolicy,
+    #[serde(default)]
+    pub keepalive_interval_s: Option<u64>,
+    #[serde(default)]
+    pub keepalive_count: Option<usize>,
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Another SSH config file than `~/.ssh/config`.
+    #[serde(default)]
+    pub ssh_config: Option<PathBuf>,
+    /// Another known_hosts file than the config's `UserKnownHostsFile` (read and written).
+    #[serde(default)]
+    pub known_hosts_file: Option<PathBuf>,
+}
+
+fn default_port() -> u16 {
+    DEFAULT_GATEWAY_PORT
+}
+
+/// The `ssh-tunnel` transport.
+pub struct SshTunnel {
+    settings: SshSettings,
+    target: SshTarget,
+    env: SshEnv,
+    prompter: Arc<dyn Prompter>,
+    session: tokio::sync::Mutex<Option<Arc<SshSession>>>,
+    endpoints: std::sync::Mutex<Vec<LocalEndpoint>>,
+}
+
+impl std::fmt::Debug for SshTunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshTunnel")
+            .field("target", &self.target.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshTunnel {
+    /// A tunnel from settings, with this process's HOME, user and ssh-agent.
+    pub fn new(settings: SshSettings, prompter: Arc<dyn Prompter>) -> Result<Self, TransportError> {
+        Self::with_env(settings, prompter, SshEnv::from_process())
+    }
+
+    /// A tunnel with an explicit environment (tests).
+    pub fn with_env(
+        settings: SshSettings,
+        prompter: Arc<dyn Prompter>,
+        env: SshEnv,
+    ) -> Result<Self, TransportError> {
+        let target = SshTarget::parse(&settings.target).map_err(|e| {
+            TransportError::config(e.to_string()).with_fix("write the target like user@host[:port]")
+        })?;
+        Ok(Self {
+            settings,
+            target,
+            env,
+            prompter,
+            session: tokio::sync::Mutex::new(None),
+            endpoints: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn from_settings(
+        settings: &serde_json::Value,
+        env: &TransportEnv,
+    ) -> Result<Arc<dyn Transport>, TransportError> {
+        let settings = Self::parse_settings(settings)?;
+        Ok(Arc::new(Self::new(settings, env.prompter.clone())?))
+    }
+
+    /// Parses and checks the settings table.
+    pub fn parse_settings(settings: &serde_json::Value) -> Result<SshSettings, TransportError> {
+        serde_json::from_value(settings.clone()).map_err(|e| {
+            let hint = if settings.get("target").is_none() {
+                "set the SSH target: `target = \"user@host\"` in [PROFILE.transports.ssh_tunnel], or --ssh TARGET"
+            } else {
+                "valid keys: target, identity_file, remote_port, local_port, project_root, cli_path, host_key_policy, keepalive_interval_s, keepalive_count, connect_timeout_ms, ssh_config, known_hosts_file"
+            };
+            TransportError::config(format!("transports.{}: {e}", NAME.replace('-', "_"))).with_fix(hint)
+        })
+    }
+
+    pub fn settings(&self) -> &SshSettings {
+        &self.settings
+    }
+
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    /// The target and its ProxyJump hops (outermost first), with `~/.ssh/config` applied.
+    pub fn resolve(&self) -> Result<(Resolved, Vec<Resolved>), TransportError> {
+        let config = self.settings.ssh_config.as_deref();
+        let resolve = |t: &SshTarget| {
+            sshconfig::resolve(t, config, &self.env).map_err(|e| {
+                TransportError::config(format!("SSH config: {e}"))
+                    .with_fix("fix the file named above")
+            })
+        };
+        let mut resolved = resolve(&self.target)?;
+        if let Some(identity) = &self.settings.identity_file {
+            resolved.identity_files = vec![expand_tilde(identity, &self.env.home)];
+            resolved.identities_only = true;
+        }
+        if let Some(file) = &self.settings.known_hosts_file {
+            resolved.user_known_hosts = vec![expand_tilde(file, &self.env.home)];
+        }
+        let hops = resolved
+            .proxy_jump
+            .iter()
+            .map(resolve)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((resolved, hops))
+    }
+
+    fn timing(&self, resolved: &Resolved) -> session::Timing {
+        session::Timing {
+            connect_timeout: self
+                .settings
+                .connect_timeout_ms
+                .map(Duration::from_millis)
+                .or(resolved.connect_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            keepalive_interval: self
+                .settings
+                .keepalive_interval_s
+                .map(Duration::from_secs)
+                .or(resolved.keepalive_interval)
+                .unwrap_or(Duration::from_secs(15)),
+            keepalive_count: self
+                .settings
+                .keepalive_count
+                .or(resolved.keepalive_count)
+                .unwrap_or(3),
+        }
+    }
+
+    /// The host-key check for `resolved` under this profile's policy.
+    pub fn host_key_check(&self, resolved: &Resolved) -> HostKeyCheck {
+        HostKeyCheck {
+            policy: self.settings.host_key_policy.clone(),
+            user_files: resolved.user_known_hosts.clone(),
+            global_files: resolved.global_known_hosts.clone(),
+            openssh_setting: resolved.strict_host_key_checking.clone(),
+            target_display: self.target.to_string(),
+            prompter: self.prompter.clone(),
+        }
+    }
+
+    /// Opens a new SSH connection (not shared).
+    pub async fn open_session(&self) -> Result<SshSession, TransportError> {
+        let (resolved, hops) = self.resolve()?;
+        let check = self.host_key_check(&resolved);
+        session::open(
+            &resolved,
+            check,
+            self.prompter.clone(),
+            self.timing(&resolved),
+            &hops,
+        )
+        .await
+    }
+
+    /// The shared SSH connection, opened (or re-opened after a loss) on demand.
+    pub async fn session(&self) -> Result<Arc<SshSession>, TransportError> {
+        let mut slot = self.session.lock().await;
+        if let Some(live) = slot.as_ref() {
+            if !live.is_closed() {
+                return Ok(live.clone());
+            }
+            tracing::info!(target = %self.target, "SSH connection lost; reconnecting");
+        }
+        let fresh = Arc::new(self.open_session().await?);
+        tracing::info!(endpoint = %fresh.info.endpoint, auth = %fresh.info.auth_method, "SSH connected");
+        *slot = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Whether a shared SSH connection is currently up.
+    pub async fn is_connected(&self) -> bool {
+        self.session
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|s| !s.is_closed())
+    }
+
+    /// A channel to `127.0.0.1:port` on the gateway host; re-opens SSH once if the shared
+    /// connection turns out to be dead.
+    pub async fn open_forward(
+        &self,
+        port: u16,
+    ) -> Result<russh::Channel<russh::client::Msg>, TransportError> {
+        let session = self.session().await?;
+        match session.forward("127.0.0.1", port).await {
+            Ok(channel) => Ok(channel),
+            Err(e)
+                if session.is_closed()
+                    || e.kind == TransportErrorKind::Tunnel && e.fix.is_none() =>
+            {
+                tracing::debug!(error = %e, "forward failed on a stale session; reconnecting once");
+                self.drop_session(&session).await;
+                self.session().await?.forward("127.0.0.1", port).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn drop_session(&self, stale: &Arc<SshSession>) {
+        let mut slot = self.session.lock().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, stale)) {
+            *slot = None;
+        }
+    }
+
+    /// Runs `openclaw ARGS` on the gateway host with the CLI resolution of [`exec::cli_script`].
+    pub async fn run_cli(
+        &self,
+        args: &[&str],
+        limit: Duration,
+    ) -> Result<RemoteOutput, TransportError> {
+        let location = exec::CliLocation {
+            project_root: self.settings.project_root.clone(),
+            cli_path: self.settings.cli_path.clone(),
+        };
+        let command = exec::sh_command(&exec::cli_script(&location, args));
+        let session = self.session().await?;
+        exec::run(&session, &command, limit).await
+    }
+
+    /// Records the local endpoints `clawlink tunnel` serves, for status output.
+    pub fn set_local_endpoints(&self, endpoints: Vec<LocalEndpoint>) {
+        *self.endpoints.lock().unwrap_or_else(|e| e.into_inner()) = endpoints;
+    }
+
+    /// The host key the server presents and what the known_hosts files say about it,
+    /// without authenticating (for `clawlink ssh trust`).
+    pub async fn probe_host_key(&self) -> Result<HostKeyProbe, TransportError> {
+        let (resolved, hops) = self.resolve()?;
+        let timing = self.timing(&resolved);
+        let key = session::fetch_host_key(&resolved, &hops, self.prompter.clone(), timing, |r| {
+            self.host_key_check(r)
+        })
+        .await?;
+        let files: Vec<PathBuf> = resolved
+            .user_known_hosts
+            .iter()
+            .chain(&resolved.global_known_hosts)
+            .cloned()
+            .collect();
+        let verdict = known_hosts::KnownHosts::load(&files)
+            .map_err(|e| {
+                TransportError::new(
+                    TransportErrorKind::HostTrust,
+                    format!("cannot read known_hosts: {e}"),
+                )
+            })?
+            .check(&resolved.host_name, resolved.port, &key);
+        Ok(HostKeyProbe {
+            host: resolved.host_name.clone(),
+            port: resolved.port,
+            fingerprint: known_hosts::fingerprint(&key),
+            algorithm: key.algorithm().to_string(),
+            write_file: resolved.user_known_hosts.first().cloned(),
+            key,
+            verdict,
+        })
+    }
+}
+
+/// What `probe_host_key` found.
+pub struct HostKeyProbe {
+    pub host: String,
+    pub port: u16,
+    pub key: known_hosts::PublicKey,
+    pub fingerprint: String,
+    pub algorithm: String,
+    pub verdict: known_hosts::Verdict,
+    /// Where `clawlink ssh trust` writes the key.
+    pub write_file: Option<PathBuf>,
+}
+
+fn expand_tilde(path: &std::path::Path, home: &std::path::Path) -> PathBuf {
+    match path.strip_prefix("~") {
+        Ok(rest) => home.join(rest),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+#[async_trait]
+impl Transport for SshTunnel {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn gateway_key(&self) -> String {
+        format!(
+            "ssh://{}->127.0.0.1:{}",
+            self.target, self.settings.remote_port
+        )
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "ssh://{} → 127.0.0.1:{}",
+            self.target, self.settings.remote_port
+        )
+    }
+
+    /// The gateway sees the tunnel's connections as coming from 127.0.0.1.
+    fn is_loopback_to_gateway(&self) -> bool {
+        true
+    }
+
+    async fn connect(&self) -> Result<Connected, TransportError> {
+        let channel = self.open_forward(self.settings.remote_port).await?;
+        Ok(Connected {
+            stream: Box::new(channel.into_stream()),
+            request_url: format!("ws://127.0.0.1:{}/", self.settings.remote_port),
+        })
+    }
+
+    fn local_endpoints(&self) -> Vec<LocalEndpoint> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn run_remote(&self, command: &str) -> Result<RemoteOutput, TransportError> {
+        let session = self.session().await?;
+        exec::run(
+            &session,
+            &exec::sh_command(command),
+            Duration::from_secs(120),
+        )
+        .await
+    }
+
+    async fn close(&self) {
+        if let Some(session) = self.session.lock().await.take() {
+            session.disconnect().await;
+        }
+    }
+}
