@@ -81,33 +81,32 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
     match ssh_tunnel(settings)? {
         Some(tunnel) => {
             let started = Instant::now();
-            match tunnel.session().await {
+            let reached = match tunnel.openssh() {
+                Some(ssh) => ssh.run("true", Duration::from_secs(30)).await.map(|_| {
+                    Step::ok(
+                        "ssh",
+                        started,
+                        format!(
+                            "{} · system ssh (openssh backend) connected and authenticated",
+                            tunnel.target()
+                        ),
+                        json!({"backend": "openssh"}),
+                    )
+                }),
+                None => tunnel
+                    .session()
+                    .await
+                    .map(|session| ssh_step(started, &session.info)),
+            };
+            match reached {
                 Err(e) => steps.push(Step::failed(
                     "ssh",
                     started,
                     e.message.clone(),
                     e.fix.clone(),
                 )),
-                Ok(session) => {
-                    let info = &session.info;
-                    let host_key = info
-                        .host_key
-                        .as_ref()
-                        .map(|t| format!("host key {} ({})", t.fingerprint, t.how))
-                        .unwrap_or_default();
-                    steps.push(Step::ok(
-                        "ssh",
-                        started,
-                        format!("{} · {host_key} · auth: {}", info.endpoint, info.auth_method),
-                        json!({
-                            "endpoint": info.endpoint,
-                            "tcpMs": info.tcp.as_millis() as u64,
-                            "handshakeMs": info.handshake.as_millis() as u64,
-                            "authMs": info.auth.as_millis() as u64,
-                            "hostKey": info.host_key.as_ref().map(|t| json!({"fingerprint": t.fingerprint, "trustedBy": t.how})),
-                            "auth": info.auth_method,
-                        }),
-                    ));
+                Ok(step) => {
+                    steps.push(step);
                     // The CLI check and the gateway check share the SSH connection and run
                     // side by side: a missing CLI must not hide a healthy gateway.
                     let transport: Arc<dyn Transport> = tunnel.clone();
@@ -162,6 +161,31 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
         }
         .into())
     }
+}
+
+fn ssh_step(started: Instant, info: &clawlink_transport_ssh::SessionInfo) -> Step {
+    let host_key = info
+        .host_key
+        .as_ref()
+        .map(|t| format!("host key {} ({})", t.fingerprint, t.how))
+        .unwrap_or_default();
+    Step::ok(
+        "ssh",
+        started,
+        format!(
+            "{} · {host_key} · auth: {}",
+            info.endpoint, info.auth_method
+        ),
+        json!({
+            "backend": "russh",
+            "endpoint": info.endpoint,
+            "tcpMs": info.tcp.as_millis() as u64,
+            "handshakeMs": info.handshake.as_millis() as u64,
+            "authMs": info.auth.as_millis() as u64,
+            "hostKey": info.host_key.as_ref().map(|t| json!({"fingerprint": t.fingerprint, "trustedBy": t.how})),
+            "auth": info.auth_method,
+        }),
+    )
 }
 
 async fn remote_cli_step(tunnel: &SshTunnel, remote_status: bool) -> Step {
@@ -353,9 +377,11 @@ pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
         )
         .into());
     };
-    // Fail fast (host key, auth) before binding anything.
-    tunnel.session().await.map_err(Failure::from)?;
     let remote = tunnel.settings().remote_port;
+    if tunnel.openssh().is_none() {
+        // Fail fast (host key, auth) before binding anything.
+        tunnel.session().await.map_err(Failure::from)?;
+    }
     let gateway = forward::bind(ForwardSpec {
         purpose: "gateway".into(),
         preferred_local_port: tunnel.settings().local_port,
@@ -371,9 +397,54 @@ pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     })
     .await
     .map_err(Failure::from)?;
-    let forwards = [&gateway, &sandbox];
-    let endpoints: Vec<_> = forwards.iter().flat_map(|f| f.endpoints()).collect();
-    tunnel.set_local_endpoints(endpoints.clone());
+
+    let mut openssh_child = None;
+    let forwards = match tunnel.openssh() {
+        Some(ssh) => {
+            // ssh itself listens; hand it the ports we just found free.
+            let forwards = vec![gateway.release(), sandbox.release()];
+            let pairs: Vec<(u16, u16)> = forwards
+                .iter()
+                .map(|f| (f.local_port, f.spec.remote_port))
+                .collect();
+            openssh_child = Some(ssh.start_forwards(&pairs).await.map_err(Failure::from)?);
+            forwards
+        }
+        None => vec![gateway, sandbox],
+    };
+    tunnel.set_local_endpoints(forwards.iter().flat_map(|f| f.endpoints()).collect());
+    print_forwards(global, &tunnel, &forwards);
+
+    let stop = match openssh_child {
+        Some(child) => supervise_openssh(&tunnel, child, &forwards).await?,
+        None => {
+            let serving = tokio::spawn(forward::serve(tunnel.clone(), forwards));
+            let watching = tokio::spawn(keep_ssh_up(tunnel.clone()));
+            let stop = tokio::select! {
+                stop = shutdown_signal() => Some(stop),
+                _ = watching => None,
+            };
+            serving.abort();
+            tunnel.close().await;
+            stop.ok_or_else(|| {
+                Failure::from(TransportError::new(
+                    clawlink_core::transport::TransportErrorKind::Authentication,
+                    "the SSH connection could not be restored",
+                ))
+            })?
+        }
+    };
+    tracing::info!("{stop}: tunnel closed");
+    Ok(())
+}
+
+fn print_forwards(global: &GlobalArgs, tunnel: &SshTunnel, forwards: &[forward::BoundForward]) {
+    let listen = |f: &forward::BoundForward| -> Vec<String> {
+        match f.addresses() {
+            addresses if addresses.is_empty() => vec![format!("127.0.0.1:{}", f.local_port)],
+            addresses => addresses.iter().map(|a| a.to_string()).collect(),
+        }
+    };
     if global.json {
         let list: Vec<Value> = forwards
             .iter()
@@ -383,7 +454,7 @@ pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
                     "url": f.endpoints()[0].url,
                     "localPort": f.local_port,
                     "remotePort": f.spec.remote_port,
-                    "listen": f.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "listen": listen(f),
                     "fallback": f.fallback_reason,
                 })
             })
@@ -397,12 +468,11 @@ pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
             if let Some(reason) = &f.fallback_reason {
                 eprintln!("note: {reason}; using port {} instead", f.local_port);
             }
-            let listen: Vec<String> = f.addresses().iter().map(|a| a.to_string()).collect();
             println!(
                 "{:<15} {}  (listening on {}, → 127.0.0.1:{} on {})",
                 f.spec.purpose,
                 f.endpoints()[0].url,
-                listen.join(" and "),
+                listen(f).join(" and "),
                 f.spec.remote_port,
                 tunnel.target()
             );
@@ -411,23 +481,67 @@ pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+}
 
-    let serving = tokio::spawn(forward::serve(tunnel.clone(), vec![gateway, sandbox]));
-    let watching = tokio::spawn(keep_ssh_up(tunnel.clone()));
-    let stop = shutdown_signal().await;
-    tracing::info!("{stop}: closing the tunnel");
-    serving.abort();
-    let result = watching.is_finished();
-    watching.abort();
-    tunnel.close().await;
-    if result {
-        return Err(Failure::from(TransportError::new(
-            clawlink_core::transport::TransportErrorKind::Authentication,
-            "the SSH connection could not be restored",
-        ))
-        .into());
+/// Keeps the openssh backend's `ssh -N -L` child alive (restarting it with backoff on the
+/// same ports) until a signal; failures a retry cannot fix end the command.
+async fn supervise_openssh(
+    tunnel: &SshTunnel,
+    mut child: clawlink_transport_ssh::openssh::ForwardChild,
+    forwards: &[forward::BoundForward],
+) -> Result<&'static str, Failure> {
+    let ssh = tunnel.openssh().expect("openssh backend");
+    let pairs: Vec<(u16, u16)> = forwards
+        .iter()
+        .map(|f| (f.local_port, f.spec.remote_port))
+        .collect();
+    let backoff = clawlink_core::gateway::Backoff::default();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            stop = &mut signal => {
+                child.stop().await;
+                return Ok(stop);
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if child.is_running() {
+            continue;
+        }
+        eprintln!(
+            "clawlink: ssh exited: {}; restarting it",
+            child.stderr_tail().join(" / ")
+        );
+        let mut attempt = 0;
+        child = loop {
+            match ssh.start_forwards(&pairs).await {
+                Ok(next) => {
+                    eprintln!("clawlink: ssh forward restored");
+                    break next;
+                }
+                Err(e)
+                    if !e.kind.is_retryable()
+                        && e.kind != clawlink_core::transport::TransportErrorKind::Tunnel =>
+                {
+                    return Err(Failure::from(e));
+                }
+                Err(e) => {
+                    let delay = backoff.delay(attempt);
+                    attempt += 1;
+                    eprintln!(
+                        "clawlink: {} (retrying in {:.1}s)",
+                        e.message,
+                        delay.as_secs_f64()
+                    );
+                    tokio::select! {
+                        stop = &mut signal => return Ok(stop),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
     }
-    Ok(())
 }
 
 /// Notices a lost SSH connection and restores it with backoff (the listeners stay bound;

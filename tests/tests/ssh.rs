@@ -440,7 +440,35 @@ fn a_refused_key_is_an_auth_error_that_lists_what_was_tried() {
 
 #[test]
 fn tunnel_serves_http_and_websocket_and_leaves_nothing_behind() {
-    let home = ssh_home("ssh-tunnel");
+    check_tunnel("russh");
+}
+
+#[test]
+fn the_openssh_backend_passes_the_same_tunnel_test() {
+    check_tunnel("openssh");
+}
+
+#[test]
+fn the_openssh_backend_runs_clawlink_test_green() {
+    let home = ssh_home("ssh-openssh-test");
+    let token = token_file(&home);
+    let out = clawlink_with_env(
+        &home,
+        &args_with(
+            &ssh_args("claw"),
+            &["--token-file", &token, "--json", "test"],
+        ),
+        &[("CLAWLINK_TRANSPORTS__SSH_TUNNEL__BACKEND", "openssh")],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["steps"][0]["data"]["backend"], "openssh");
+    assert_eq!(report["steps"][2]["ok"], true);
+}
+
+fn check_tunnel(backend: &str) {
+    let home = ssh_home(&format!("ssh-tunnel-{backend}"));
     let token = token_file(&home);
     let base = ssh_args("claw");
     // Occupy a port so that the preferred one is taken and the fallback is exercised.
@@ -454,6 +482,7 @@ fn tunnel_serves_http_and_websocket_and_leaves_nothing_behind() {
         .current_dir(&home)
         .env("HOME", &home)
         .env("CLAWLINK_DATA_DIR", home.join("data"))
+        .env("CLAWLINK_TRANSPORTS__SSH_TUNNEL__BACKEND", backend)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -497,8 +526,13 @@ fn tunnel_serves_http_and_websocket_and_leaves_nothing_behind() {
         "{listen:?}"
     );
 
-    // GET /health through the forward, on both loopback families.
-    for addr in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+    // GET /health through the forward, on both loopback families (ssh -L binds the one
+    // address it is given).
+    let mut addrs = vec![format!("127.0.0.1:{port}")];
+    if backend == "russh" {
+        addrs.push(format!("[::1]:{port}"));
+    }
+    for addr in addrs {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .unwrap();
@@ -543,6 +577,16 @@ fn tunnel_serves_http_and_websocket_and_leaves_nothing_behind() {
             "port {p} still open"
         );
     }
+    // No ssh child survives (the openssh backend's, or any other).
+    let leftover = Command::new("pgrep")
+        .args(["-f", &format!("127.0.0.1:{port}:127.0.0.1:")])
+        .output()
+        .unwrap();
+    assert!(
+        leftover.stdout.is_empty(),
+        "ssh child left behind: {}",
+        String::from_utf8_lossy(&leftover.stdout)
+    );
     drop(squatter);
 }
 
@@ -559,4 +603,102 @@ fn wait_with_timeout(
     }
     let _ = child.kill();
     None
+}
+
+#[test]
+fn proxy_jump_runs_natively_through_a_jump_host() {
+    let home = ssh_home("ssh-jump");
+    let peers = Peers::get();
+    let (host, port, key) = (
+        peers.var("OCPEER_SSH_HOST"),
+        peers.var("OCPEER_SSH_PORT"),
+        peers.var("OCPEER_SSH_KEY"),
+    );
+    // The jump host and the target are the same sshd: the second SSH connection runs inside
+    // a direct-tcpip channel of the first, with no ssh process anywhere.
+    std::fs::write(
+        home.join(".ssh/config"),
+        format!(
+            "Host inner\n  HostName {host}\n  Port {port}\n  User claw\n  IdentityFile {key}\n  ProxyJump bastion\n\
+             Host bastion\n  HostName {host}\n  Port {port}\n  User claw\n  IdentityFile {key}\n"
+        ),
+    )
+    .unwrap();
+    let token = token_file(&home);
+    let out = clawlink_in_home(
+        &home,
+        &[
+            "--ssh",
+            "inner",
+            "--remote-port",
+            peers.var("OCPEER_GATEWAY_PORT"),
+            "--token-file",
+            &token,
+            "--json",
+            "test",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["ok"] == true),
+        "{report}"
+    );
+    // sshd logged two logins for this test's key: the jump and the target.
+    let log =
+        std::fs::read_to_string(std::path::Path::new(peers.var("OCPEER_LOG_DIR")).join("sshd.log"))
+            .unwrap();
+    assert!(log.matches("Accepted publickey for claw").count() >= 2);
+}
+
+#[test]
+fn an_ssh_agent_key_is_used_when_no_identity_is_set() {
+    let home = ssh_home("ssh-agent");
+    let peers = Peers::get();
+    let socket = home.join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !socket.exists() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = Command::new("ssh-add")
+        .arg(peers.var("OCPEER_SSH_KEY"))
+        .env("SSH_AUTH_SOCK", &socket)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let token = token_file(&home);
+    let target = ssh_target("claw");
+    let out = clawlink_with_env(
+        &home,
+        &[
+            "--ssh",
+            &target,
+            "--remote-port",
+            peers.var("OCPEER_GATEWAY_PORT"),
+            "--token-file",
+            &token,
+            "--json",
+            "test",
+        ],
+        &[("SSH_AUTH_SOCK", socket.to_str().unwrap())],
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let auth = report["steps"][0]["data"]["auth"].as_str().unwrap();
+    assert!(auth.starts_with("ssh-agent key"), "{auth}");
 }

@@ -54,6 +54,13 @@ impl BoundForward {
             .filter_map(|l| l.local_addr().ok())
             .collect()
     }
+
+    /// Closes the listeners but keeps the chosen port, for a forward another process
+    /// (the openssh backend's `ssh -L`) will listen on.
+    pub fn release(mut self) -> Self {
+        self.listeners.clear();
+        self
+    }
 }
 
 /// Binds 127.0.0.1 and ::1 at the preferred port; when it is taken, at one free port

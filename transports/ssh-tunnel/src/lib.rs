@@ -11,6 +11,7 @@ pub mod exec;
 pub mod forward;
 mod hostkey;
 pub mod known_hosts;
+pub mod openssh;
 mod session;
 pub mod sshconfig;
 pub mod target;
@@ -57,7 +58,8 @@ clawlink_core::inventory::submit! {
 # cli_path = \"~/openclaw/openclaw.mjs\"\n\
 # host_key_policy = \"strict\"            # strict | accept-new | openssh | SHA256:…\n\
 # keepalive_interval_s = 15\n\
-# keepalive_count = 3",
+# keepalive_count = 3\n\
+# backend = \"russh\"                    # or \"openssh\": the system ssh binary",
         factory: SshTunnel::from_settings,
     }
 }
@@ -91,6 +93,20 @@ pub struct SshSettings {
     /// Another known_hosts file than the config's `UserKnownHostsFile` (read and written).
     #[serde(default)]
     pub known_hosts_file: Option<PathBuf>,
+    /// `russh` (in-process, the default) or `openssh` (the system ssh binary).
+    #[serde(default)]
+    pub backend: Backend,
+}
+
+/// Which SSH implementation carries the tunnel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In-process SSH (russh): no child process, one shared session.
+    #[default]
+    Russh,
+    /// The system `ssh`, for ProxyCommand helpers, hardware keys and `Match` blocks.
+    Openssh,
 }
 
 fn default_port() -> u16 {
@@ -105,6 +121,10 @@ pub struct SshTunnel {
     prompter: Arc<dyn Prompter>,
     session: tokio::sync::Mutex<Option<Arc<SshSession>>>,
     endpoints: std::sync::Mutex<Vec<LocalEndpoint>>,
+    /// The system ssh, when `backend = "openssh"`.
+    openssh: Option<openssh::OpenSsh>,
+    /// The openssh backend's `ssh -N -L` child for the gateway connection.
+    openssh_forward: tokio::sync::Mutex<Option<openssh::ForwardChild>>,
 }
 
 impl std::fmt::Debug for SshTunnel {
@@ -130,6 +150,14 @@ impl SshTunnel {
         let target = SshTarget::parse(&settings.target).map_err(|e| {
             TransportError::config(e.to_string()).with_fix("write the target like user@host[:port]")
         })?;
+        let openssh = match settings.backend {
+            Backend::Openssh => Some(openssh::OpenSsh::new(
+                settings.clone(),
+                target.clone(),
+                &env.home,
+            )?),
+            Backend::Russh => None,
+        };
         Ok(Self {
             settings,
             target,
@@ -137,6 +165,8 @@ impl SshTunnel {
             prompter,
             session: tokio::sync::Mutex::new(None),
             endpoints: std::sync::Mutex::new(Vec::new()),
+            openssh,
+            openssh_forward: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -166,6 +196,29 @@ impl SshTunnel {
 
     pub fn target(&self) -> &SshTarget {
         &self.target
+    }
+
+    /// The system ssh, when this tunnel uses the `openssh` backend.
+    pub fn openssh(&self) -> Option<&openssh::OpenSsh> {
+        self.openssh.as_ref()
+    }
+
+    /// The openssh backend's gateway forward: a running `ssh -N -L` child on a free local
+    /// port, restarted when it died.
+    async fn openssh_gateway_port(&self, ssh: &openssh::OpenSsh) -> Result<u16, TransportError> {
+        let mut slot = self.openssh_forward.lock().await;
+        if let Some(child) = slot.as_mut() {
+            if child.is_running() {
+                return Ok(child.local_ports[0]);
+            }
+            tracing::info!(tail = ?child.stderr_tail(), "ssh exited; starting it again");
+        }
+        let port = free_loopback_port()?;
+        let child = ssh
+            .start_forwards(&[(port, self.settings.remote_port)])
+            .await?;
+        *slot = Some(child);
+        Ok(port)
     }
 
     /// The target and its ProxyJump hops (outermost first), with `~/.ssh/config` applied.
@@ -304,6 +357,9 @@ impl SshTunnel {
             cli_path: self.settings.cli_path.clone(),
         };
         let command = exec::sh_command(&exec::cli_script(&location, args));
+        if let Some(ssh) = &self.openssh {
+            return ssh.run(&command, limit).await;
+        }
         let session = self.session().await?;
         exec::run(&session, &command, limit).await
     }
@@ -360,6 +416,19 @@ pub struct HostKeyProbe {
     pub write_file: Option<PathBuf>,
 }
 
+/// A loopback port nobody listens on right now (for handing to `ssh -L`).
+pub fn free_loopback_port() -> Result<u16, TransportError> {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Tunnel,
+                format!("no free loopback port: {e}"),
+            )
+        })
+}
+
 fn expand_tilde(path: &std::path::Path, home: &std::path::Path) -> PathBuf {
     match path.strip_prefix("~") {
         Ok(rest) => home.join(rest),
@@ -393,6 +462,22 @@ impl Transport for SshTunnel {
     }
 
     async fn connect(&self) -> Result<Connected, TransportError> {
+        if let Some(ssh) = &self.openssh {
+            let port = self.openssh_gateway_port(ssh).await?;
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map_err(|e| {
+                    TransportError::new(
+                        TransportErrorKind::Tunnel,
+                        format!("ssh's local forward on port {port}: {e}"),
+                    )
+                })?;
+            let _ = stream.set_nodelay(true);
+            return Ok(Connected {
+                stream: Box::new(stream),
+                request_url: format!("ws://127.0.0.1:{}/", self.settings.remote_port),
+            });
+        }
         let channel = self.open_forward(self.settings.remote_port).await?;
         Ok(Connected {
             stream: Box::new(channel.into_stream()),

@@ -1,0 +1,485 @@
+//! The optional `openssh` backend: the system `ssh` binary with the macOS app's flags, for setups only OpenSSH handles (ProxyCommand helpers, hardware keys, Match blocks).
+//!
+//! The child never outlives us (PR_SET_PDEATHSIG on Linux, kill on drop elsewhere), never
+//! prompts (`BatchMode=yes`), never shares a ControlMaster (we own its exact PID), and dies
+//! when a forward cannot be set up (`ExitOnForwardFailure=yes`). The last lines of its
+//! stderr are kept and classified, so a failure reads like the in-process backend's.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clawlink_core::transport::{RemoteOutput, TransportError, TransportErrorKind};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::hostkey::HostKeyPolicy;
+use crate::target::SshTarget;
+use crate::SshSettings;
+
+/// How many stderr lines are kept for error messages.
+const STDERR_TAIL: usize = 20;
+
+/// The system ssh, configured from the profile.
+#[derive(Debug, Clone)]
+pub struct OpenSsh {
+    program: PathBuf,
+    target: SshTarget,
+    settings: SshSettings,
+    /// `$HOME`, when it differs from the passwd home that ssh would use for `~`.
+    home_override: Option<PathBuf>,
+}
+
+impl OpenSsh {
+    pub fn new(
+        settings: SshSettings,
+        target: SshTarget,
+        home: &std::path::Path,
+    ) -> Result<Self, TransportError> {
+        if let HostKeyPolicy::Pinned(_) = settings.host_key_policy {
+            return Err(TransportError::config(
+                "the openssh backend cannot enforce a pinned host-key fingerprint",
+            )
+            .with_fix("use host_key_policy = \"strict\" with the key in known_hosts, or the default backend"));
+        }
+        // Like the macOS app: a trusted system path first, not whatever PATH says.
+        let program = [
+            "/usr/bin/ssh",
+            "/bin/ssh",
+            "/usr/local/bin/ssh",
+            "/opt/homebrew/bin/ssh",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            TransportError::config(
+                "the openssh backend needs the OpenSSH client, and no ssh binary was found",
+            )
+            .with_fix(
+                "install it (Debian: apt-get install openssh-client) or use the default backend",
+            )
+        })?;
+        let home_override = (passwd_home().as_deref() != Some(home)).then(|| home.to_path_buf());
+        Ok(Self {
+            program,
+            target,
+            settings,
+            home_override,
+        })
+    }
+
+    /// The options every invocation shares (the app's set), then the destination.
+    fn base_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut opt = |o: String| {
+            args.push("-o".into());
+            args.push(o.into());
+        };
+        for o in [
+            "BatchMode=yes",
+            "ControlMaster=no",
+            "ControlPath=none",
+            "ControlPersist=no",
+            "ForkAfterAuthentication=no",
+            "TCPKeepAlive=yes",
+        ] {
+            opt(o.to_owned());
+        }
+        opt(format!(
+            "ServerAliveInterval={}",
+            self.settings.keepalive_interval_s.unwrap_or(15)
+        ));
+        opt(format!(
+            "ServerAliveCountMax={}",
+            self.settings.keepalive_count.unwrap_or(3)
+        ));
+        opt(format!(
+            "ConnectTimeout={}",
+            self.settings
+                .connect_timeout_ms
+                .map(|ms| ms.div_ceil(1000))
+                .unwrap_or(10)
+        ));
+        match self.settings.host_key_policy {
+            HostKeyPolicy::Strict => opt("StrictHostKeyChecking=yes".into()),
+            HostKeyPolicy::AcceptNew => opt("StrictHostKeyChecking=accept-new".into()),
+            HostKeyPolicy::OpenSsh | HostKeyPolicy::Pinned(_) => {}
+        }
+        // ssh expands `~` with the passwd home and ignores $HOME; we honour $HOME like the
+        // in-process backend does, so both read the same files.
+        let home = self.home_override.as_ref();
+        match (&self.settings.known_hosts_file, home) {
+            (Some(file), _) => opt(format!("UserKnownHostsFile={}", file.display())),
+            (None, Some(home)) => opt(format!(
+                "UserKnownHostsFile={}",
+                home.join(".ssh/known_hosts").display()
+            )),
+            (None, None) => {}
+        }
+        if let Some(identity) = &self.settings.identity_file {
+            opt("IdentitiesOnly=yes".into());
+            args.push("-i".into());
+            args.push(identity.into());
+        }
+        let home_config = home.map(|h| h.join(".ssh/config")).filter(|c| c.is_file());
+        if let Some(config) = self.settings.ssh_config.clone().or(home_config) {
+            args.push("-F".into());
+            args.push(config.into());
+        }
+        // Only a port the user typed: a default -p 22 would override the alias's Port.
+        if let Some(port) = self.target.port {
+            args.push("-p".into());
+            args.push(port.to_string().into());
+        }
+        args
+    }
+
+    fn destination(&self) -> OsString {
+        match &self.target.user {
+            Some(user) => format!("{user}@{}", self.target.host).into(),
+            None => self.target.host.clone().into(),
+        }
+    }
+
+    /// The full argument vector for a forward-only session (`-n -N -L …`).
+    pub fn forward_args(&self, forwards: &[(u16, u16)]) -> Vec<OsString> {
+        let mut args = self.base_args();
+        args.push("-o".into());
+        args.push("ExitOnForwardFailure=yes".into());
+        args.push("-n".into());
+        args.push("-N".into());
+        for (local, remote) in forwards {
+            args.push("-L".into());
+            args.push(format!("127.0.0.1:{local}:127.0.0.1:{remote}").into());
+        }
+        args.push("--".into());
+        args.push(self.destination());
+        args
+    }
+
+    fn command(&self, args: Vec<OsString>) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            // HOME and SSH_AUTH_SOCK pass through: the user's config and agent keep working.
+            .env_remove("SSH_ASKPASS")
+            .env_remove("DISPLAY");
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and only affects the child being set up.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+
+    /// Runs one remote command line (already shell-safe) and collects its output.
+    pub async fn run(
+        &self,
+        remote_command: &str,
+        limit: Duration,
+    ) -> Result<RemoteOutput, TransportError> {
+        let mut args = self.base_args();
+        args.push("--".into());
+        args.push(self.destination());
+        args.push(remote_command.into());
+        let mut command = self.command(args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = command.spawn().map_err(|e| spawn_error(&self.program, e))?;
+        let output = tokio::time::timeout(limit, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                TransportError::new(
+                    TransportErrorKind::Remote,
+                    format!("ssh did not finish within {} s", limit.as_secs()),
+                )
+            })?
+            .map_err(|e| {
+                TransportError::new(TransportErrorKind::Remote, format!("waiting for ssh: {e}"))
+            })?;
+        // OpenSSH exits 255 for its own failures; anything else is the remote command's.
+        if output.status.code() == Some(255) {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(classify(
+                &stderr.lines().map(str::to_owned).collect::<Vec<_>>(),
+            ));
+        }
+        Ok(RemoteOutput {
+            exit_code: output.status.code(),
+            stdout: output.stdout,
+            stderr: output.stderr,
+        })
+    }
+
+    /// Starts `ssh -N -L` for `forwards` and waits until the first local port accepts.
+    pub async fn start_forwards(
+        &self,
+        forwards: &[(u16, u16)],
+    ) -> Result<ForwardChild, TransportError> {
+        let mut command = self.command(self.forward_args(forwards));
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| spawn_error(&self.program, e))?;
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let tail = tail.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(target: "clawlink_transport_ssh::openssh", "ssh: {line}");
+                    let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                    if tail.len() == STDERR_TAIL {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+            });
+        }
+        let mut forward = ForwardChild {
+            child,
+            tail,
+            local_ports: forwards.iter().map(|f| f.0).collect(),
+        };
+        let deadline = Instant::now()
+            + Duration::from_millis(self.settings.connect_timeout_ms.unwrap_or(10_000) + 5_000);
+        let first = forwards.first().map(|f| f.0).unwrap_or_default();
+        loop {
+            if let Some(status) = forward
+                .child
+                .try_wait()
+                .map_err(|e| TransportError::new(TransportErrorKind::Tunnel, e.to_string()))?
+            {
+                // Give the stderr reader a moment to collect the last words.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut error = classify(&forward.stderr_tail());
+                error.message = format!(
+                    "ssh exited ({status}) before the forward was up: {}",
+                    error.message
+                );
+                return Err(error);
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", first))
+                .await
+                .is_ok()
+            {
+                return Ok(forward);
+            }
+            if Instant::now() > deadline {
+                return Err(TransportError::new(
+                    TransportErrorKind::Tunnel,
+                    format!(
+                        "ssh did not open local port {first}: {}",
+                        forward.stderr_tail().join(" / ")
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A running `ssh -N -L` child; killed when dropped.
+pub struct ForwardChild {
+    child: Child,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    pub local_ports: Vec<u16>,
+}
+
+impl ForwardChild {
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL after 2 s.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain kill(2) on our own child's PID.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+            if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The home directory ssh itself uses (from the passwd database).
+fn passwd_home() -> Option<PathBuf> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy out at once and
+    // nothing else in this process calls getpw* concurrently with this short read.
+    unsafe {
+        let entry = libc::getpwuid(libc::getuid());
+        if entry.is_null() || (*entry).pw_dir.is_null() {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr((*entry).pw_dir);
+        Some(PathBuf::from(
+            std::ffi::OsStr::from_encoded_bytes_unchecked(dir.to_bytes()),
+        ))
+    }
+}
+
+fn spawn_error(program: &std::path::Path, e: std::io::Error) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Tunnel,
+        format!("cannot start {}: {e}", program.display()),
+    )
+}
+
+/// Turns OpenSSH's last stderr lines into the same error kinds the in-process backend uses.
+fn classify(lines: &[String]) -> TransportError {
+    let text = lines.join(" / ");
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    let (kind, fix) = if has("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        (
+            TransportErrorKind::HostTrust,
+            "the host key changed: verify it out of band before removing the old one",
+        )
+    } else if has("Host key verification failed")
+        || has("No ED25519 host key is known")
+        || has("host key is known")
+    {
+        (
+            TransportErrorKind::HostTrust,
+            "trust the host first: `clawlink ssh trust TARGET` shows its fingerprint",
+        )
+    } else if has("Permission denied") || has("Too many authentication failures") {
+        (
+            TransportErrorKind::Authentication,
+            "add your public key to the host's authorized_keys, or set identity_file",
+        )
+    } else if has("Could not resolve hostname") {
+        (
+            TransportErrorKind::Resolve,
+            "check the host name of the SSH target",
+        )
+    } else if has("Connection refused") || has("Connection timed out") || has("No route to host") {
+        (
+            TransportErrorKind::Connect,
+            "check that sshd runs on that host and port",
+        )
+    } else if has("Address already in use") || has("cannot listen to port") {
+        (
+            TransportErrorKind::Tunnel,
+            "another program holds the local port; pick another local_port",
+        )
+    } else {
+        (
+            TransportErrorKind::Tunnel,
+            "run the same ssh command by hand with -v to see more",
+        )
+    };
+    let message = if text.is_empty() {
+        "ssh failed without a message".to_owned()
+    } else {
+        text
+    };
+    TransportError::new(kind, message).with_fix(fix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: serde_json::Value) -> SshSettings {
+        let mut base = serde_json::json!({"target": "claw@gw"});
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn args(settings: SshSettings, target: &str) -> Vec<String> {
+        let home = passwd_home().unwrap();
+        let ssh = OpenSsh::new(settings, SshTarget::parse(target).unwrap(), &home).unwrap();
+        ssh.forward_args(&[(18789, 18789)])
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn forward_args_match_the_apps_and_put_the_target_last() {
+        let a = args(settings(serde_json::json!({})), "claw@gw");
+        for expected in [
+            "BatchMode=yes",
+            "ExitOnForwardFailure=yes",
+            "ServerAliveInterval=15",
+            "ServerAliveCountMax=3",
+            "ControlMaster=no",
+            "ControlPath=none",
+            "StrictHostKeyChecking=yes",
+        ] {
+            assert!(a.iter().any(|x| x == expected), "{expected} missing: {a:?}");
+        }
+        assert!(a
+            .windows(2)
+            .any(|w| w == ["-L", "127.0.0.1:18789:127.0.0.1:18789"]));
+        assert!(a.contains(&"-n".to_owned()) && a.contains(&"-N".to_owned()));
+        assert_eq!(&a[a.len() - 2..], ["--", "claw@gw"]);
+        assert!(
+            !a.contains(&"-p".to_owned()),
+            "-p without a typed port: {a:?}"
+        );
+        assert!(!a.contains(&"-i".to_owned()));
+    }
+
+    #[test]
+    fn port_and_identity_only_when_given() {
+        let a = args(
+            settings(serde_json::json!({"identity_file": "/k"})),
+            "claw@gw:2222",
+        );
+        assert!(a.windows(2).any(|w| w == ["-p", "2222"]));
+        assert!(a.windows(2).any(|w| w == ["-i", "/k"]));
+        assert!(a.iter().any(|x| x == "IdentitiesOnly=yes"));
+    }
+
+    #[test]
+    fn stderr_is_classified_by_layer() {
+        let kind = |s: &str| classify(&[s.to_owned()]).kind;
+        assert_eq!(
+            kind("claw@127.0.0.1: Permission denied (publickey)."),
+            TransportErrorKind::Authentication
+        );
+        assert_eq!(
+            kind("Host key verification failed."),
+            TransportErrorKind::HostTrust
+        );
+        assert_eq!(
+            kind("ssh: connect to host 127.0.0.1 port 1: Connection refused"),
+            TransportErrorKind::Connect
+        );
+        assert_eq!(
+            kind("ssh: Could not resolve hostname nope: Name or service not known"),
+            TransportErrorKind::Resolve
+        );
+    }
+}
