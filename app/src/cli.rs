@@ -111,6 +111,21 @@ pub enum Command {
     /// SSH helpers
     #[command(subcommand)]
     Ssh(SshCommand),
+    /// TLS helpers for wss:// gateways
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Show a wss:// gateway's certificate fingerprints and pin its public key in the profile
+    Trust {
+        /// The gateway URL (default: the profile's direct_ws url)
+        url: Option<String>,
+        /// Do not ask; pin the key shown (for scripts)
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -9,12 +9,13 @@ mod prompt;
 mod remote;
 mod settings;
 mod state;
+mod tls_trust;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ConfigCommand, GlobalArgs, LogFormat, SshCommand};
+use cli::{Cli, Command, ConfigCommand, GlobalArgs, LogFormat, SshCommand, TlsCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global);
+    // One crypto provider for the whole process, chosen here (ring), so that no dependency's
+    // feature set can make rustls panic over an ambiguous default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let json = cli.global.json;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -57,6 +61,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ssh(SshCommand::Trust { target, yes }) => {
             remote::trust(global, &settings, target.as_deref(), *yes).await
         }
+        Command::Tls(TlsCommand::Trust { url, yes }) => {
+            tls_trust::trust(global, &settings, url.as_deref(), *yes).await
+        }
         Command::Transports => unreachable!("handled above"),
     }
 }
@@ -71,13 +78,24 @@ fn init_logging(global: &GlobalArgs) {
         (false, 2) => "debug",
         (false, _) => "trace",
     };
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+    let mut filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
         // Our crates at the chosen level; dependencies one notch quieter unless tracing.
         let deps = if global.verbose >= 3 { "trace" } else { "warn" };
         EnvFilter::new(format!(
             "{deps},clawlink={level},clawlink_core={level},clawlink_transport_ws={level}"
         ))
     });
+    // Secrets never reach logs, whatever RUST_LOG asks for: these crates log whole frames,
+    // channel data or signing requests at debug/trace, and our connect frame carries the
+    // gateway token. Their info level (connection events) stays available.
+    for cap in [
+        "tungstenite=info",
+        "tokio_tungstenite=info",
+        "russh=info",
+        "rustls=info",
+    ] {
+        filter = filter.add_directive(cap.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -123,10 +123,13 @@ pub fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
 
 /// The direct-ws transport to `url`.
 pub fn direct(url: &str) -> Arc<dyn Transport> {
-    Arc::new(DirectWs::new(
-        GatewayUrl::parse(url).expect("valid url"),
-        Duration::from_secs(5),
-    ))
+    Arc::new(
+        DirectWs::new(
+            GatewayUrl::parse(url).expect("valid url"),
+            Duration::from_secs(5),
+        )
+        .expect("transport"),
+    )
 }
 
 /// Operator options with a fresh device identity and an in-memory token store.

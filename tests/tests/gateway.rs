@@ -455,7 +455,7 @@ fn cli_lists_transports_and_features_and_shows_config_with_masked_secrets() {
         .iter()
         .map(|d| d["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["direct-ws"]);
+    assert_eq!(names, ["direct-ws", "ssh-tunnel"]);
 
     let out = clawlink(&dir, &["--json", "features"]);
     assert!(out.status.success());

@@ -61,7 +61,8 @@ fn run_steps(steps: &mut Steps, root: &Path, layout: &Layout, xtask: &Path) -> R
             steps.run("cargo test", || {
                 run_command(
                     cargo(root)
-                        .args(["test", "--workspace"])
+                        // Every test binary runs even after a failure, so one CI log shows them all.
+                        .args(["test", "--workspace", "--no-fail-fast"])
                         .env("CLAWLINK_PEER_ENV", layout.env_file())
                         .env("CLAWLINK_BIN", root.join("target/debug/clawlink")),
                 )

@@ -19,7 +19,7 @@ commands:
   help                          print this list
   ci                            fmt check, clippy, build, start the peers, cargo test, stop the peers
   demo                          start the peers and run the clawlink binary against the real gateway
-  bench [NAME]                  benchmarks against the running peers (NAME: call-health), results in target/bench/
+  bench [NAME]                  benchmarks against the running peers (NAME: call-health, test-remote, tunnel-throughput, health-rtt), results in target/bench/
   peer install                  install Node, openclaw, sshd and the users claw/noclaw under the peer prefix
   peer start                    start stub model, gateways main and pw, sshd and the fake node; print the env
   peer stop                     stop every process that `peer start` recorded

@@ -1,10 +1,14 @@
-//! Transport `direct-ws`: a plain TCP connection to the gateway URL, for local mode and for `ws://` gateways on a LAN or tailnet.
+//! Transport `direct-ws`: straight to the gateway URL — `ws://` for local mode, a LAN or a tailnet; `wss://` (TLS) for anything else.
 //!
-//! This is the seed's "Remote direct (ws/wss)" mode without TLS: the gateway sees the
-//! client's real address. `wss://` (TLS, pinning) is not part of this crate yet; such a URL is
-//! refused with an error that says so rather than being sent in clear text.
+//! This is the seed's "Remote direct (ws/wss)" mode: no tunnel, the gateway sees this
+//! machine's real address. The URL rules are the macOS app's (E3): plaintext `ws://` only to
+//! loopback, private, link-local, CGNAT (Tailscale), `*.local` and `*.ts.net` hosts, unless
+//! the user sets the loudly-warned `allow_insecure_ws`; credentials never ride in the URL.
 
-use std::net::SocketAddr;
+pub mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,19 +28,44 @@ clawlink_core::inventory::submit! {
     TransportDescriptor {
         name: NAME,
         summary: "connect straight to the gateway URL (local mode, LAN, tailnet); the gateway sees this machine's address",
-        example_config: "url = \"ws://127.0.0.1:18789\"\n# connect_timeout_ms = 10000",
+        example_config: "url = \"wss://gateway.example.ts.net\"     # or ws://127.0.0.1:18789, ws://<LAN or tailnet host>:18789\n\
+# [PROFILE.transports.direct_ws.tls]\n\
+# spki_sha256 = \"…\"        # public-key pin (survives renewal); `clawlink tls trust URL` writes it\n\
+# fingerprint = \"sha256:…\" # leaf certificate pin, as the openclaw CLI's --tls-fingerprint\n\
+# ca_file = \"/path/ca.pem\"  # a private CA\n\
+# allow_insecure_ws = false  # plaintext ws:// to a public host: never, unless you really mean it",
         factory: DirectWs::from_settings,
     }
 }
 
-/// Settings of `[profile.transports.direct-ws]`.
+/// Settings of `[profile.transports.direct_ws]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     #[serde(default = "default_url")]
-    url: String,
+    pub url: String,
     #[serde(default = "default_connect_timeout_ms")]
-    connect_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Break-glass: plaintext `ws://` to a host that is not loopback, private or a tailnet.
+    #[serde(default)]
+    pub allow_insecure_ws: bool,
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// `[…direct_ws.tls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file with the CA(s) that signed a private gateway's certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 of the leaf certificate DER.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// SHA-256 of the certificate's public key (SubjectPublicKeyInfo DER).
+    #[serde(default)]
+    pub spki_sha256: Option<String>,
 }
 
 fn default_url() -> String {
@@ -50,6 +79,8 @@ fn default_connect_timeout_ms() -> u64 {
 /// A parsed, validated gateway URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayUrl {
+    /// `wss://`.
+    pub tls: bool,
     /// Host as written (IPv6 without brackets).
     pub host: String,
     pub port: u16,
@@ -64,22 +95,16 @@ impl GatewayUrl {
             TransportError::config(format!("gateway URL {input:?} is not a URL: {e}"))
                 .with_fix("write it like ws://127.0.0.1:18789")
         })?;
-        match url.scheme() {
-            "ws" => {}
-            "wss" => {
-                return Err(TransportError::new(
-                    TransportErrorKind::Unsupported,
-                    format!("{input}: wss:// (TLS) is not supported by this build of the direct-ws transport yet"),
-                )
-                .with_fix("reach the gateway through the ssh-tunnel transport, or over ws:// on a trusted network"))
-            }
+        let tls = match url.scheme() {
+            "ws" => false,
+            "wss" => true,
             other => {
                 return Err(TransportError::config(format!(
                     "gateway URL {input:?} has scheme {other:?}; the gateway speaks WebSocket"
                 ))
-                .with_fix("use ws://HOST:PORT"))
+                .with_fix("use ws://HOST:PORT, or wss://HOST for TLS"))
             }
-        }
+        };
         if !url.username().is_empty() || url.password().is_some() {
             return Err(TransportError::config(
                 "the gateway URL contains credentials; they would end up in logs and shell history",
@@ -114,10 +139,42 @@ impl GatewayUrl {
             path.push_str(query);
         }
         Ok(Self {
+            tls,
             host,
-            port: url.port().unwrap_or(DEFAULT_PORT),
+            port: url.port().unwrap_or(if tls { 443 } else { DEFAULT_PORT }),
             path,
         })
+    }
+
+    /// Whether plaintext `ws://` to this host is acceptable without the break-glass setting:
+    /// loopback, RFC 1918, link-local, CGNAT 100.64/10 (Tailscale), IPv6 unique-local,
+    /// `localhost`, `*.local` (mDNS) and `*.ts.net` (MagicDNS) — the macOS app's E3 rules.
+    pub fn plaintext_allowed(&self) -> bool {
+        let host = self.host.trim_end_matches('.').to_ascii_lowercase();
+        if host == "localhost"
+            || host.ends_with(".local")
+            || host.ends_with(".ts.net")
+            || host.ends_with(".localhost")
+        {
+            return true;
+        }
+        match host.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => {
+                let [a, b, ..] = ip.octets();
+                ip.is_loopback()
+                    || ip.is_private()
+                    || ip.is_link_local()
+                    || (a == 100 && (64..128).contains(&b))
+            }
+            Ok(IpAddr::V6(ip)) => {
+                let first = ip.segments()[0];
+                ip.is_loopback()
+                    || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+                    || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+                    || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_private())
+            }
+            Err(_) => false,
+        }
     }
 
     /// `host:port` with IPv6 in brackets.
@@ -129,9 +186,14 @@ impl GatewayUrl {
         }
     }
 
-    /// The canonical `ws://` form.
+    /// The canonical `ws://` / `wss://` form.
     pub fn to_url(&self) -> String {
-        format!("ws://{}{}", self.authority(), self.path)
+        format!(
+            "{}://{}{}",
+            if self.tls { "wss" } else { "ws" },
+            self.authority(),
+            self.path
+        )
     }
 
     /// Whether the host is a loopback address or `localhost`.
@@ -146,33 +208,225 @@ impl GatewayUrl {
 }
 
 /// The `direct-ws` transport.
-#[derive(Debug)]
 pub struct DirectWs {
     url: GatewayUrl,
     connect_timeout: Duration,
+    tls: Option<TlsSetup>,
+}
+
+impl std::fmt::Debug for DirectWs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectWs")
+            .field("url", &self.url.to_url())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a `wss://` connection needs, built once.
+struct TlsSetup {
+    policy: tls::TlsPolicy,
+    roots: Arc<rustls::client::WebPkiServerVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl DirectWs {
-    pub fn new(url: GatewayUrl, connect_timeout: Duration) -> Self {
-        Self {
+    /// A transport to `url` with default TLS settings (public roots, no pin).
+    pub fn new(url: GatewayUrl, connect_timeout: Duration) -> Result<Self, TransportError> {
+        Self::with_tls(url, connect_timeout, &TlsSettings::default())
+    }
+
+    /// A transport to `url` with the given TLS settings (used only for `wss://`).
+    pub fn with_tls(
+        url: GatewayUrl,
+        connect_timeout: Duration,
+        settings: &TlsSettings,
+    ) -> Result<Self, TransportError> {
+        let tls = if url.tls {
+            let pin =
+                |value: &Option<String>, key: &str| -> Result<Option<tls::Pin>, TransportError> {
+                    value
+                        .as_deref()
+                        .map(|v| {
+                            tls::parse_pin(v)
+                                .map_err(|e| TransportError::config(format!("tls.{key}: {e}")))
+                        })
+                        .transpose()
+                };
+            let extra_roots = match &settings.ca_file {
+                Some(path) => tls::TlsPolicy::load_ca_file(path)?,
+                None => Vec::new(),
+            };
+            let policy = tls::TlsPolicy {
+                leaf_pin: pin(&settings.fingerprint, "fingerprint")?,
+                spki_pin: pin(&settings.spki_sha256, "spki_sha256")?,
+                extra_roots,
+                capture_only: false,
+            };
+            // ring, explicitly: never a process-wide default that another crate could change.
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let roots = tls::build_roots(&policy.extra_roots, provider.clone())?;
+            Some(TlsSetup {
+                policy,
+                roots,
+                provider,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
             url,
             connect_timeout,
-        }
+            tls,
+        })
     }
 
     fn from_settings(
         settings: &serde_json::Value,
         _env: &TransportEnv,
     ) -> Result<Arc<dyn Transport>, TransportError> {
-        let settings: Settings = serde_json::from_value(settings.clone()).map_err(|e| {
-            TransportError::config(format!("transports.{NAME}: {e}"))
-                .with_fix("valid keys: url, connect_timeout_ms (see `clawlink transports`)")
-        })?;
+        let settings = Self::parse_settings(settings)?;
         let url = GatewayUrl::parse(&settings.url)?;
-        Ok(Arc::new(Self::new(
+        Self::check_url_policy(&url, &settings)?;
+        Ok(Arc::new(Self::with_tls(
             url,
             Duration::from_millis(settings.connect_timeout_ms),
-        )))
+            &settings.tls,
+        )?))
+    }
+
+    /// Parses the settings table.
+    pub fn parse_settings(settings: &serde_json::Value) -> Result<Settings, TransportError> {
+        serde_json::from_value(settings.clone()).map_err(|e| {
+            TransportError::config(format!("transports.direct_ws: {e}"))
+                .with_fix("valid keys: url, connect_timeout_ms, allow_insecure_ws, tls.{ca_file,fingerprint,spki_sha256} (see `clawlink transports`)")
+        })
+    }
+
+    /// The security rules a URL must pass before any connection.
+    pub fn check_url_policy(url: &GatewayUrl, settings: &Settings) -> Result<(), TransportError> {
+        let tls = &settings.tls;
+        if !url.tls
+            && (tls.fingerprint.is_some() || tls.spki_sha256.is_some() || tls.ca_file.is_some())
+        {
+            return Err(TransportError::config(format!(
+                "{} is plaintext ws://, but a TLS pin or CA file is configured: there is no certificate to check",
+                url.to_url()
+            ))
+            .with_fix("use wss:// for a TLS gateway, or remove the tls table"));
+        }
+        if !url.tls && !url.plaintext_allowed() {
+            if !settings.allow_insecure_ws {
+                return Err(TransportError::config(format!(
+                    "ws://{} is plaintext to a host that is not loopback, private or on a tailnet: the gateway token and every message would cross the network unencrypted",
+                    url.authority()
+                ))
+                .with_fix("use wss:// (Tailscale Serve or an HTTPS reverse proxy in front of the gateway), the ssh-tunnel transport, or — at your own risk — allow_insecure_ws = true"));
+            }
+            tracing::warn!(
+                url = %url.to_url(),
+                "allow_insecure_ws is set: talking PLAINTEXT to a public host; anyone on the path can read and alter gateway traffic"
+            );
+        }
+        Ok(())
+    }
+
+    /// The certificate fingerprints a `wss://` gateway presents, without trusting it (for
+    /// `clawlink tls trust`).
+    pub async fn probe_certificate(&self) -> Result<tls::Fingerprints, TransportError> {
+        let Some(setup) = &self.tls else {
+            return Err(TransportError::config(format!(
+                "{} is not a wss:// URL",
+                self.url.to_url()
+            )));
+        };
+        let tcp = self.tcp().await?;
+        let policy = tls::TlsPolicy {
+            capture_only: true,
+            ..tls::TlsPolicy::default()
+        };
+        let verifier = Arc::new(tls::GatewayVerifier::new(
+            policy,
+            setup.roots.clone(),
+            setup.provider.clone(),
+        ));
+        let observation = verifier.observation.clone();
+        let _ = self.handshake(setup, verifier, tcp).await;
+        let seen = observation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fingerprints
+            .clone();
+        seen.ok_or_else(|| {
+            TransportError::new(
+                TransportErrorKind::Tls,
+                format!("{} presented no certificate", self.url.to_url()),
+            )
+            .with_fix("check that the port serves TLS")
+        })
+    }
+
+    async fn handshake(
+        &self,
+        setup: &TlsSetup,
+        verifier: Arc<tls::GatewayVerifier>,
+        tcp: tokio::net::TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
+        let config = rustls::ClientConfig::builder_with_provider(setup.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(self.url.host.clone())
+            .map_err(std::io::Error::other)?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        match tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp)).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            )),
+        }
+    }
+
+    /// A TCP connection to the first address that answers.
+    async fn tcp(&self) -> Result<tokio::net::TcpStream, TransportError> {
+        let addrs = self.resolve().await?;
+        let several = addrs.len() > 1;
+        let mut last_error = None;
+        for addr in addrs {
+            let label = if several {
+                format!("{addr}: ")
+            } else {
+                String::new()
+            };
+            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(stream)) => {
+                    // Small JSON frames: latency matters more than packet count.
+                    let _ = stream.set_nodelay(true);
+                    tracing::debug!(%addr, "tcp connected");
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => last_error = Some(format!("{label}{e}")),
+                Err(_) => {
+                    last_error = Some(format!(
+                        "{label}no answer within {} ms",
+                        self.connect_timeout.as_millis()
+                    ))
+                }
+            }
+        }
+        Err(TransportError::new(
+            TransportErrorKind::Connect,
+            format!("cannot reach the gateway at {}: {}", self.url.authority(), last_error.unwrap_or_default()),
+        )
+        .with_fix(if self.url.is_loopback() {
+            "start the gateway on this machine (`openclaw gateway run`) or check the port in the URL"
+        } else {
+            "check that the gateway listens on that address (gateway.bind) and that no firewall blocks the port"
+        }))
     }
 
     async fn resolve(&self) -> Result<Vec<SocketAddr>, TransportError> {
@@ -204,64 +458,54 @@ impl Transport for DirectWs {
     }
 
     fn gateway_key(&self) -> String {
-        format!("ws://{}", self.url.authority())
+        format!(
+            "{}://{}",
+            if self.url.tls { "wss" } else { "ws" },
+            self.url.authority()
+        )
     }
 
     fn describe(&self) -> String {
         self.url.to_url()
     }
 
+    /// Loopback, or a pinned wss:// endpoint: where the reference client allows one retry
+    /// of a refused shared token with the device token.
     fn is_loopback_to_gateway(&self) -> bool {
-        self.url.is_loopback()
+        self.url.is_loopback() || self.tls.as_ref().is_some_and(|t| t.policy.has_pin())
     }
 
     async fn connect(&self) -> Result<Connected, TransportError> {
-        let addrs = self.resolve().await?;
-        let several = addrs.len() > 1;
-        let mut last_error = None;
-        for addr in addrs {
-            let label = if several {
-                format!("{addr}: ")
-            } else {
-                String::new()
-            };
-            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
-                .await
-            {
-                Ok(Ok(stream)) => {
-                    // Small JSON frames: latency matters more than packet count.
-                    let _ = stream.set_nodelay(true);
-                    tracing::debug!(%addr, "tcp connected");
-                    return Ok(Connected {
-                        stream: Box::new(stream),
-                        request_url: self.url.to_url(),
-                    });
-                }
-                Ok(Err(e)) => last_error = Some(format!("{label}{e}")),
-                Err(_) => {
-                    last_error = Some(format!(
-                        "{label}no answer within {} ms",
-                        self.connect_timeout.as_millis()
-                    ))
-                }
+        let tcp = self.tcp().await?;
+        let Some(setup) = &self.tls else {
+            return Ok(Connected {
+                stream: Box::new(tcp),
+                request_url: self.url.to_url(),
+            });
+        };
+        let verifier = Arc::new(tls::GatewayVerifier::new(
+            setup.policy.clone(),
+            setup.roots.clone(),
+            setup.provider.clone(),
+        ));
+        let observation = verifier.observation.clone();
+        match self.handshake(setup, verifier, tcp).await {
+            Ok(stream) => Ok(Connected {
+                stream: Box::new(stream),
+                request_url: self.url.to_url(),
+            }),
+            Err(e) => {
+                let seen = observation.lock().unwrap_or_else(|e| e.into_inner());
+                Err(tls::handshake_error(
+                    &self.url.to_url(),
+                    e,
+                    &seen,
+                    &setup.policy,
+                ))
             }
         }
-        Err(TransportError::new(
-            TransportErrorKind::Connect,
-            format!(
-                "cannot reach the gateway at {}: {}",
-                self.url.authority(),
-                last_error.unwrap_or_default()
-            ),
-        )
-        .with_fix(if self.url.is_loopback() {
-            "start the gateway on this machine (`openclaw gateway run`) or check the port in the URL"
-        } else {
-            "check that the gateway listens on that address (gateway.bind) and that no firewall blocks the port"
-        }))
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,8 +551,121 @@ mod tests {
                 "secret echoed for {input}: {err}"
             );
         }
-        let err = GatewayUrl::parse("wss://gw.example.ts.net").unwrap_err();
-        assert_eq!(err.kind, TransportErrorKind::Unsupported);
+    }
+
+    /// The URL rule table: (url, allow_insecure_ws, expected: Ok(canonical url) or Err(needle)).
+    #[test]
+    fn url_rules_table() {
+        let cases: &[(&str, bool, Result<&str, &str>)] = &[
+            ("ws://127.0.0.1", false, Ok("ws://127.0.0.1:18789/")),
+            ("ws://localhost:18789", false, Ok("ws://localhost:18789/")),
+            ("ws://[::1]:28789", false, Ok("ws://[::1]:28789/")),
+            ("ws://10.1.2.3:18789", false, Ok("ws://10.1.2.3:18789/")),
+            ("ws://172.16.0.9", false, Ok("ws://172.16.0.9:18789/")),
+            ("ws://172.31.255.1", false, Ok("ws://172.31.255.1:18789/")),
+            (
+                "ws://192.168.1.20:18789",
+                false,
+                Ok("ws://192.168.1.20:18789/"),
+            ),
+            ("ws://169.254.10.10", false, Ok("ws://169.254.10.10:18789/")),
+            ("ws://100.64.0.1", false, Ok("ws://100.64.0.1:18789/")),
+            (
+                "ws://100.127.255.254",
+                false,
+                Ok("ws://100.127.255.254:18789/"),
+            ),
+            (
+                "ws://[fd7a:115c:a1e0::1]:18789",
+                false,
+                Ok("ws://[fd7a:115c:a1e0::1]:18789/"),
+            ),
+            ("ws://[fe80::1]", false, Ok("ws://[fe80::1]:18789/")),
+            ("ws://gateway.local", false, Ok("ws://gateway.local:18789/")),
+            (
+                "ws://box.tail1234.ts.net:18789",
+                false,
+                Ok("ws://box.tail1234.ts.net:18789/"),
+            ),
+            (
+                "wss://box.tail1234.ts.net",
+                false,
+                Ok("wss://box.tail1234.ts.net:443/"),
+            ),
+            (
+                "wss://gateway.example.com",
+                false,
+                Ok("wss://gateway.example.com:443/"),
+            ),
+            (
+                "wss://gateway.example.com:8443/ws",
+                false,
+                Ok("wss://gateway.example.com:8443/ws"),
+            ),
+            ("wss://[2001:db8::1]", false, Ok("wss://[2001:db8::1]:443/")),
+            ("ws://gateway.example.com", false, Err("plaintext")),
+            ("ws://8.8.8.8:18789", false, Err("plaintext")),
+            ("ws://100.128.0.1", false, Err("plaintext")),
+            ("ws://172.32.0.1", false, Err("plaintext")),
+            ("ws://[2001:db8::1]", false, Err("plaintext")),
+            (
+                "ws://gateway.example.com",
+                true,
+                Ok("ws://gateway.example.com:18789/"),
+            ),
+            (
+                "wss://user:secret@gateway.example.com",
+                false,
+                Err("credentials"),
+            ),
+            (
+                "ws://127.0.0.1/?token=secret",
+                false,
+                Err("token or password"),
+            ),
+            (
+                "wss://gw.example.com/?password=secret",
+                false,
+                Err("token or password"),
+            ),
+            ("https://gateway.example.com", false, Err("scheme")),
+            ("ws://", false, Err("")),
+        ];
+        for (input, insecure, expected) in cases {
+            let settings = Settings {
+                url: input.to_string(),
+                connect_timeout_ms: 1000,
+                allow_insecure_ws: *insecure,
+                tls: TlsSettings::default(),
+            };
+            let outcome = GatewayUrl::parse(input)
+                .and_then(|url| DirectWs::check_url_policy(&url, &settings).map(|()| url.to_url()));
+            match (expected, outcome) {
+                (Ok(canonical), Ok(url)) => assert_eq!(&url, canonical, "{input}"),
+                (Err(needle), Err(e)) => {
+                    assert!(e.to_string().contains(needle), "{input}: {e}");
+                    assert!(
+                        !e.to_string().contains("secret"),
+                        "{input}: secret echoed: {e}"
+                    );
+                }
+                (expected, outcome) => panic!("{input}: expected {expected:?}, got {outcome:?}"),
+            }
+        }
+        assert!(cases.len() >= 20);
+    }
+
+    #[test]
+    fn a_pin_on_plaintext_ws_is_a_configuration_error() {
+        let settings = DirectWs::parse_settings(&serde_json::json!({
+            "url": "ws://127.0.0.1:1",
+            "tls": {"fingerprint": "sha256:".to_owned() + &"ab".repeat(32)}
+        }))
+        .unwrap();
+        let url = GatewayUrl::parse(&settings.url).unwrap();
+        let err = DirectWs::check_url_policy(&url, &settings).unwrap_err();
+        assert_eq!(err.kind, TransportErrorKind::Config);
+        assert!(err.to_string().contains("no certificate to check"), "{err}");
     }
 
     #[tokio::test]
@@ -319,7 +676,8 @@ mod tests {
         let transport = DirectWs::new(
             GatewayUrl::parse(&format!("ws://127.0.0.1:{port}")).unwrap(),
             Duration::from_secs(2),
-        );
+        )
+        .unwrap();
         let err = transport.connect().await.unwrap_err();
         assert_eq!(err.kind, TransportErrorKind::Connect);
         assert!(err.kind.is_retryable());

@@ -87,9 +87,10 @@ fn cli_script_with_prefix(location: &CliLocation, args: &[&str], prefix: &str) -
     s
 }
 
-/// The one remote command line for `script`.
+/// The one remote command line for `script`. `/bin/sh` by absolute path: the login shell's
+/// PATH may be anything, but every POSIX host has it there.
 pub fn sh_command(script: &str) -> String {
-    format!("sh -c {}", shell_quote(script))
+    format!("/bin/sh -c {}", shell_quote(script))
 }
 
 /// Runs `command` (already one shell-safe string) on the session, with a time limit.
@@ -155,7 +156,8 @@ mod tests {
     ) -> (Option<i32>, String, String) {
         // No PATH prefix here: this machine may have an openclaw in /usr/local/bin.
         let command = sh_command(&cli_script_with_prefix(location, args, ""));
-        let out = std::process::Command::new("sh")
+        // An absolute path: the child's PATH is the test's, which may not hold sh.
+        let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(&command)
             .env("PATH", path)

@@ -186,7 +186,8 @@ async fn pipe(
     let _ = socket.set_nodelay(true);
     let channel = tunnel.open_forward(remote_port).await?;
     let mut stream = channel.into_stream();
-    tokio::io::copy_bidirectional(&mut socket, &mut stream)
+    // 64 KiB buffers: one SSH packet's worth per write instead of tokio's default 8 KiB.
+    tokio::io::copy_bidirectional_with_sizes(&mut socket, &mut stream, 64 * 1024, 64 * 1024)
         .await
         .map(|_| ())
         .map_err(|e| {

@@ -150,6 +150,17 @@ impl HostKeyCheck {
                     .iter()
                     .map(|k| format!("{} ({}) at {}:{}", k.fingerprint, k.algorithm, k.file.display(), k.line))
                     .collect();
+                // A different key *type* is often a host that offers several keys, not an
+                // attacker: say so, since `ssh-keygen -R` would also drop the valid one.
+                let other_type_only = known.iter().all(|k| k.algorithm != algorithm);
+                let type_note = if other_type_only {
+                    format!(
+                        " (known_hosts only lists {} keys for this host; this server negotiated {algorithm})",
+                        known.iter().map(|k| k.algorithm.as_str()).collect::<Vec<_>>().join("/")
+                    )
+                } else {
+                    String::new()
+                };
                 let remove = known
                     .first()
                     .map(|k| format!("ssh-keygen -R '{name}' -f {}", k.file.display()))
@@ -158,7 +169,7 @@ impl HostKeyCheck {
                     TransportErrorKind::HostTrust,
                     format!(
                         "HOST KEY CHANGED for {name}: the server presents {fingerprint} ({algorithm}), \
-                         known_hosts has {}. Someone may be intercepting the connection; refusing to connect",
+                         known_hosts has {}{type_note}. Someone may be intercepting the connection; refusing to connect",
                         old.join(", ")
                     ),
                 )

@@ -124,7 +124,9 @@ pub fn resolve(
     let config = if file.is_file() {
         let text =
             std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        // ssh2-config expands `~` itself; make it use our HOME, not the passwd entry.
         SshConfig::default()
+            .home_dir(&env.home)
             .parse(
                 &mut text.as_slice(),
                 ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS,

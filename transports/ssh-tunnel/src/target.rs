@@ -170,7 +170,7 @@ mod tests {
             ("", "empty"),
             ("   ", "empty"),
             ("claw@gw -p 22", "cannot contain spaces"),
-            ("claw@gw\t", "cannot contain spaces"),
+            ("claw@g\tw", "cannot contain spaces"),
             ("claw@g\u{7}w", "cannot contain spaces"),
             ("-oProxyCommand=touch /tmp/x", "cannot contain spaces"),
             ("-oProxyCommand=id", "cannot start with '-'"),

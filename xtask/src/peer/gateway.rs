@@ -121,7 +121,7 @@ pub fn prepare_state(
     "bind": "loopback",
     "auth": {auth},
     "tailscale": {{ "mode": "off" }},
-    "nodes": {{ "pairing": {{ "sshVerify": false }} }}
+    "nodes": {{ "pairing": {{ "sshVerify": false }} }}{tls}
   }},
   "update": {{ "checkOnStart": false }},
   "telemetry": {{ "enabled": false }},
@@ -148,11 +148,32 @@ pub fn prepare_state(
 "#,
         auth = auth.config_json(),
         log = layout.gateway_json_log(gateway).display(),
+        tls = tls_config(layout, gateway)?,
     );
     let path = layout.config_path(gateway);
     write_file_mode(&path, config.as_bytes(), 0o600)?;
     chown(&path, Some(claw.uid), Some(claw.gid))?;
     Ok(())
+}
+
+/// The `gateway.tls` block: the gateway's own self-signed certificate for `tls`, a private
+/// CA's certificate (made here with openssl) for `tlsca`.
+fn tls_config(layout: &Layout, gateway: Gateway) -> Result<String> {
+    match gateway {
+        Gateway::Main | Gateway::Pw => Ok(String::new()),
+        Gateway::Tls => Ok(r#",
+    "tls": { "enabled": true, "autoGenerate": true }"#
+            .to_string()),
+        Gateway::TlsCa => {
+            let pki = super::pki::ensure_private_ca(layout)?;
+            Ok(format!(
+                r#",
+    "tls": {{ "enabled": true, "autoGenerate": false, "certPath": "{}", "keyPath": "{}" }}"#,
+                pki.server_cert.display(),
+                pki.server_key.display()
+            ))
+        }
+    }
 }
 
 /// Launches the gateway in the background and records its PID (the wrappers all exec,
@@ -204,11 +225,17 @@ pub fn wait_ready(layout: &Layout, launches: &[Launch]) -> Result<()> {
         let mut still_pending = Vec::new();
         for launch in pending {
             let name = launch.gateway.name();
-            if get_status(launch.port, "/readyz", Duration::from_secs(2)) == Some(200) {
+            let ready = if launch.gateway.tls() {
+                super::pki::https_ready(launch.port)
+            } else {
+                get_status(launch.port, "/readyz", Duration::from_secs(2)) == Some(200)
+            };
+            if ready {
                 say(
                     "peer",
                     format!(
-                        "gateway {name} ready on ws://127.0.0.1:{} after {}",
+                        "gateway {name} ready on {}://127.0.0.1:{} after {}",
+                        if launch.gateway.tls() { "wss" } else { "ws" },
                         launch.port,
                         secs(started.elapsed())
                     ),

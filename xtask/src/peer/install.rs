@@ -90,7 +90,7 @@ fn stop_peers_of_previous_prefix(layout: &Layout) {
     }
 }
 
-/// Installs whatever of npm, python3, util-linux and OpenSSH is missing.
+/// Installs whatever of npm, python3, util-linux, OpenSSH and openssl is missing.
 fn install_debian_packages() -> Result<bool> {
     let mut needed = Vec::new();
     if which("npm").is_none() {
@@ -107,6 +107,10 @@ fn install_debian_packages() -> Result<bool> {
     }
     if !Path::new("/usr/bin/ssh").exists() || !Path::new("/usr/bin/ssh-keygen").exists() {
         needed.push("openssh-client");
+    }
+    // The `tlsca` gateway's private CA is made with the openssl CLI.
+    if which("openssl").is_none() {
+        needed.push("openssl");
     }
     if Path::new("/run/systemd/system").exists() {
         // Only our own sshd on 127.0.0.1 may run, never the system one on :22.

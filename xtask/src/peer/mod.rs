@@ -7,6 +7,7 @@
 mod envfile;
 mod gateway;
 mod install;
+mod pki;
 mod procs;
 mod start;
 mod users;
@@ -93,13 +94,17 @@ pub fn write_token_file(layout: &Layout, env: &EnvFile, name: &str) -> Result<Pa
     Ok(path)
 }
 
-/// The two gateway instances `peer start` runs, both as user claw.
+/// The gateway instances `peer start` runs, all as user claw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gateway {
     /// Token auth, claw's default state dir (so `ssh claw@… openclaw …` finds it).
     Main,
     /// Password auth, a state dir of its own.
     Pw,
+    /// Token auth over TLS with the certificate the gateway generates itself (self-signed).
+    Tls,
+    /// Token auth over TLS with a certificate signed by a private CA that xtask generates.
+    TlsCa,
 }
 
 impl Gateway {
@@ -107,7 +112,9 @@ impl Gateway {
         match name {
             "main" => Ok(Gateway::Main),
             "pw" => Ok(Gateway::Pw),
-            other => bail!("unknown gateway {other:?} (expected main or pw)"),
+            "tls" => Ok(Gateway::Tls),
+            "tlsca" => Ok(Gateway::TlsCa),
+            other => bail!("unknown gateway {other:?} (expected main, pw, tls or tlsca)"),
         }
     }
 
@@ -115,6 +122,8 @@ impl Gateway {
         match self {
             Gateway::Main => "main",
             Gateway::Pw => "pw",
+            Gateway::Tls => "tls",
+            Gateway::TlsCa => "tlsca",
         }
     }
 
@@ -123,6 +132,8 @@ impl Gateway {
         match self {
             Gateway::Main => "gateway-main",
             Gateway::Pw => "gateway-pw",
+            Gateway::Tls => "gateway-tls",
+            Gateway::TlsCa => "gateway-tlsca",
         }
     }
 
@@ -130,6 +141,8 @@ impl Gateway {
         match self {
             Gateway::Main => ".openclaw",
             Gateway::Pw => ".openclaw-pw",
+            Gateway::Tls => ".openclaw-tls",
+            Gateway::TlsCa => ".openclaw-tlsca",
         }
     }
 
@@ -137,6 +150,8 @@ impl Gateway {
         match self {
             Gateway::Main => "OCPEER_GATEWAY_PORT",
             Gateway::Pw => "OCPEER_PW_GATEWAY_PORT",
+            Gateway::Tls => "OCPEER_TLS_GATEWAY_PORT",
+            Gateway::TlsCa => "OCPEER_TLSCA_GATEWAY_PORT",
         }
     }
 
@@ -144,7 +159,14 @@ impl Gateway {
         match self {
             Gateway::Main => "OCPEER_GATEWAY_PID",
             Gateway::Pw => "OCPEER_PW_GATEWAY_PID",
+            Gateway::Tls => "OCPEER_TLS_GATEWAY_PID",
+            Gateway::TlsCa => "OCPEER_TLSCA_GATEWAY_PID",
         }
+    }
+
+    /// Whether it serves HTTPS/WSS.
+    pub fn tls(self) -> bool {
+        matches!(self, Gateway::Tls | Gateway::TlsCa)
     }
 }
 

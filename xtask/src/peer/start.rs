@@ -31,6 +31,8 @@ const GATEWAY_PORT_BLOCK: u16 = 10;
 struct Ports {
     main: u16,
     pw: u16,
+    tls: u16,
+    tlsca: u16,
     stub: u16,
     ssh: u16,
 }
@@ -99,6 +101,8 @@ fn start_all(layout: &Layout) -> Result<EnvFile> {
     for (gateway, port, auth) in [
         (Gateway::Main, ports.main, Auth::Token(token.clone())),
         (Gateway::Pw, ports.pw, Auth::Password(password.clone())),
+        (Gateway::Tls, ports.tls, Auth::Token(token.clone())),
+        (Gateway::TlsCa, ports.tlsca, Auth::Token(token.clone())),
     ] {
         gateway::prepare_state(layout, gateway, port, &auth, ports.stub, fresh)?;
         let entry = gateway::spawn(layout, gateway, port, true)?;
@@ -166,6 +170,8 @@ fn pick_ports(base: u16) -> Result<Ports> {
     Ok(Ports {
         main: next_block(GATEWAY_PORT_BLOCK)?,
         pw: next_block(GATEWAY_PORT_BLOCK)?,
+        tls: next_block(GATEWAY_PORT_BLOCK)?,
+        tlsca: next_block(GATEWAY_PORT_BLOCK)?,
         stub: next_block(1)?,
         ssh: next_block(1)?,
     })
@@ -499,6 +505,33 @@ fn env_file(
         ("OCPEER_PW_GATEWAY_PID", pid_of(Gateway::Pw).to_string()),
         ("OCPEER_PW_STATE_DIR", path(layout.state_dir(Gateway::Pw))),
         (
+            "OCPEER_TLS_GATEWAY_URL",
+            format!("wss://127.0.0.1:{}", ports.tls),
+        ),
+        ("OCPEER_TLS_GATEWAY_PORT", ports.tls.to_string()),
+        ("OCPEER_TLS_GATEWAY_PID", pid_of(Gateway::Tls).to_string()),
+        (
+            "OCPEER_TLS_CERT",
+            path(
+                layout
+                    .state_dir(Gateway::Tls)
+                    .join("gateway/tls/gateway-cert.pem"),
+            ),
+        ),
+        (
+            "OCPEER_TLSCA_GATEWAY_URL",
+            format!("wss://127.0.0.1:{}", ports.tlsca),
+        ),
+        ("OCPEER_TLSCA_GATEWAY_PORT", ports.tlsca.to_string()),
+        (
+            "OCPEER_TLSCA_GATEWAY_PID",
+            pid_of(Gateway::TlsCa).to_string(),
+        ),
+        (
+            "OCPEER_TLSCA_CA_CERT",
+            path(super::pki::pki_files(layout).ca_cert),
+        ),
+        (
             "OCPEER_STUB_URL",
             format!("http://127.0.0.1:{}/v1", ports.stub),
         ),
@@ -541,7 +574,8 @@ mod tests {
         let ports = pick_ports(busy_port).unwrap();
         assert!(ports.main > busy_port);
         assert!(ports.pw >= ports.main + GATEWAY_PORT_BLOCK);
-        assert!(ports.stub >= ports.pw + GATEWAY_PORT_BLOCK);
+        assert!(ports.tls >= ports.pw + GATEWAY_PORT_BLOCK);
+        assert!(ports.stub >= ports.tlsca + GATEWAY_PORT_BLOCK);
         assert!(ports.ssh > ports.stub);
     }
 
