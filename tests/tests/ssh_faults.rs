@@ -44,16 +44,20 @@ fn sshd_sessions() -> Vec<i32> {
     found
 }
 
-#[tokio::test]
-async fn killing_the_server_side_of_the_ssh_session_is_survived() {
-    let home = ssh_home("ssh-fault");
+/// A supervised gateway client through an SSH tunnel to `target` (the peer gateway's port),
+/// with fast keepalive and a short reconnect backoff so faults show quickly.
+async fn client_over_ssh(
+    target: String,
+    home: &std::path::Path,
+    keepalive_s: u64,
+) -> (Arc<SshTunnel>, GatewayClient) {
     let peers = Peers::get();
     let settings: SshSettings = serde_json::from_value(json!({
-        "target": ssh_target("claw"),
+        "target": target,
         "identity_file": peers.var("OCPEER_SSH_KEY"),
         "remote_port": peers.var("OCPEER_GATEWAY_PORT").parse::<u16>().unwrap(),
         "known_hosts_file": home.join(".ssh/known_hosts"),
-        "keepalive_interval_s": 2,
+        "keepalive_interval_s": keepalive_s,
         "keepalive_count": 2,
     }))
     .unwrap();
@@ -69,6 +73,13 @@ async fn killing_the_server_side_of_the_ssh_session_is_survived() {
         .wait_connected(Duration::from_secs(30))
         .await
         .expect("connected through SSH");
+    (tunnel, client)
+}
+
+#[tokio::test]
+async fn killing_the_server_side_of_the_ssh_session_is_survived() {
+    let home = ssh_home("ssh-fault");
+    let (tunnel, client) = client_over_ssh(ssh_target("claw"), &home, 2).await;
     assert!(!sshd_sessions().is_empty(), "no sshd session process found");
 
     let killed_at = Instant::now();
@@ -170,27 +181,8 @@ async fn a_stalled_path_is_detected_by_ssh_keepalive_and_restored() {
         format!("[127.0.0.1]:{} {}\n", proxy.port, key.join(" ")),
     )
     .unwrap();
-    let settings: SshSettings = serde_json::from_value(json!({
-        "target": format!("claw@127.0.0.1:{}", proxy.port),
-        "identity_file": peers.var("OCPEER_SSH_KEY"),
-        "remote_port": peers.var("OCPEER_GATEWAY_PORT").parse::<u16>().unwrap(),
-        "known_hosts_file": home.join(".ssh/known_hosts"),
-        "keepalive_interval_s": 1,
-        "keepalive_count": 2,
-    }))
-    .unwrap();
-    let tunnel = Arc::new(SshTunnel::new(settings, Arc::new(NonInteractive)).unwrap());
-    let (mut options, _) = operator(token_credentials());
-    options.backoff = Backoff {
-        initial: Duration::from_millis(200),
-        max: Duration::from_secs(2),
-        jitter: 0.2,
-    };
-    let client = GatewayClient::start(tunnel.clone(), options);
-    client
-        .wait_connected(Duration::from_secs(30))
-        .await
-        .expect("connected through the proxy");
+    let (tunnel, client) =
+        client_over_ssh(format!("claw@127.0.0.1:{}", proxy.port), &home, 1).await;
 
     let frozen_at = Instant::now();
     proxy.freeze_existing();

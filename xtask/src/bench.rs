@@ -701,7 +701,7 @@ fn render_json(name: &str, series: &[&Series], cmp: &Comparison) -> String {
         .map_or(0, |d| d.as_secs());
     let mut json = format!(
         "{{\n  \"benchmark\": {},\n  \"unix_time\": {now},\n  \"runs\": {RUNS},\n  \"warmup_runs\": {WARMUP_RUNS},\n  \"commands\": {{\n",
-        json_string(name)
+        json::quote(name)
     );
     for (i, s) in series.iter().enumerate() {
         let walls: Vec<String> = s.wall_ms().iter().map(|ms| format!("{ms:.3}")).collect();
@@ -714,8 +714,8 @@ fn render_json(name: &str, series: &[&Series], cmp: &Comparison) -> String {
             json,
             "    {}: {{\n      \"command\": {},\n      \"wall_ms\": [{}],\n      \"max_rss_kib\": [{}],\n      \
              \"median_wall_ms\": {:.3},\n      \"min_wall_ms\": {:.3},\n      \"max_wall_ms\": {:.3},\n      \"max_rss_mib\": {:.3}\n    }}{}\n",
-            json_string(s.label),
-            json_string(&s.command),
+            json::quote(s.label),
+            json::quote(&s.command),
             walls.join(", "),
             rss.join(", "),
             s.median_ms(),
@@ -735,24 +735,6 @@ fn render_json(name: &str, series: &[&Series], cmp: &Comparison) -> String {
         cmp.memory_met(),
     );
     json
-}
-
-/// A JSON string literal (commands contain paths, which may hold quotes or backslashes).
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -796,6 +778,6 @@ mod tests {
 
     #[test]
     fn escapes_json_strings() {
-        assert_eq!(json_string("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
+        assert_eq!(json::quote("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
     }
 }

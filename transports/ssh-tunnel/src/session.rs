@@ -125,12 +125,7 @@ impl client::Handler for ClientHandler {
         &mut self,
         key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        let key = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
-            PublicKeyOrCertificate::Certificate(cert) => {
-                PublicKey::new(cert.public_key().clone(), "")
-            }
-        };
+        let key = presented_key(key);
         let decision = self.check.decide(&self.host, self.port, &key).await;
         let accepted = decision.is_ok();
         *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(decision);
@@ -172,44 +167,14 @@ pub async fn open(
     let endpoint = format!("{}@{}:{}", resolved.user, resolved.host_name, resolved.port);
     let started = Instant::now();
 
-    // The last hop carries us; earlier hops are opened recursively.
-    let (stream, jump): (Box<dyn crate::Stream>, Option<Arc<SshSession>>) = match hops.split_last()
-    {
-        None => {
-            let tcp = tokio::time::timeout(
-                timing.connect_timeout,
-                tokio::net::TcpStream::connect((resolved.host_name.as_str(), resolved.port)),
-            )
-            .await
-            .map_err(|_| {
-                TransportError::new(
-                    TransportErrorKind::Connect,
-                    format!(
-                        "no answer from {}:{} within {} s",
-                        resolved.host_name,
-                        resolved.port,
-                        timing.connect_timeout.as_secs()
-                    ),
-                )
-                .with_fix("check the host name and port of the SSH target, and that the host is up")
-            })?
-            .map_err(|e| tcp_error(e, &resolved.host_name, resolved.port))?;
-            let _ = tcp.set_nodelay(true);
-            (Box::new(tcp), None)
-        }
-        Some((last, outer)) => {
-            let hop_check = HostKeyCheck {
-                target_display: last.alias.clone(),
-                user_files: last.user_known_hosts.clone(),
-                global_files: last.global_known_hosts.clone(),
-                openssh_setting: last.strict_host_key_checking.clone(),
-                ..check.clone()
-            };
-            let jump = Box::pin(open(last, hop_check, prompter.clone(), timing, outer)).await?;
-            let channel = jump.forward(&resolved.host_name, resolved.port).await?;
-            (Box::new(channel.into_stream()), Some(Arc::new(jump)))
-        }
+    let hop_check = |hop: &Resolved| HostKeyCheck {
+        target_display: hop.alias.clone(),
+        user_files: hop.user_known_hosts.clone(),
+        global_files: hop.global_known_hosts.clone(),
+        openssh_setting: hop.strict_host_key_checking.clone(),
+        ..check.clone()
     };
+    let (stream, jump) = carrier(resolved, hops, &hop_check, prompter.clone(), timing).await?;
     let tcp_time = started.elapsed();
 
     let outcome = Arc::new(Mutex::new(None));
@@ -263,6 +228,55 @@ pub async fn open(
         },
         _jump: jump,
     })
+}
+
+/// The key a server presented (the certified key, for a host certificate).
+fn presented_key(key: &PublicKeyOrCertificate) -> PublicKey {
+    match key {
+        PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+        PublicKeyOrCertificate::Certificate(cert) => PublicKey::new(cert.public_key().clone(), ""),
+    }
+}
+
+/// The byte stream an SSH connection to `resolved` runs over: TCP, or a `direct-tcpip`
+/// channel of the last ProxyJump hop (which, with the hops before it, is opened
+/// recursively and kept alive by the returned session).
+async fn carrier(
+    resolved: &Resolved,
+    hops: &[Resolved],
+    hop_check: &(dyn Fn(&Resolved) -> HostKeyCheck + Sync),
+    prompter: Arc<dyn Prompter>,
+    timing: Timing,
+) -> Result<(Box<dyn crate::Stream>, Option<Arc<SshSession>>), TransportError> {
+    match hops.split_last() {
+        None => {
+            let tcp = tokio::time::timeout(
+                timing.connect_timeout,
+                tokio::net::TcpStream::connect((resolved.host_name.as_str(), resolved.port)),
+            )
+            .await
+            .map_err(|_| {
+                TransportError::new(
+                    TransportErrorKind::Connect,
+                    format!(
+                        "no answer from {}:{} within {} s",
+                        resolved.host_name,
+                        resolved.port,
+                        timing.connect_timeout.as_secs()
+                    ),
+                )
+                .with_fix("check the host name and port of the SSH target, and that the host is up")
+            })?
+            .map_err(|e| tcp_error(e, &resolved.host_name, resolved.port))?;
+            let _ = tcp.set_nodelay(true);
+            Ok((Box::new(tcp), None))
+        }
+        Some((last, outer)) => {
+            let jump = Box::pin(open(last, hop_check(last), prompter, timing, outer)).await?;
+            let channel = jump.forward(&resolved.host_name, resolved.port).await?;
+            Ok((Box::new(channel.into_stream()), Some(Arc::new(jump))))
+        }
+    }
 }
 
 fn tcp_error(error: std::io::Error, host: &str, port: u16) -> TransportError {
@@ -458,12 +472,7 @@ impl client::Handler for CaptureHandler {
         &mut self,
         key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        let key = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
-            PublicKeyOrCertificate::Certificate(cert) => {
-                PublicKey::new(cert.public_key().clone(), "")
-            }
-        };
+        let key = presented_key(key);
         *self.key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
         Ok(false)
     }
@@ -477,30 +486,9 @@ pub async fn fetch_host_key(
     hops: &[Resolved],
     prompter: Arc<dyn Prompter>,
     timing: Timing,
-    hop_check: impl Fn(&Resolved) -> HostKeyCheck,
+    hop_check: impl Fn(&Resolved) -> HostKeyCheck + Sync,
 ) -> Result<PublicKey, TransportError> {
-    let (stream, _jump): (Box<dyn crate::Stream>, Option<SshSession>) = match hops.split_last() {
-        None => {
-            let tcp = tokio::time::timeout(
-                timing.connect_timeout,
-                tokio::net::TcpStream::connect((resolved.host_name.as_str(), resolved.port)),
-            )
-            .await
-            .map_err(|_| {
-                TransportError::new(
-                    TransportErrorKind::Connect,
-                    format!("no answer from {}:{}", resolved.host_name, resolved.port),
-                )
-            })?
-            .map_err(|e| tcp_error(e, &resolved.host_name, resolved.port))?;
-            (Box::new(tcp), None)
-        }
-        Some((last, outer)) => {
-            let jump = open(last, hop_check(last), prompter, timing, outer).await?;
-            let channel = jump.forward(&resolved.host_name, resolved.port).await?;
-            (Box::new(channel.into_stream()), Some(jump))
-        }
-    };
+    let (stream, _jump) = carrier(resolved, hops, &hop_check, prompter, timing).await?;
     let captured = Arc::new(Mutex::new(None));
     let handler = CaptureHandler {
         key: captured.clone(),

@@ -260,6 +260,9 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
+# The checkout may live under a world-writable directory (/tmp); StrictModes would then
+# refuse the authorized_keys path. This sshd is loopback-only, key-only and test-only.
+StrictModes no
 AllowTcpForwarding local
 GatewayPorts no
 PermitTunnel no
