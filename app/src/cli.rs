@@ -114,6 +114,27 @@ pub enum Command {
     /// TLS helpers for wss:// gateways
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Keep the gateway token or password in the OS keyring
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Store the secret for this profile, read from standard input or a no-echo prompt (never argv)
+    Set {
+        /// Store the password instead of the token
+        #[arg(long)]
+        password: bool,
+    },
+    /// Show where this profile's token and password come from (never their values)
+    Status,
+    /// Remove this profile's secret from the keyring
+    Clear {
+        /// Remove the password instead of the token
+        #[arg(long)]
+        password: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

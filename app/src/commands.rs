@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::cli::{CallArgs, GlobalArgs};
 use crate::connect;
 use crate::failure::Failure;
+use crate::keyring_store::{self, SecretKind};
 use crate::settings::{self, Settings};
 
 /// `clawlink status`: connect, then `status` and `health` side by side.
@@ -204,9 +205,11 @@ fn parse_params(raw: Option<&str>) -> Result<Value, Failure> {
 }
 
 /// `clawlink config show`.
-pub fn config_show(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+pub async fn config_show(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     let rows = settings::provenance(settings);
-    let (_, secrets) = connect::credentials(global, settings).unwrap_or_default();
+    let (_, secrets) = connect::credentials(global, settings)
+        .await
+        .unwrap_or_default();
     if global.json {
         let values: Vec<Value> = rows
             .iter()
@@ -251,9 +254,9 @@ pub fn config_show(global: &GlobalArgs, settings: &Settings) -> Result<()> {
 }
 
 /// `clawlink config check`: everything short of connecting.
-pub fn config_check(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+pub async fn config_check(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     let transport = connect::build_transport(settings)?;
-    connect::credentials(global, settings)?;
+    connect::credentials(global, settings).await?;
     let known: Vec<&str> = registry::features().iter().map(|d| d.name).collect();
     for name in settings.profile.features.keys() {
         if !known
@@ -345,6 +348,88 @@ pub fn features(global: &GlobalArgs, settings: &Settings) -> Result<()> {
             "disabled (features.NAME.enabled = false)"
         };
         println!("{name:<12} {state}\n             {summary}");
+    }
+    Ok(())
+}
+
+/// `clawlink auth set [--password]`: the secret comes from standard input when it is not a
+/// terminal (scripts: `pass show gw | clawlink auth set`), else from a no-echo prompt.
+pub async fn auth_set(global: &GlobalArgs, settings: &Settings, kind: SecretKind) -> Result<()> {
+    use std::io::IsTerminal;
+    let what = format!(
+        "gateway {} for profile {}",
+        kind.name(),
+        settings.profile_name
+    );
+    let raw = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("{what}: "))
+            .map_err(|e| Failure::config(format!("cannot read the {what}: {e}"), None))?
+    } else {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(|e| {
+            Failure::config(
+                format!("cannot read the {what} from standard input: {e}"),
+                None,
+            )
+        })?;
+        text
+    };
+    let secret = raw.trim_end_matches(['\n', '\r']).to_owned();
+    if secret.trim().is_empty() {
+        return Err(Failure::config(
+            format!("the {what} is empty"),
+            Some(
+                "pipe it in (`printf %s \"$TOKEN\" | clawlink auth set`) or type it at the prompt"
+                    .into(),
+            ),
+        )
+        .into());
+    }
+    keyring_store::set(&settings.profile_name, kind, secret.into()).await?;
+    if global.json {
+        println!(
+            "{}",
+            json!({"ok": true, "stored": kind.name(), "profile": settings.profile_name})
+        );
+    } else {
+        println!("stored the {what} in the OS keyring");
+    }
+    Ok(())
+}
+
+/// `clawlink auth status`: where each secret would come from, never the value.
+pub async fn auth_status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+    let (_, sources) = connect::credentials(global, settings).await?;
+    if global.json {
+        println!(
+            "{}",
+            json!({"profile": settings.profile_name, "token": sources.token, "password": sources.password})
+        );
+    } else {
+        for (name, source) in [("token", &sources.token), ("password", &sources.password)] {
+            println!("{name:<9} {}", source.as_deref().unwrap_or("not set"));
+        }
+    }
+    Ok(())
+}
+
+/// `clawlink auth clear [--password]`.
+pub async fn auth_clear(global: &GlobalArgs, settings: &Settings, kind: SecretKind) -> Result<()> {
+    let removed = keyring_store::clear(&settings.profile_name, kind).await?;
+    if global.json {
+        println!("{}", json!({"ok": true, "removed": removed}));
+    } else if removed {
+        println!(
+            "removed the {} of profile {} from the OS keyring",
+            kind.name(),
+            settings.profile_name
+        );
+    } else {
+        println!(
+            "the OS keyring held no {} for profile {}",
+            kind.name(),
+            settings.profile_name
+        );
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use secrecy::SecretString;
 
 use crate::cli::GlobalArgs;
 use crate::failure::Failure;
+use crate::keyring_store::{self, SecretKind};
 use crate::prompt::AppPrompter;
 use crate::settings::{expand_home, Settings};
 use crate::state;
@@ -43,8 +44,9 @@ pub fn build_transport(settings: &Settings) -> Result<Arc<dyn Transport>, Failur
 }
 
 /// Resolves the gateway secrets: `--token-file`/`--password-file`, else `CLAWLINK_TOKEN` /
-/// `CLAWLINK_PASSWORD`, else the profile's `auth.token_file` / `auth.password_file`.
-pub fn credentials(
+/// `CLAWLINK_PASSWORD`, else the profile's `auth.token_file` / `auth.password_file`, else
+/// (when none of those named any secret) the OS keyring (`clawlink auth set`).
+pub async fn credentials(
     global: &GlobalArgs,
     settings: &Settings,
 ) -> Result<(Credentials, SecretSources), Failure> {
@@ -65,6 +67,17 @@ pub fn credentials(
         "the password file",
         &mut sources.password,
     )?;
+    let (mut token, mut password) = (token, password);
+    if token.is_none() && password.is_none() {
+        let profile = &settings.profile_name;
+        if let Some(secret) = keyring_store::get(profile, SecretKind::Token).await {
+            sources.token = Some(keyring_store::label(profile, SecretKind::Token));
+            token = Some(secret);
+        } else if let Some(secret) = keyring_store::get(profile, SecretKind::Password).await {
+            sources.password = Some(keyring_store::label(profile, SecretKind::Password));
+            password = Some(secret);
+        }
+    }
     Ok((Credentials { token, password }, sources))
 }
 
@@ -95,11 +108,11 @@ fn pick(
 }
 
 /// The client options for an operator connection of this profile.
-pub fn operator_options(
+pub async fn operator_options(
     global: &GlobalArgs,
     settings: &Settings,
 ) -> Result<ClientOptions, Failure> {
-    let (credentials, _) = credentials(global, settings)?;
+    let (credentials, _) = credentials(global, settings).await?;
     let dir = state::data_dir()?;
     let identity = Arc::new(state::load_or_create_identity(&dir, "operator")?);
     let tokens = Arc::new(state::FileTokenStore::open(&dir)?);
@@ -121,7 +134,7 @@ fn host_name() -> Option<String> {
 /// Connects once (the one-shot commands): fails with the first error that retrying cannot fix.
 pub async fn connect(global: &GlobalArgs, settings: &Settings) -> Result<GatewayClient, Failure> {
     let transport = build_transport(settings)?;
-    let options = operator_options(global, settings)?;
+    let options = operator_options(global, settings).await?;
     GatewayClient::connect(transport, options)
         .await
         .map_err(Failure::from)

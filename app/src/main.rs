@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod connect;
 mod failure;
+mod keyring_store;
 mod plugins;
 mod prompt;
 mod remote;
@@ -15,7 +16,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ConfigCommand, GlobalArgs, LogFormat, SshCommand, TlsCommand};
+use cli::{
+    AuthCommand, Cli, Command, ConfigCommand, GlobalArgs, LogFormat, SshCommand, TlsCommand,
+};
+use keyring_store::SecretKind;
+
+fn secret_kind(password: bool) -> SecretKind {
+    if password {
+        SecretKind::Password
+    } else {
+        SecretKind::Token
+    }
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -53,13 +65,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Status => commands::status(global, &settings).await,
         Command::Call(args) => commands::call(global, &settings, args).await,
-        Command::Config(ConfigCommand::Show) => commands::config_show(global, &settings),
-        Command::Config(ConfigCommand::Check) => commands::config_check(global, &settings),
+        Command::Config(ConfigCommand::Show) => commands::config_show(global, &settings).await,
+        Command::Config(ConfigCommand::Check) => commands::config_check(global, &settings).await,
         Command::Features => commands::features(global, &settings),
         Command::Test(args) => remote::test(global, &settings, args.remote_status).await,
         Command::Tunnel => remote::tunnel(global, &settings).await,
         Command::Ssh(SshCommand::Trust { target, yes }) => {
             remote::trust(global, &settings, target.as_deref(), *yes).await
+        }
+        Command::Auth(AuthCommand::Set { password }) => {
+            commands::auth_set(global, &settings, secret_kind(*password)).await
+        }
+        Command::Auth(AuthCommand::Status) => commands::auth_status(global, &settings).await,
+        Command::Auth(AuthCommand::Clear { password }) => {
+            commands::auth_clear(global, &settings, secret_kind(*password)).await
         }
         Command::Tls(TlsCommand::Trust { url, yes }) => {
             tls_trust::trust(global, &settings, url.as_deref(), *yes).await

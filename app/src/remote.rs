@@ -76,7 +76,7 @@ pub fn ssh_tunnel(settings: &Settings) -> Result<Option<Arc<SshTunnel>>, Failure
 
 /// `clawlink test`.
 pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool) -> Result<()> {
-    let options = connect::operator_options(global, settings)?;
+    let options = connect::operator_options(global, settings).await?;
     let mut steps = Vec::new();
     match ssh_tunnel(settings)? {
         Some(tunnel) => {

@@ -181,7 +181,9 @@ pub fn clawlink_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -
         .env_remove("CLAWLINK_TOKEN")
         .env_remove("CLAWLINK_PASSWORD")
         .env_remove("CLAWLINK_PROFILE")
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        // No session bus: a developer's own keyring must not feed these tests a secret.
+        .env_remove("DBUS_SESSION_BUS_ADDRESS");
     for (k, v) in env {
         cmd.env(k, v);
     }

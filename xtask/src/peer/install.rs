@@ -90,7 +90,8 @@ fn stop_peers_of_previous_prefix(layout: &Layout) {
     }
 }
 
-/// Installs whatever of npm, python3, util-linux, OpenSSH and openssl is missing.
+/// Installs whatever of npm, python3, util-linux, OpenSSH, openssl, GNOME Keyring and D-Bus
+/// is missing.
 fn install_debian_packages() -> Result<bool> {
     let mut needed = Vec::new();
     if which("npm").is_none() {
@@ -111,6 +112,13 @@ fn install_debian_packages() -> Result<bool> {
     // The `tlsca` gateway's private CA is made with the openssl CLI.
     if which("openssl").is_none() {
         needed.push("openssl");
+    }
+    // `clawlink auth set` is tested against a real Secret Service on a private session bus.
+    if which("gnome-keyring-daemon").is_none() {
+        needed.push("gnome-keyring");
+    }
+    if which("dbus-run-session").is_none() {
+        needed.push("dbus");
     }
     if Path::new("/run/systemd/system").exists() {
         // Only our own sshd on 127.0.0.1 may run, never the system one on :22.
