@@ -44,7 +44,7 @@ pub fn run() -> Result<()> {
         let status = cmd
             .status()
             .with_context(|| format!("running {}", clawlink.display()))?;
-        say("demo", format!("exit status: {status}"));
+        say("demo", status.to_string());
         if !status.success() {
             failed.push(args.join(" "));
         }
