@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use clawlink_core::prompt::{Confirmation, Prompter};
 use secrecy::SecretString;
 
+use crate::failure::Failure;
 use crate::state;
 
 pub struct AppPrompter {
@@ -81,5 +82,32 @@ impl Prompter for AppPrompter {
 
     fn is_interactive(&self) -> bool {
         self.interactive
+    }
+}
+
+/// The trust commands' consent: `--yes`, else a "y" on the terminal. Without a terminal
+/// and without `--yes` it refuses (exit 2) rather than guessing; a "no" is refused too.
+/// `what` names the action for the messages ("trusting [host]:22", "pinning the key").
+pub async fn consent(yes: bool, what: &str, question: String) -> Result<(), Failure> {
+    if yes {
+        return Ok(());
+    }
+    let prompter = AppPrompter::from_environment();
+    if !prompter.is_interactive() {
+        return Err(Failure::config(
+            format!("not {what} without confirmation (no terminal to ask on)"),
+            Some("re-run with --yes once you have checked the fingerprint".into()),
+        ));
+    }
+    if prompter
+        .confirm(&Confirmation {
+            question,
+            details: vec![],
+        })
+        .await
+    {
+        Ok(())
+    } else {
+        Err(Failure::config(format!("declined: not {what}"), None))
     }
 }

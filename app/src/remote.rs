@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::cli::GlobalArgs;
 use crate::connect;
 use crate::failure::Failure;
-use crate::prompt::AppPrompter;
+use crate::prompt::{self, AppPrompter};
 use crate::settings::Settings;
 
 /// One step of `clawlink test`.
@@ -419,19 +419,14 @@ pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
         Some(child) => supervise_openssh(&tunnel, child, &forwards).await?,
         None => {
             let serving = tokio::spawn(forward::serve(tunnel.clone(), forwards));
-            let watching = tokio::spawn(keep_ssh_up(tunnel.clone()));
+            // The real reason (host key, auth) when SSH cannot be restored.
             let stop = tokio::select! {
-                stop = shutdown_signal() => Some(stop),
-                _ = watching => None,
+                stop = shutdown_signal() => Ok(stop),
+                lost = keep_ssh_up(tunnel.clone()) => Err(lost),
             };
             serving.abort();
             tunnel.close().await;
-            stop.ok_or_else(|| {
-                Failure::from(TransportError::new(
-                    clawlink_core::transport::TransportErrorKind::Authentication,
-                    "the SSH connection could not be restored",
-                ))
-            })?
+            stop.map_err(Failure::from)?
         }
     };
     tracing::info!("{stop}: tunnel closed");
@@ -495,7 +490,6 @@ async fn supervise_openssh(
         .iter()
         .map(|f| (f.local_port, f.spec.remote_port))
         .collect();
-    let backoff = clawlink_core::gateway::Backoff::default();
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
@@ -513,65 +507,30 @@ async fn supervise_openssh(
             "clawlink: ssh exited: {}; restarting it",
             child.stderr_tail().join(" / ")
         );
-        let mut attempt = 0;
-        child = loop {
-            match ssh.start_forwards(&pairs).await {
-                Ok(next) => {
-                    eprintln!("clawlink: ssh forward restored");
-                    break next;
-                }
-                Err(e)
-                    if !e.kind.is_retryable()
-                        && e.kind != clawlink_core::transport::TransportErrorKind::Tunnel =>
-                {
-                    return Err(Failure::from(e));
-                }
-                Err(e) => {
-                    let delay = backoff.delay(attempt);
-                    attempt += 1;
-                    eprintln!(
-                        "clawlink: {} (retrying in {:.1}s)",
-                        e.message,
-                        delay.as_secs_f64()
-                    );
-                    tokio::select! {
-                        stop = &mut signal => return Ok(stop),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
+        child = tokio::select! {
+            stop = &mut signal => return Ok(stop),
+            next = restore(|| ssh.start_forwards(&pairs)) => next.map_err(Failure::from)?,
         };
+        eprintln!("clawlink: ssh forward restored");
     }
 }
 
-/// Notices a lost SSH connection and restores it with backoff (the listeners stay bound;
-/// connections accepted meanwhile wait for the new session). Host-key and auth failures
-/// are not retried.
-async fn keep_ssh_up(tunnel: Arc<SshTunnel>) {
+/// Retries `attempt` with capped, jittered backoff until it succeeds or fails with an error
+/// retrying cannot fix (host key, auth), saying each time what failed. Callers stop it by
+/// dropping the future (on a signal).
+async fn restore<T, Fut>(mut attempt: impl FnMut() -> Fut) -> Result<T, TransportError>
+where
+    Fut: std::future::Future<Output = Result<T, TransportError>>,
+{
     let backoff = clawlink_core::gateway::Backoff::default();
-    let mut attempt = 0;
+    let mut failures = 0;
     loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if tunnel.is_connected().await {
-            attempt = 0;
-            continue;
-        }
-        eprintln!(
-            "clawlink: SSH connection to {} lost; reconnecting",
-            tunnel.target()
-        );
-        match tunnel.session().await {
-            Ok(_) => {
-                eprintln!("clawlink: SSH connection restored");
-                attempt = 0;
-            }
-            Err(e) if !e.kind.is_retryable() => {
-                eprintln!("clawlink: {}: {}", e.kind.layer(), e.message);
-                return;
-            }
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if !e.kind.is_retryable() => return Err(e),
             Err(e) => {
-                let delay = backoff.delay(attempt);
-                attempt += 1;
+                let delay = backoff.delay(failures);
+                failures += 1;
                 eprintln!(
                     "clawlink: {} (retrying in {:.1}s)",
                     e.message,
@@ -579,6 +538,26 @@ async fn keep_ssh_up(tunnel: Arc<SshTunnel>) {
                 );
                 tokio::time::sleep(delay).await;
             }
+        }
+    }
+}
+
+/// Notices a lost SSH connection and restores it (the listeners stay bound; connections
+/// accepted meanwhile wait for the new session). Returns only with an error retrying cannot
+/// fix (host key, auth).
+async fn keep_ssh_up(tunnel: Arc<SshTunnel>) -> TransportError {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if tunnel.is_connected().await {
+            continue;
+        }
+        eprintln!(
+            "clawlink: SSH connection to {} lost; reconnecting",
+            tunnel.target()
+        );
+        match restore(|| tunnel.session()).await {
+            Ok(_) => eprintln!("clawlink: SSH connection restored"),
+            Err(e) => return e,
         }
     }
 }
@@ -684,25 +663,12 @@ pub async fn trust(
         println!("fingerprint {}", probe.fingerprint);
         println!("(compare with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` run on that host)");
     }
-    let accepted = yes || {
-        use clawlink_core::prompt::{Confirmation, Prompter};
-        if !prompter.is_interactive() {
-            return Err(Failure::config(
-                format!("not trusting {name} without confirmation (no terminal to ask on)"),
-                Some("re-run with --yes once you have checked the fingerprint".into()),
-            )
-            .into());
-        }
-        prompter
-            .confirm(&Confirmation {
-                question: format!("Add this key to {}?", file.display()),
-                details: vec![],
-            })
-            .await
-    };
-    if !accepted {
-        return Err(Failure::config(format!("{name} was not trusted"), None).into());
-    }
+    prompt::consent(
+        yes,
+        &format!("trusting {name}"),
+        format!("Add this key to {}?", file.display()),
+    )
+    .await?;
     known_hosts::append(&file, &probe.host, probe.port, &probe.key)
         .map_err(|e| Failure::config(format!("cannot write {}: {e}", file.display()), None))?;
     report("added", json!({"file": file}));

@@ -7,14 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use clawlink_core::prompt::{Confirmation, Prompter};
 use clawlink_transport_ws::tls::{colon_hex, hex};
 use clawlink_transport_ws::{DirectWs, GatewayUrl};
 use serde_json::json;
 
 use crate::cli::GlobalArgs;
 use crate::failure::Failure;
-use crate::prompt::AppPrompter;
+use crate::prompt;
 use crate::settings::{self, Settings};
 
 pub async fn trust(
@@ -72,29 +71,12 @@ pub async fn trust(
             "(on the gateway host: `openssl x509 -in ~/.openclaw/gateway/tls/gateway-cert.pem -noout -fingerprint -sha256` shows the leaf one)"
         );
     }
-    let accepted = yes || {
-        let prompter = AppPrompter::from_environment();
-        if !prompter.is_interactive() {
-            return Err(Failure::config(
-                "not pinning without confirmation (no terminal to ask on)",
-                Some("re-run with --yes once you have checked the fingerprints".into()),
-            )
-            .into());
-        }
-        prompter
-            .confirm(&Confirmation {
-                question: format!(
-                    "Pin this public key for profile {} in {}?",
-                    settings.profile_name,
-                    file.display()
-                ),
-                details: vec![],
-            })
-            .await
-    };
-    if !accepted {
-        return Err(Failure::config("the certificate was not pinned", None).into());
-    }
+    let question = format!(
+        "Pin this public key for profile {} in {}?",
+        settings.profile_name,
+        file.display()
+    );
+    prompt::consent(yes, "pinning the certificate's key", question).await?;
     write_pin(&file, &settings.profile_name, &url.to_url(), &hex(&spki))
         .map_err(|e| Failure::config(format!("cannot update {}: {e}", file.display()), None))?;
     if !global.json {

@@ -12,6 +12,14 @@ use clawlink_tests::*;
 use clawlink_transport_ssh::{SshSettings, SshTunnel};
 use serde_json::{json, Value};
 
+/// The JSON report of a `clawlink … --json test` that must have passed (the output is
+/// shown when it did not).
+fn passing_report(out: &std::process::Output) -> Value {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
 fn args_with<'a>(base: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
     base.iter()
         .map(String::as_str)
@@ -34,9 +42,7 @@ fn test_is_green_for_a_user_with_the_cli() {
         &home,
         &args_with(&base, &["--token-file", &token, "--json", "test"]),
     );
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let report = passing_report(&out);
     let steps: Vec<&str> = report["steps"]
         .as_array()
         .unwrap()
@@ -281,9 +287,7 @@ fn an_ssh_config_alias_supplies_hostname_port_user_and_identity() {
             "test",
         ],
     );
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let report = passing_report(&out);
     assert_eq!(
         report["steps"][0]["data"]["endpoint"],
         format!("claw@127.0.0.1:{}", peers.var("OCPEER_SSH_PORT"))
@@ -460,9 +464,7 @@ fn the_openssh_backend_runs_clawlink_test_green() {
         ),
         &[("CLAWLINK_TRANSPORTS__SSH_TUNNEL__BACKEND", "openssh")],
     );
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let report = passing_report(&out);
     assert_eq!(report["steps"][0]["data"]["backend"], "openssh");
     assert_eq!(report["steps"][2]["ok"], true);
 }
@@ -638,9 +640,7 @@ fn proxy_jump_runs_natively_through_a_jump_host() {
             "test",
         ],
     );
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let report = passing_report(&out);
     assert!(
         report["steps"]
             .as_array()
@@ -696,9 +696,7 @@ fn an_ssh_agent_key_is_used_when_no_identity_is_set() {
     );
     let _ = agent.kill();
     let _ = agent.wait();
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let report = passing_report(&out);
     let auth = report["steps"][0]["data"]["auth"].as_str().unwrap();
     assert!(auth.starts_with("ssh-agent key"), "{auth}");
 }

@@ -865,10 +865,10 @@ impl Supervisor {
                 _ = ping.tick() => {
                     let silent = last_frame.elapsed();
                     if silent >= tick * 2 {
-                        break SessionEnd::Lost(GatewayError::Handshake {
-                            message: format!("no frame from the gateway for {} s (tick timeout)", silent.as_secs()),
-                            retryable: true,
-                        });
+                        break SessionEnd::Lost(GatewayError::Transport(TransportError::new(
+                            TransportErrorKind::Io,
+                            format!("no frame from the gateway for {} s (tick timeout)", silent.as_secs()),
+                        )));
                     }
                     if silent >= tick + tick / 2 && !degraded {
                         degraded = true;
@@ -1032,6 +1032,8 @@ fn handshake_close_error(frame: Option<CloseFrame>, waiting_for: &str) -> Gatewa
 }
 
 /// A close after `hello-ok`: restarts (1012), auth changes (4001), slow consumer (1008).
+/// The session was established, so this is a lost connection (retryable), not a handshake
+/// failure.
 fn closed_error(frame: Option<CloseFrame>) -> GatewayError {
     let (code, reason) = frame
         .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -1043,8 +1045,9 @@ fn closed_error(frame: Option<CloseFrame>) -> GatewayError {
         1006 => "the connection dropped",
         _ => "the gateway closed the connection",
     };
-    GatewayError::Handshake {
-        message: format!(
+    GatewayError::Transport(TransportError::new(
+        TransportErrorKind::Io,
+        format!(
             "{what} (code {code}{})",
             if reason.is_empty() {
                 String::new()
@@ -1052,8 +1055,7 @@ fn closed_error(frame: Option<CloseFrame>) -> GatewayError {
                 format!(": {reason}")
             }
         ),
-        retryable: true,
-    }
+    ))
 }
 
 fn lost(doing: &str, error: tungstenite::Error) -> GatewayError {

@@ -152,7 +152,9 @@ pub async fn serve(tunnel: Arc<SshTunnel>, forwards: Vec<BoundForward>) {
                     let (socket, peer) = match listener.accept().await {
                         Ok(accepted) => accepted,
                         Err(e) => {
+                            // E.g. out of file descriptors: pause instead of spinning a core.
                             tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                             continue;
                         }
                     };

@@ -327,10 +327,7 @@ impl SshTunnel {
         let session = self.session().await?;
         match session.forward("127.0.0.1", port).await {
             Ok(channel) => Ok(channel),
-            Err(e)
-                if session.is_closed()
-                    || e.kind == TransportErrorKind::Tunnel && e.fix.is_none() =>
-            {
+            Err(e) if session.is_closed() || e.kind == TransportErrorKind::Io => {
                 tracing::debug!(error = %e, "forward failed on a stale session; reconnecting once");
                 self.drop_session(&session).await;
                 self.session().await?.forward("127.0.0.1", port).await

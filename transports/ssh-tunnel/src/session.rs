@@ -103,9 +103,15 @@ fn forward_error(error: russh::Error, host: &str, port: u16, endpoint: &str) -> 
             format!("{endpoint} refuses port forwarding to {host}:{port}"),
         )
         .with_fix("allow it in the server's sshd_config (`AllowTcpForwarding local` or `yes`) for this user"),
-        other => TransportError::new(
+        russh::Error::ChannelOpenFailure(refusal) => TransportError::new(
             TransportErrorKind::Tunnel,
-            format!("forward to {host}:{port} through {endpoint} failed: {other}"),
+            format!("{endpoint} refused a channel to {host}:{port}: {refusal:?}"),
+        ),
+        // Not a refusal by the server: the SSH connection itself is gone (Io), which the
+        // tunnel answers by opening a new one.
+        other => TransportError::new(
+            TransportErrorKind::Io,
+            format!("the SSH connection to {endpoint} is gone: {other}"),
         ),
     }
 }
