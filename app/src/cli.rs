@@ -117,6 +117,101 @@ pub enum Command {
     /// Keep the gateway token or password in the OS keyring
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Run the agent: keep the connection up and run the enabled features until SIGINT/SIGTERM
+    Up(UpArgs),
+    /// Make the running agent drop its connection (and SSH session) and connect afresh
+    Reconnect,
+    /// Check the gateway's health now (through the running agent when there is one)
+    Health,
+    /// Walk every layer from config to health, stop at the first that fails, and say how to fix it
+    Doctor,
+    /// Show the remote gateway's log (`logs.tail`)
+    Logs(LogsArgs),
+    /// Messaging channels on the gateway host: WhatsApp login, status, logout
+    #[command(subcommand)]
+    Channels(ChannelsCommand),
+    /// Run an openclaw CLI command on the SSH host, with a terminal (e.g. `-- openclaw channels login --verbose`)
+    Remote(RemoteArgs),
+    /// Run `clawlink up` as a user service (systemd on Linux, launchd on macOS)
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Do not open the local port forwards of an SSH profile (the agent still connects)
+    #[arg(long)]
+    pub no_forward: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new lines as the gateway writes them
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many of the last lines to show first
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 200)]
+    pub lines: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCommand {
+    /// Link a channel by QR code, on the gateway host (WhatsApp Web)
+    Login(ChannelLoginArgs),
+    /// Show every channel's state
+    Status {
+        /// Ask the gateway to probe each channel now
+        #[arg(long)]
+        probe: bool,
+    },
+    /// Unlink a channel on the gateway host
+    Logout {
+        /// The channel to log out
+        #[arg(long, default_value = "whatsapp")]
+        channel: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ChannelLoginArgs {
+    /// Start a new login even if one is linked
+    #[arg(long)]
+    pub force: bool,
+    /// Also save the QR code as a PNG file
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+    /// How long to wait for the phone to scan the code, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// Never allocate a terminal on the remote side, even when this one is a TTY
+    #[arg(short = 'T', long)]
+    pub no_tty: bool,
+    /// The command; `openclaw` as the first word uses the same CLI resolution as `clawlink test`
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write and enable the user service that runs `clawlink up --profile NAME`
+    Install {
+        /// Write the unit file but do not enable or start it
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop, disable and remove the user service
+    Uninstall,
+    /// Show whether the user service is installed and running
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,13 +1,19 @@
 //! The `clawlink` binary: parses the command line, loads the profile, runs one command, exits with 0, 1 or 2.
 
+mod agent;
+mod channels;
 mod cli;
 mod commands;
 mod connect;
+mod doctor;
 mod failure;
 mod keyring_store;
+mod logs;
 mod plugins;
 mod prompt;
 mod remote;
+mod remote_exec;
+mod service;
 mod settings;
 mod state;
 mod tls_trust;
@@ -17,7 +23,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{
-    AuthCommand, Cli, Command, ConfigCommand, GlobalArgs, LogFormat, SshCommand, TlsCommand,
+    AuthCommand, ChannelsCommand, Cli, Command, ConfigCommand, GlobalArgs, LogFormat,
+    ServiceCommand, SshCommand, TlsCommand,
 };
 use keyring_store::SecretKind;
 
@@ -83,6 +90,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tls(TlsCommand::Trust { url, yes }) => {
             tls_trust::trust(global, &settings, url.as_deref(), *yes).await
         }
+        Command::Up(args) => agent::up(global, &settings, args).await,
+        Command::Reconnect => agent::reconnect(global, &settings).await,
+        Command::Health => agent::health(global, &settings).await,
+        Command::Doctor => doctor::run(global, &settings).await,
+        Command::Logs(args) => logs::run(global, &settings, args).await,
+        Command::Channels(ChannelsCommand::Login(args)) => {
+            channels::login(global, &settings, args).await
+        }
+        Command::Channels(ChannelsCommand::Status { probe }) => {
+            channels::status(global, &settings, *probe).await
+        }
+        Command::Channels(ChannelsCommand::Logout { channel }) => {
+            channels::logout(global, &settings, channel).await
+        }
+        Command::Remote(args) => remote_exec::run(global, &settings, args).await,
+        Command::Service(ServiceCommand::Install { no_start }) => {
+            service::install(global, &settings, *no_start).await
+        }
+        Command::Service(ServiceCommand::Uninstall) => service::uninstall(global, &settings).await,
+        Command::Service(ServiceCommand::Status) => service::status(global, &settings).await,
         Command::Transports => unreachable!("handled above"),
     }
 }

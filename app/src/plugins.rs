@@ -4,6 +4,8 @@
 //! enabled plugin gets one `use … as _;` here, behind its cargo feature. `cargo xtask`
 //! builds variants by choosing features; a test asserts the exact set of registered names.
 
+#[cfg(feature = "feature-health")]
+use clawlink_feature_health as _;
 #[cfg(feature = "transport-ssh")]
 use clawlink_transport_ssh as _;
 #[cfg(feature = "transport-ws")]

@@ -4,6 +4,7 @@
 //! token and a status reporter — and runs until the token is cancelled. The host starts
 //! features in name order and stops them in reverse order.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -23,6 +24,21 @@ use crate::registry::FeatureDescriptor;
 #[async_trait]
 pub trait Feature: Send + Sync {
     async fn run(&self, ctx: FeatureContext) -> Result<(), FeatureError>;
+
+    /// Answers an on-demand request from another clawlink invocation (through the agent's
+    /// control socket) while `run` is running, e.g. health's `refresh`. Called concurrently
+    /// with `run`; features keep what it needs behind their own locks.
+    ///
+    /// Default: the feature has no actions.
+    async fn control(
+        &self,
+        action: &str,
+        _args: serde_json::Value,
+    ) -> Result<serde_json::Value, FeatureError> {
+        Err(FeatureError::new(format!(
+            "this feature has no action {action:?}"
+        )))
+    }
 }
 
 /// Everything a running feature may use.
@@ -127,6 +143,7 @@ impl StatusReporter {
 /// One running feature, as the host keeps it.
 struct Running {
     name: &'static str,
+    feature: Arc<dyn Feature>,
     status: watch::Receiver<FeatureStatus>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -146,7 +163,7 @@ impl FeatureHost {
         settings: serde_json::Value,
         gateway: GatewayClient,
     ) -> Result<(), FeatureError> {
-        let feature = (descriptor.factory)(&settings)?;
+        let feature: Arc<dyn Feature> = Arc::from((descriptor.factory)(&settings)?);
         let (status, status_rx) = StatusReporter::new();
         let shutdown = CancellationToken::new();
         let ctx = FeatureContext {
@@ -156,7 +173,9 @@ impl FeatureHost {
             status: status.clone(),
         };
         let name = descriptor.name;
+        let runner = feature.clone();
         let task = tokio::spawn(async move {
+            let feature = runner;
             match feature.run(ctx).await {
                 Ok(()) => status.set(FeatureState::Stopped, "stopped", serde_json::Value::Null),
                 Err(err) => {
@@ -171,6 +190,7 @@ impl FeatureHost {
         });
         self.running.push(Running {
             name,
+            feature,
             status: status_rx,
             shutdown,
             task,
@@ -184,6 +204,20 @@ impl FeatureHost {
             .iter()
             .map(|r| (r.name, r.status.borrow().clone()))
             .collect()
+    }
+
+    /// Names of the started features, in start order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.running.iter().map(|r| r.name).collect()
+    }
+
+    /// The running feature called `name`, for [`Feature::control`] requests; the handle can
+    /// be used without holding the host.
+    pub fn handle(&self, name: &str) -> Option<Arc<dyn Feature>> {
+        self.running
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.feature.clone())
     }
 
     /// Stops every feature, newest first, waiting for each to return.
