@@ -4,6 +4,7 @@
 //! token and a status reporter — and runs until the token is cancelled. The host starts
 //! features in name order and stops them in reverse order.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::GatewayClient;
+use crate::gateway::{ClientOptions, GatewayClient};
 use crate::registry::FeatureDescriptor;
 
 /// A feature plugin instance.
@@ -41,9 +42,41 @@ pub trait Feature: Send + Sync {
     }
 }
 
+/// What the app lends features beyond the shared connection: options for connections of
+/// their own (e.g. notify's `node` connection) and a private directory for state that must
+/// survive restarts (e.g. an outbox). Features never read config files or the environment.
+pub trait HostServices: Send + Sync {
+    /// Options for another gateway connection with the profile's transport credentials and
+    /// device-token store, and a stable device identity of its own named `device` (one key
+    /// per name, kept by the app).
+    fn client_options(&self, device: &str) -> Result<ClientOptions, FeatureError>;
+
+    /// A private (0700) directory for `feature`'s state, created on first use.
+    fn state_dir(&self, feature: &str) -> Result<PathBuf, FeatureError>;
+}
+
+/// Services of a host that lends nothing (tests, embedders): every request says so.
+pub struct NoHostServices;
+
+impl HostServices for NoHostServices {
+    fn client_options(&self, device: &str) -> Result<ClientOptions, FeatureError> {
+        Err(FeatureError::new(format!(
+            "this host cannot open extra gateway connections (asked for device {device:?})"
+        )))
+    }
+
+    fn state_dir(&self, feature: &str) -> Result<PathBuf, FeatureError> {
+        Err(FeatureError::new(format!(
+            "this host keeps no state for feature {feature:?}"
+        )))
+    }
+}
+
 /// Everything a running feature may use.
 pub struct FeatureContext {
     pub gateway: GatewayClient,
+    /// What the app lends beyond the shared connection.
+    pub services: Arc<dyn HostServices>,
     /// The feature's settings table (without `enabled`), as JSON.
     pub settings: serde_json::Value,
     pub shutdown: CancellationToken,
@@ -150,12 +183,27 @@ struct Running {
 }
 
 /// Runs the enabled features and stops them in reverse start order.
-#[derive(Default)]
 pub struct FeatureHost {
     running: Vec<Running>,
+    services: Arc<dyn HostServices>,
+}
+
+impl Default for FeatureHost {
+    /// A host that lends no services ([`NoHostServices`]).
+    fn default() -> Self {
+        Self::new(Arc::new(NoHostServices))
+    }
 }
 
 impl FeatureHost {
+    /// A host whose features get `services`.
+    pub fn new(services: Arc<dyn HostServices>) -> Self {
+        Self {
+            running: Vec::new(),
+            services,
+        }
+    }
+
     /// Starts one feature built from `descriptor` with `settings`.
     pub fn start(
         &mut self,
@@ -168,6 +216,7 @@ impl FeatureHost {
         let shutdown = CancellationToken::new();
         let ctx = FeatureContext {
             gateway,
+            services: self.services.clone(),
             settings,
             shutdown: shutdown.clone(),
             status: status.clone(),

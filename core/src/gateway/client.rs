@@ -493,10 +493,13 @@ impl Supervisor {
                     attempt = 0;
                     self.lost = None;
                     unavailable_retries = 0;
+                    // Publish Connected (and the hello) before `connect` returns, so a
+                    // caller never sees a connected client without its hello.
+                    let generation = self.enter_session(&session);
                     if let Some(first) = first.take() {
                         let _ = first.send(Ok(()));
                     }
-                    match self.run_session(session).await {
+                    match self.run_session(session, generation).await {
                         SessionEnd::Shutdown => break,
                         SessionEnd::ReconnectRequested => {
                             self.set_phase(
@@ -798,9 +801,9 @@ impl Supervisor {
         })
     }
 
-    async fn run_session(&mut self, session: Session) -> SessionEnd {
+    /// Publishes a new connection: Connected, the next generation, its hello.
+    fn enter_session(&mut self, session: &Session) -> u64 {
         let generation = self.state.borrow().generation + 1;
-        let tick = Duration::from_millis(session.hello.policy.tick_interval_ms.max(1_000));
         self.state.send_modify(|s| {
             s.phase = Phase::Connected;
             s.generation = generation;
@@ -808,6 +811,11 @@ impl Supervisor {
             s.last_error = None;
             s.since = SystemTime::now();
         });
+        generation
+    }
+
+    async fn run_session(&mut self, session: Session, generation: u64) -> SessionEnd {
+        let tick = Duration::from_millis(session.hello.policy.tick_interval_ms.max(1_000));
         let mut last_seq = None;
         for ev in session.early_events {
             self.publish(ev, generation, &mut last_seq);

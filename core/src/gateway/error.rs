@@ -244,7 +244,13 @@ pub fn classify_connect_error(error: ErrorShape) -> GatewayError {
         || detail.starts_with("DEVICE_")
         || message.starts_with("unauthorized")
     {
-        let fix = auth_fix(&detail, &error);
+        let mut fix = auth_fix(&detail, &error);
+        if let Some(step) = error
+            .detail_str("recommendedNextStep")
+            .and_then(next_step_words)
+        {
+            fix.push_str(&format!(" (the gateway recommends: {step})"));
+        }
         return GatewayError::Auth {
             code: if detail.is_empty() {
                 error.code.clone()
@@ -259,6 +265,18 @@ pub fn classify_connect_error(error: ErrorShape) -> GatewayError {
         message: format!("the gateway refused the connection: {message}"),
         retryable: false,
     }
+}
+
+/// The gateway's `details.recommendedNextStep`, in words.
+fn next_step_words(step: &str) -> Option<&'static str> {
+    Some(match step {
+        "retry_with_device_token" => "retry with this device's token",
+        "update_auth_configuration" => "update the gateway's auth configuration",
+        "update_auth_credentials" => "update the credentials clawlink sends",
+        "wait_then_retry" => "wait, then retry",
+        "review_auth_configuration" => "review the gateway's auth configuration",
+        _ => return None,
+    })
 }
 
 fn auth_fix(detail: &str, error: &ErrorShape) -> String {
