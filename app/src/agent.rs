@@ -1,22 +1,589 @@
 //! `clawlink up`, the long-running agent, and the commands that talk to it (`reconnect`, `health`).
+//!
+//! The agent composes what the profile selects: one transport (plus, for SSH, the loopback
+//! forwards other programs use), one supervised operator connection, and every enabled
+//! feature plugin. It shows one status line that changes with the state, answers other
+//! invocations on its control socket, and on SIGINT/SIGTERM stops the features in reverse
+//! order, closes the connection and the transport, and removes its socket.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
+use clawlink_core::feature::{FeatureHost, FeatureState, FeatureStatus};
+use clawlink_core::gateway::{ConnectionState, GatewayClient, Phase};
+use clawlink_core::registry;
+use clawlink_core::transport::Transport;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 
 use crate::cli::{GlobalArgs, UpArgs};
+use crate::connect;
+use crate::control::{self, AskError, Request, Response};
 use crate::failure::Failure;
+use crate::remote;
 use crate::settings::Settings;
 
+/// The running agent, shared with the control socket's handlers.
+struct Agent {
+    profile: String,
+    started: SystemTime,
+    client: GatewayClient,
+    host: Mutex<FeatureHost>,
+    disabled: Vec<&'static str>,
+    socket: PathBuf,
+}
+
+impl Agent {
+    fn features(&self) -> Vec<(&'static str, FeatureStatus)> {
+        self.host
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .statuses()
+    }
+
+    /// The health feature's details, when it runs.
+    fn health(&self) -> Option<Value> {
+        self.features()
+            .into_iter()
+            .find(|(name, _)| *name == "health")
+            .map(|(_, status)| status.details)
+            .filter(|d| !d.is_null())
+    }
+
+    /// Everything `clawlink status` shows, as data.
+    fn snapshot(&self) -> Value {
+        let state = self.client.state().borrow().clone();
+        let transport = self.client.transport();
+        let hello = state.hello.as_deref();
+        let features: Vec<Value> = self
+            .features()
+            .into_iter()
+            .map(|(name, status)| {
+                json!({
+                    "name": name,
+                    "enabled": true,
+                    "state": status.state,
+                    "summary": status.summary,
+                    "details": status.details,
+                })
+            })
+            .chain(self.disabled.iter().map(|name| {
+                json!({"name": name, "enabled": false, "state": "disabled",
+                       "summary": format!("disabled (features.{name}.enabled = false)")})
+            }))
+            .collect();
+        json!({
+            "source": "agent",
+            "pid": std::process::id(),
+            "profile": self.profile,
+            "socket": self.socket,
+            "startedAt": unix_ms(self.started),
+            "uptimeMs": self.started.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0),
+            "connection": state,
+            "connectionSince": unix_ms(state.since),
+            "transport": {
+                "name": transport.name(),
+                "describe": transport.describe(),
+                "gatewayKey": transport.gateway_key(),
+                "loopbackToGateway": transport.is_loopback_to_gateway(),
+                "localEndpoints": transport.local_endpoints(),
+            },
+            "server": hello.map(|h| json!(h.server)),
+            "protocol": hello.map(|h| h.protocol),
+            "auth": hello.map(|h| json!({
+                "method": h.auth.method, "role": h.auth.role, "scopes": h.auth.scopes,
+            })),
+            "health": self.health(),
+            "features": features,
+        })
+    }
+
+    async fn answer(self: Arc<Self>, request: Request) -> Response {
+        match request {
+            Request::Status => Response::ok(self.snapshot()),
+            Request::Reconnect => self.reconnect().await,
+            Request::Feature {
+                feature,
+                action,
+                args,
+            } => {
+                let handle = self
+                    .host
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .handle(&feature);
+                match handle {
+                    None => Response::error(
+                        format!("feature {feature:?} is not running in this agent"),
+                        Some(format!(
+                            "enable it with `[features.{feature}] enabled = true` and restart the agent"
+                        )),
+                    ),
+                    Some(handle) => match handle.control(&action, args).await {
+                        Ok(result) => Response::ok(result),
+                        Err(e) => Response::error(e.message, e.fix),
+                    },
+                }
+            }
+        }
+    }
+
+    /// The app's "Reset SSH tunnel": retire the transport (the SSH session), reconnect, and
+    /// report how long the fresh connection took.
+    async fn reconnect(&self) -> Response {
+        let started = Instant::now();
+        let before = self.client.state().borrow().generation;
+        tracing::info!("reconnect requested through the control socket");
+        self.client.transport().close().await;
+        self.client.reconnect();
+        let mut state = self.client.state();
+        let outcome = tokio::time::timeout(Duration::from_secs(45), async {
+            loop {
+                {
+                    let now = state.borrow_and_update();
+                    if now.generation > before && now.is_connected() {
+                        return Ok(now.generation);
+                    }
+                    if now.phase == Phase::Failed {
+                        return Err(now.label());
+                    }
+                }
+                if state.changed().await.is_err() {
+                    return Err("the agent is stopping".to_owned());
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(generation)) => Response::ok(json!({
+                "reconnected": true,
+                "ms": started.elapsed().as_millis() as u64,
+                "generation": generation,
+            })),
+            Ok(Err(reason)) => Response::error(format!("reconnect failed: {reason}"), None),
+            Err(_) => Response::error(
+                format!(
+                    "not reconnected after 45 s: {}",
+                    self.client.state().borrow().label()
+                ),
+                Some("see `clawlink status` and `clawlink doctor`".into()),
+            ),
+        }
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Removes the control socket when the agent ends, however it ends.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `clawlink up`.
-pub async fn up(_global: &GlobalArgs, _settings: &Settings, _args: &UpArgs) -> Result<()> {
-    Err(Failure::config("up: being written", None).into())
+pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Result<()> {
+    let (listener, socket) = control::bind(&settings.profile_name).await?;
+    let _socket_file = SocketFile(socket.clone());
+
+    let ssh = remote::ssh_tunnel(settings)?;
+    let transport: Arc<dyn Transport> = match &ssh {
+        Some(tunnel) => tunnel.clone(),
+        None => connect::build_transport(settings)?,
+    };
+    let connector = Arc::new(connect::Connector::new(global, settings).await?);
+    let options = connector.options("operator")?;
+
+    // SSH profiles also get the loopback forwards (gateway and widget sandbox) that the
+    // openclaw CLI, the browser and `clawlink dashboard` use, like the app's tunnel.
+    let mut forwards: Option<JoinHandle<()>> = None;
+    let mut ssh_watch: Option<JoinHandle<()>> = None;
+    if let Some(tunnel) = ssh.as_ref().filter(|t| t.openssh().is_none()) {
+        if !args.no_forward {
+            let bound = remote::bind_forwards(tunnel).await?;
+            tunnel.set_local_endpoints(bound.iter().flat_map(|f| f.endpoints()).collect());
+            forwards = Some(tokio::spawn(clawlink_transport_ssh::forward::serve(
+                tunnel.clone(),
+                bound.into(),
+            )));
+        }
+        // The gateway connection notices a dead session too, but the forwards serve other
+        // programs: restore the session for them as soon as it drops.
+        let tunnel = tunnel.clone();
+        ssh_watch = Some(tokio::spawn(async move {
+            let error = remote::keep_ssh_up(tunnel).await;
+            tracing::error!(error = %error, "SSH connection cannot be restored");
+        }));
+    }
+
+    let client = GatewayClient::start(transport.clone(), options);
+    let mut host = FeatureHost::new(connector.clone());
+    let mut disabled = Vec::new();
+    for descriptor in registry::features() {
+        if !settings
+            .profile
+            .feature_enabled(descriptor.name, descriptor.enabled_by_default)
+        {
+            disabled.push(descriptor.name);
+            continue;
+        }
+        host.start(
+            descriptor,
+            settings.profile.feature_config(descriptor.name),
+            client.clone(),
+        )
+        .map_err(|e| Failure::config(e.message, e.fix))?;
+    }
+    let agent = Arc::new(Agent {
+        profile: settings.profile_name.clone(),
+        started: SystemTime::now(),
+        client: client.clone(),
+        host: Mutex::new(host),
+        disabled,
+        socket: socket.clone(),
+    });
+    tracing::info!(
+        profile = %agent.profile,
+        transport = transport.name(),
+        gateway = %transport.describe(),
+        socket = %socket.display(),
+        "agent started"
+    );
+    let server = {
+        let agent = agent.clone();
+        tokio::spawn(control::serve(listener, move |request| {
+            agent.clone().answer(request)
+        }))
+    };
+
+    let stop = tokio::select! {
+        stop = remote::shutdown_signal() => stop,
+        () = show_status(global, &agent) => "status output closed",
+    };
+    tracing::info!("{stop}: stopping the agent");
+    server.abort();
+    let host = std::mem::take(&mut *agent.host.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut host = host;
+    let order = host.stop_all().await;
+    tracing::debug!(?order, "features stopped");
+    client.shutdown().await;
+    if let Some(task) = ssh_watch {
+        task.abort();
+    }
+    if let Some(task) = forwards {
+        task.abort();
+        let _ = task.await;
+    }
+    transport.close().await;
+    if !global.json && !global.quiet {
+        println!("clawlink: {stop}; agent stopped");
+    }
+    Ok(())
+}
+
+/// The overall colour of the agent: the connection first, then the health feature.
+fn colour(state: &ConnectionState, health: Option<&Value>) -> &'static str {
+    match &state.phase {
+        Phase::Failed => "red",
+        Phase::Closed => "gray",
+        Phase::Degraded { .. } => "orange",
+        Phase::Connected => health
+            .and_then(|h| h.get("color"))
+            .and_then(Value::as_str)
+            .map_or("green", |c| match c {
+                "green" => "green",
+                "orange" => "orange",
+                "red" => "red",
+                _ => "gray",
+            }),
+        _ => "gray",
+    }
+}
+
+/// One status line; `stable` leaves out what changes every poll (the ping) so that plain
+/// output prints a line only when the state itself changes.
+fn status_line(agent: &Agent, stable: bool) -> (String, &'static str) {
+    let state = agent.client.state().borrow().clone();
+    let health = agent.health();
+    let colour = colour(&state, health.as_ref());
+    let mut line = format!(
+        "{} · {}",
+        state.label(),
+        agent.client.transport().describe()
+    );
+    if let Some(h) = &health {
+        if let Some(summary) = h.get("summary").and_then(Value::as_str) {
+            line.push_str(&format!(" · health: {summary}"));
+        }
+        if !stable {
+            if let Some(ping) = h.get("pingMs").and_then(Value::as_u64) {
+                line.push_str(&format!(" (ping {ping} ms)"));
+            }
+        }
+    }
+    for (name, status) in agent.features() {
+        if name != "health" && status.state == FeatureState::Failed {
+            line.push_str(&format!(" · {name} failed: {}", status.summary));
+        }
+    }
+    (line, colour)
+}
+
+/// Prints the status line as it changes: a spinner and an in-place line on a terminal,
+/// a new line per change otherwise, JSON lines with `--json`. Returns only if stdout closes.
+async fn show_status(global: &GlobalArgs, agent: &Agent) {
+    let tty = std::io::stdout().is_terminal() && !global.json;
+    if !global.json && !global.quiet {
+        let endpoints = agent.client.transport().local_endpoints();
+        for e in &endpoints {
+            println!("{:<15} {}", e.purpose, e.url);
+        }
+        println!("control socket  {}", agent.socket.display());
+    }
+    const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+    let mut state = agent.client.state();
+    let mut last_stable = String::new();
+    let mut last_shown = String::new();
+    let mut frame = 0usize;
+    loop {
+        let connected = state.borrow().is_connected();
+        let (stable, _) = status_line(agent, true);
+        let (line, colour) = status_line(agent, false);
+        if global.json {
+            if stable != last_stable {
+                let out = json!({
+                    "event": "status",
+                    "ts": unix_ms(SystemTime::now()),
+                    "color": colour,
+                    "connection": &*state.borrow(),
+                    "health": agent.health(),
+                });
+                if writeln!(std::io::stdout(), "{out}").is_err() {
+                    return;
+                }
+            }
+        } else if global.quiet {
+            // Logs only.
+        } else if tty {
+            let dot = if connected {
+                paint(colour, "●")
+            } else {
+                frame += 1;
+                paint(colour, SPINNER[frame % SPINNER.len()])
+            };
+            let shown = format!("{dot} {line}");
+            if shown != last_shown {
+                let mut out = std::io::stdout();
+                // Carriage return + clear line: the line is rewritten in place.
+                let _ = write!(out, "\r\x1b[2K{shown}");
+                if out.flush().is_err() {
+                    return;
+                }
+                last_shown = shown;
+            }
+        } else if stable != last_stable {
+            let stamp = humantime_now();
+            if writeln!(std::io::stdout(), "{stamp} [{colour}] {line}").is_err() {
+                return;
+            }
+        }
+        last_stable = stable;
+        // Fast ticks only while the spinner turns; otherwise wake on state changes and
+        // once a second for feature updates.
+        let tick = if tty && !connected {
+            Duration::from_millis(120)
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+fn paint(colour: &str, text: &str) -> String {
+    let code = match colour {
+        "green" => "32",
+        "orange" => "33",
+        "red" => "31",
+        _ => "90",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// `HH:MM:SS` in UTC, enough to read a plain log of state changes.
+fn humantime_now() -> String {
+    let secs = unix_ms(SystemTime::now()) / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Asks the profile's agent; `Ok(None)` when no agent runs.
+pub async fn ask(settings: &Settings, request: &Request) -> Result<Option<Value>, Failure> {
+    match control::ask(&settings.profile_name, request).await {
+        Ok(response) if response.ok => Ok(Some(response.result)),
+        Ok(response) => {
+            let error = response.error.unwrap_or(control::ResponseError {
+                message: "the agent refused the request".into(),
+                fix: None,
+            });
+            Err(Failure::agent(error.message, error.fix))
+        }
+        Err(AskError::NoAgent) => Ok(None),
+        Err(AskError::Broken(reason)) => Err(Failure::agent(
+            format!(
+                "the agent for profile {:?} did not answer: {reason}",
+                settings.profile_name
+            ),
+            Some("restart it (`clawlink up`), or remove its stale socket".into()),
+        )),
+    }
+}
+
+/// The agent's status, when an agent for this profile runs and reaches the same gateway
+/// this invocation would (flags such as `--url` may point elsewhere).
+pub async fn live_status(settings: &Settings) -> Result<Option<Value>, Failure> {
+    let Some(status) = ask(settings, &Request::Status).await? else {
+        return Ok(None);
+    };
+    let ours = connect::build_transport(settings)?.gateway_key();
+    let theirs = status
+        .pointer("/transport/gatewayKey")
+        .and_then(Value::as_str);
+    if theirs != Some(ours.as_str()) {
+        tracing::info!(
+            agent = ?theirs,
+            ours = %ours,
+            "the running agent reaches another gateway; connecting directly"
+        );
+        return Ok(None);
+    }
+    Ok(Some(status))
 }
 
 /// `clawlink reconnect`.
-pub async fn reconnect(_global: &GlobalArgs, _settings: &Settings) -> Result<()> {
-    Err(Failure::config("reconnect: being written", None).into())
+pub async fn reconnect(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+    let Some(result) = ask(settings, &Request::Reconnect).await? else {
+        return Err(no_agent(settings).into());
+    };
+    if global.json {
+        println!("{result}");
+    } else {
+        println!(
+            "reconnected in {} ms",
+            result.get("ms").and_then(Value::as_u64).unwrap_or(0)
+        );
+    }
+    Ok(())
 }
 
-/// `clawlink health`.
-pub async fn health(_global: &GlobalArgs, _settings: &Settings) -> Result<()> {
-    Err(Failure::config("health: being written", None).into())
+fn no_agent(settings: &Settings) -> Failure {
+    Failure::agent(
+        format!(
+            "no agent is running for profile {:?}",
+            settings.profile_name
+        ),
+        Some(format!(
+            "start one with `clawlink up{}`",
+            if settings.profile_name == "default" {
+                String::new()
+            } else {
+                format!(" --profile {}", settings.profile_name)
+            }
+        )),
+    )
+}
+
+/// `clawlink health`: a health check now, through the agent (its health feature refreshes
+/// and keeps the result) or, without an agent, on a connection of its own. Exit 1 unless
+/// the gateway is healthy.
+pub async fn health(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+    let request = Request::Feature {
+        feature: "health".into(),
+        action: "refresh".into(),
+        args: Value::Null,
+    };
+    let details = match live_status(settings).await? {
+        Some(_) => ask(settings, &request).await?.unwrap_or(Value::Null),
+        None => one_shot_health(global, settings).await?,
+    };
+    let state = details
+        .get("state")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    if global.json {
+        println!("{details}");
+    } else {
+        let summary = details.get("summary").and_then(Value::as_str).unwrap_or("");
+        let ping = details
+            .get("pingMs")
+            .and_then(Value::as_u64)
+            .map(|p| format!(" (ping {p} ms)"))
+            .unwrap_or_default();
+        println!("{state}: {summary}{ping}");
+        if let Some(detail) = details.get("detail").and_then(Value::as_str) {
+            println!("  {detail}");
+        }
+    }
+    if state == "ok" {
+        Ok(())
+    } else {
+        Err(Failure::reported(1).into())
+    }
+}
+
+#[cfg(feature = "feature-health")]
+async fn one_shot_health(global: &GlobalArgs, settings: &Settings) -> Result<Value, Failure> {
+    use clawlink_core::gateway::RequestOptions;
+    use clawlink_feature_health::model;
+    let client = connect::connect(global, settings).await?;
+    let started = Instant::now();
+    let result = client
+        .request_with(
+            "health",
+            Value::Null,
+            RequestOptions {
+                timeout: Some(Duration::from_secs(15)),
+                expect_final: false,
+            },
+        )
+        .await;
+    let ping = started.elapsed().as_millis() as u64;
+    let endpoint = client.transport().describe();
+    connect::finish(&client).await;
+    let details = match result {
+        Ok(snapshot) => {
+            let assessment = model::assess(&snapshot);
+            let mut details = json!(assessment);
+            details["state"] = json!(assessment.state);
+            details["color"] = json!(assessment.state.color());
+            details["pingMs"] = json!(ping);
+            details
+        }
+        Err(error) => json!({
+            "state": "degraded",
+            "color": "orange",
+            "summary": format!("Health check failed: {error}"),
+            "detail": model::error_detail(&error, &endpoint),
+        }),
+    };
+    Ok(details)
+}
+
+#[cfg(not(feature = "feature-health"))]
+async fn one_shot_health(_global: &GlobalArgs, _settings: &Settings) -> Result<Value, Failure> {
+    Err(Failure::config(
+        "this build has no health feature",
+        Some("build clawlink with the `feature-health` cargo feature".into()),
+    ))
 }

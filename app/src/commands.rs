@@ -8,14 +8,24 @@ use clawlink_core::gateway::RequestOptions;
 use clawlink_core::registry;
 use serde_json::{json, Value};
 
+use crate::agent;
 use crate::cli::{CallArgs, GlobalArgs};
 use crate::connect;
 use crate::failure::Failure;
 use crate::keyring_store::{self, SecretKind};
 use crate::settings::{self, Settings};
 
-/// `clawlink status`: connect, then `status` and `health` side by side.
+/// `clawlink status`: the running agent's live state when an agent for this profile runs;
+/// otherwise connect, then `status` and `health` side by side.
 pub async fn status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
+    if let Some(live) = agent::live_status(settings).await? {
+        if global.json {
+            println!("{live}");
+        } else {
+            print_agent_status(&live);
+        }
+        return Ok(());
+    }
     let started = Instant::now();
     let client = connect::connect(global, settings).await?;
     let connect_ms = started.elapsed().as_millis() as u64;
@@ -33,6 +43,7 @@ pub async fn status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     if global.json {
         let out = json!({
             "ok": true,
+            "source": "one-shot",
             "gateway": {
                 "url": transport.describe(),
                 "transport": transport.name(),
@@ -83,6 +94,106 @@ pub async fn status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     }
     connect::finish(&client).await;
     Ok(())
+}
+
+/// The text form of an agent's status (see `agent::Agent::snapshot` for the fields).
+fn print_agent_status(live: &Value) {
+    let text = |pointer: &str| live.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+    let uptime = live
+        .get("uptimeMs")
+        .and_then(Value::as_u64)
+        .map(|ms| human_duration(Duration::from_millis(ms)))
+        .unwrap_or_default();
+    println!(
+        "Agent     running (pid {}, up {uptime}) · profile {} · {}",
+        live.get("pid").and_then(Value::as_u64).unwrap_or(0),
+        text("/profile"),
+        text("/socket"),
+    );
+    let phase = text("/connection/phase");
+    let mut connection = phase.to_owned();
+    if let Some(reason) = live.pointer("/connection/reason").and_then(Value::as_str) {
+        connection.push_str(&format!(": {reason}"));
+    }
+    if let Some(error) = live
+        .pointer("/connection/lastError/message")
+        .and_then(Value::as_str)
+    {
+        if phase != "connected" {
+            connection.push_str(&format!(" (last error: {error})"));
+        }
+    }
+    println!(
+        "Gateway   {} ({}) — {connection}",
+        text("/transport/describe"),
+        text("/transport/name")
+    );
+    if let Some(endpoints) = live
+        .pointer("/transport/localEndpoints")
+        .and_then(Value::as_array)
+    {
+        let list: Vec<String> = endpoints
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} ({})",
+                    e["url"].as_str().unwrap_or("?"),
+                    e["purpose"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        if !list.is_empty() {
+            println!("Local     {}", list.join(", "));
+        }
+    }
+    if let Some(version) = live.pointer("/server/version").and_then(Value::as_str) {
+        println!(
+            "Server    openclaw {version}, protocol {}",
+            live.get("protocol").and_then(Value::as_u64).unwrap_or(0)
+        );
+    }
+    if let Some(health) = live.get("health").filter(|h| !h.is_null()) {
+        let field = |k: &str| health.get(k).and_then(Value::as_str).unwrap_or("");
+        let ping = health
+            .get("pingMs")
+            .and_then(Value::as_u64)
+            .map(|p| format!(" · ping {p} ms"))
+            .unwrap_or_default();
+        println!("Health    {} — {}{ping}", field("state"), field("summary"));
+        if !field("detail").is_empty() {
+            println!("          {}", field("detail"));
+        }
+        if !field("authSource").is_empty() {
+            println!("Auth      {}", field("authSource"));
+        }
+        let heartbeat = health.get("heartbeat").filter(|h| !h.is_null());
+        println!(
+            "Heartbeat {}",
+            match heartbeat {
+                None => "none yet".to_owned(),
+                Some(h) => format!(
+                    "{} · {} ago",
+                    h.get("status").and_then(Value::as_str).unwrap_or("?"),
+                    human_duration(Duration::from_millis(
+                        h.get("ageMs").and_then(Value::as_u64).unwrap_or(0)
+                    ))
+                ),
+            }
+        );
+    }
+    for feature in live
+        .get("features")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "Feature   {:<10} {} — {}",
+            feature["name"].as_str().unwrap_or("?"),
+            feature["state"].as_str().unwrap_or("?"),
+            feature["summary"].as_str().unwrap_or("")
+        );
+    }
 }
 
 fn health_line(health: &Value, ms: u64) -> String {

@@ -112,16 +112,80 @@ pub async fn operator_options(
     global: &GlobalArgs,
     settings: &Settings,
 ) -> Result<ClientOptions, Failure> {
-    let (credentials, _) = credentials(global, settings).await?;
-    let dir = state::data_dir()?;
-    let identity = Arc::new(state::load_or_create_identity(&dir, "operator")?);
-    let tokens = Arc::new(state::FileTokenStore::open(&dir)?);
-    let mut options = ClientOptions::operator(identity, credentials, tokens);
-    let client = &settings.profile.client;
-    options.display_name = client.display_name.clone().or_else(host_name);
-    options.request_timeout = Duration::from_millis(client.request_timeout_ms);
-    options.connect_timeout = Duration::from_millis(client.connect_timeout_ms);
-    Ok(options)
+    Connector::new(global, settings).await?.options("operator")
+}
+
+/// Everything needed to open gateway connections for this profile: the credentials
+/// (resolved once), the data directory with one device key per named device, and one
+/// device-token store shared by every connection of the process.
+pub struct Connector {
+    credentials: Credentials,
+    dir: PathBuf,
+    tokens: Arc<state::FileTokenStore>,
+    display_name: Option<String>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Connector {
+    pub async fn new(global: &GlobalArgs, settings: &Settings) -> Result<Self, Failure> {
+        let (credentials, _) = credentials(global, settings).await?;
+        let dir = state::data_dir()?;
+        let tokens = Arc::new(state::FileTokenStore::open(&dir)?);
+        let client = &settings.profile.client;
+        Ok(Self {
+            credentials,
+            dir,
+            tokens,
+            display_name: client.display_name.clone().or_else(host_name),
+            request_timeout: Duration::from_millis(client.request_timeout_ms),
+            connect_timeout: Duration::from_millis(client.connect_timeout_ms),
+        })
+    }
+
+    /// Options for a connection with the device identity named `device` (`operator` for
+    /// the main connection). Operator defaults; a feature adjusts role, scopes and commands.
+    pub fn options(&self, device: &str) -> Result<ClientOptions, Failure> {
+        let identity = Arc::new(state::load_or_create_identity(&self.dir, device)?);
+        let mut options =
+            ClientOptions::operator(identity, self.credentials.clone(), self.tokens.clone());
+        options.display_name = self.display_name.clone();
+        options.request_timeout = self.request_timeout;
+        options.connect_timeout = self.connect_timeout;
+        Ok(options)
+    }
+
+    /// A private directory under the data directory, created 0700 on first use.
+    pub fn state_dir(&self, name: &str) -> Result<PathBuf, Failure> {
+        let dir = self.dir.join(name);
+        state::create_private_dir(&dir).map_err(|e| {
+            Failure::config(
+                format!("cannot create {}: {e}", dir.display()),
+                Some("check the permissions of clawlink's data directory (CLAWLINK_DATA_DIR)".into()),
+            )
+        })?;
+        Ok(dir)
+    }
+}
+
+impl clawlink_core::feature::HostServices for Connector {
+    fn client_options(
+        &self,
+        device: &str,
+    ) -> Result<ClientOptions, clawlink_core::feature::FeatureError> {
+        self.options(device).map_err(feature_error)
+    }
+
+    fn state_dir(&self, feature: &str) -> Result<PathBuf, clawlink_core::feature::FeatureError> {
+        Connector::state_dir(self, feature).map_err(feature_error)
+    }
+}
+
+fn feature_error(failure: Failure) -> clawlink_core::feature::FeatureError {
+    clawlink_core::feature::FeatureError {
+        message: failure.message,
+        fix: failure.fix,
+    }
 }
 
 fn host_name() -> Option<String> {

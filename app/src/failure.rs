@@ -44,6 +44,32 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// A failure of the running agent or of talking to it (exit 1).
+    pub fn agent(message: impl Into<String>, fix: Option<String>) -> Self {
+        let message = message.into();
+        Self {
+            json: serde_json::json!({"layer": "agent", "message": message, "fix": fix}),
+            layer: "agent".into(),
+            message,
+            fix,
+            exit_code: 1,
+        }
+    }
+
+    /// The command already told the user everything (its report shows what is wrong); only
+    /// the exit code remains to be given.
+    pub fn reported(exit_code: u8) -> Self {
+        Self {
+            layer: String::new(),
+            message: String::new(),
+            fix: None,
+            exit_code,
+            json: serde_json::Value::Null,
+        }
+    }
+}
+
 impl From<GatewayError> for Failure {
     fn from(error: GatewayError) -> Self {
         let layer = error.layer();
@@ -86,7 +112,9 @@ pub fn report(error: &anyhow::Error, json: bool) -> u8 {
                     serde_json::json!({"ok": false, "error": failure.json})
                 );
             }
-            eprintln!("clawlink: {failure}");
+            if !failure.message.is_empty() {
+                eprintln!("clawlink: {failure}");
+            }
             failure.exit_code
         }
         None => {

@@ -4,6 +4,8 @@
 //! stub model, sshd) are started once per test run by `cargo xtask ci` and described in an
 //! env file. A test never skips when they are missing: it fails and says how to start them.
 
+pub mod agent;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

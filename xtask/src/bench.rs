@@ -11,6 +11,7 @@
 //! otherwise empty environment; secrets reach it only through files or env.
 
 mod forward;
+mod idle;
 mod json;
 mod procs;
 mod remote;
@@ -51,6 +52,7 @@ const BENCHMARKS: &[(&str, Benchmark)] = &[
     ("test-remote", remote::test_remote),
     ("tunnel-throughput", throughput::tunnel_throughput),
     ("health-rtt", rtt::health_rtt),
+    ("agent-idle-rss", idle::agent_idle_rss),
 ];
 
 /// What every benchmark needs: the running peers and a release clawlink.

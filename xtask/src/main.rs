@@ -4,6 +4,7 @@
 //! depends on nothing but std, anyhow and libc.
 
 mod bench;
+mod build;
 mod ci;
 mod demo;
 mod http;
@@ -17,9 +18,11 @@ usage: cargo xtask <command> [args]
 
 commands:
   help                          print this list
+  build [--release] [--only A,B] [--without A,B] [--list]
+                                build a clawlink variant: choose the plugin crates it links
   ci                            fmt check, clippy, build, start the peers, cargo test, stop the peers
   demo                          start the peers and run the clawlink binary against the real gateway
-  bench [NAME]                  benchmarks against the running peers (NAME: call-health, test-remote, tunnel-throughput, health-rtt), results in target/bench/
+  bench [NAME]                  benchmarks against the running peers (NAME: call-health, test-remote, tunnel-throughput, health-rtt, agent-idle-rss), results in target/bench/
   peer install                  install Node, openclaw, sshd and the users claw/noclaw under the peer prefix
   peer start                    start stub model, gateways main and pw, sshd and the fake node; print the env
   peer stop                     stop every process that `peer start` recorded
@@ -34,6 +37,7 @@ environment:
   CLAWLINK_PEER_FAKE_NODE=0     do not start the fake macOS node
   OCPEER_STUB_REPLY             the stub model's canned reply (default: \"stub reply\")
   CLAWLINK_BENCH_CLAWLINK       benchmark this clawlink binary instead of building one
+  CLAWLINK_BENCH_IDLE_SECS      how long agent-idle-rss lets the agent idle (default 300)
 ";
 
 fn main() {
@@ -52,6 +56,7 @@ fn dispatch(args: &[String]) -> Result<()> {
             print!("{HELP}");
             Ok(())
         }
+        ["build", rest @ ..] => build::run(rest),
         ["ci"] => ci::run(),
         ["demo"] => demo::run(),
         ["bench", rest @ ..] => bench::run(rest),

@@ -10,6 +10,7 @@
 pub mod exec;
 pub mod forward;
 mod hostkey;
+pub mod interactive;
 pub mod known_hosts;
 pub mod openssh;
 mod session;
@@ -499,9 +500,14 @@ impl Transport for SshTunnel {
         .await
     }
 
+    /// Ends the SSH session, and the openssh backend's `ssh -N -L` child, so that nothing
+    /// outlives the transport; the next `connect` starts afresh.
     async fn close(&self) {
         if let Some(session) = self.session.lock().await.take() {
             session.disconnect().await;
+        }
+        if let Some(child) = self.openssh_forward.lock().await.take() {
+            child.stop().await;
         }
     }
 }

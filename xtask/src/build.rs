@@ -1,0 +1,97 @@
+//! `cargo xtask build`: builds a variant of the clawlink binary by choosing which plugin crates it links.
+//!
+//! Every built-in transport and feature plugin is one cargo feature of the `clawlink` crate
+//! (`transport-ws`, `transport-ssh`, `feature-health`, …). A variant is a set of them;
+//! the binary refuses to start if what registered differs from what it was built with.
+
+use std::fs;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{run_command, say, workspace_root};
+
+/// The plugin features the app crate declares, and its default set, read from app/Cargo.toml.
+fn plugin_features() -> Result<(Vec<String>, Vec<String>)> {
+    let manifest = fs::read_to_string(workspace_root().join("app/Cargo.toml"))
+        .context("read app/Cargo.toml")?;
+    let section = manifest
+        .split("[features]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .context("app/Cargo.toml has no [features] table")?;
+    let mut all = Vec::new();
+    let mut default = Vec::new();
+    for line in section.lines() {
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        if name == "default" {
+            default = value
+                .trim()
+                .trim_matches(['[', ']'])
+                .split(',')
+                .map(|s| s.trim().trim_matches('"').to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        } else if name.starts_with("transport-") || name.starts_with("feature-") {
+            all.push(name.to_owned());
+        }
+    }
+    Ok((all, default))
+}
+
+/// `cargo xtask build [--release] [--only A,B] [--without A,B] [--list]`.
+pub fn run(args: &[&str]) -> Result<()> {
+    let (all, default) = plugin_features()?;
+    let mut chosen = default.clone();
+    let mut release = false;
+    let mut rest = args.iter();
+    let list = |s: &str| -> Vec<String> { s.split(',').map(|p| p.trim().to_owned()).collect() };
+    while let Some(arg) = rest.next() {
+        match *arg {
+            "--release" => release = true,
+            "--list" => {
+                for name in &all {
+                    let mark = if default.contains(name) { " (default)" } else { "" };
+                    println!("{name}{mark}");
+                }
+                return Ok(());
+            }
+            "--only" => {
+                chosen = list(rest.next().context("--only needs a list, e.g. transport-ws")?)
+            }
+            "--without" => {
+                let drop = list(rest.next().context("--without needs a list")?);
+                chosen.retain(|f| !drop.contains(f));
+            }
+            other => bail!("unknown argument {other:?}: usage: cargo xtask build [--release] [--only A,B] [--without A,B] [--list]"),
+        }
+    }
+    for name in &chosen {
+        if !all.contains(name) {
+            bail!(
+                "unknown plugin feature {name:?}; this workspace has: {}",
+                all.join(", ")
+            );
+        }
+    }
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root())
+        .args(["build", "-p", "clawlink", "--no-default-features"]);
+    if !chosen.is_empty() {
+        cmd.args(["--features", &chosen.join(",")]);
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    say("build", format!("plugins: {}", chosen.join(", ")));
+    run_command(&mut cmd)?;
+    let binary = workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("clawlink");
+    say("build", format!("built {}", binary.display()));
+    Ok(())
+}
