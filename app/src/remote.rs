@@ -20,15 +20,15 @@ use crate::settings::Settings;
 
 /// One step of `clawlink test`.
 #[derive(Debug, Serialize)]
-struct Step {
-    step: &'static str,
-    ok: bool,
-    ms: u64,
-    detail: String,
+pub(crate) struct Step {
+    pub(crate) step: &'static str,
+    pub(crate) ok: bool,
+    pub(crate) ms: u64,
+    pub(crate) detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    fix: Option<String>,
+    pub(crate) fix: Option<String>,
     #[serde(skip_serializing_if = "Value::is_null")]
-    data: Value,
+    pub(crate) data: Value,
 }
 
 impl Step {
@@ -188,7 +188,7 @@ fn ssh_step(started: Instant, info: &clawlink_transport_ssh::SessionInfo) -> Ste
     )
 }
 
-async fn remote_cli_step(tunnel: &SshTunnel, remote_status: bool) -> Step {
+pub(crate) async fn remote_cli_step(tunnel: &SshTunnel, remote_status: bool) -> Step {
     let started = Instant::now();
     let (args, limit): (&[&str], _) = if remote_status {
         (&["status", "--json"], Duration::from_secs(90))
@@ -377,26 +377,11 @@ pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
         )
         .into());
     };
-    let remote = tunnel.settings().remote_port;
     if tunnel.openssh().is_none() {
         // Fail fast (host key, auth) before binding anything.
         tunnel.session().await.map_err(Failure::from)?;
     }
-    let gateway = forward::bind(ForwardSpec {
-        purpose: "gateway".into(),
-        preferred_local_port: tunnel.settings().local_port,
-        remote_port: remote,
-    })
-    .await
-    .map_err(Failure::from)?;
-    // The Control UI's widget sandbox lives on the gateway port + 1; it moves with it.
-    let sandbox = forward::bind(ForwardSpec {
-        purpose: "widget sandbox".into(),
-        preferred_local_port: gateway.local_port.saturating_add(1),
-        remote_port: remote.saturating_add(1),
-    })
-    .await
-    .map_err(Failure::from)?;
+    let [gateway, sandbox] = bind_forwards(&tunnel).await?;
 
     let mut openssh_child = None;
     let forwards = match tunnel.openssh() {
@@ -431,6 +416,27 @@ pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     };
     tracing::info!("{stop}: tunnel closed");
     Ok(())
+}
+
+/// Binds the loopback listeners of the gateway forward and of the Control UI's widget
+/// sandbox (the gateway port + 1, which moves with it).
+pub async fn bind_forwards(tunnel: &SshTunnel) -> Result<[forward::BoundForward; 2], Failure> {
+    let remote = tunnel.settings().remote_port;
+    let gateway = forward::bind(ForwardSpec {
+        purpose: "gateway".into(),
+        preferred_local_port: tunnel.settings().local_port,
+        remote_port: remote,
+    })
+    .await
+    .map_err(Failure::from)?;
+    let sandbox = forward::bind(ForwardSpec {
+        purpose: "widget sandbox".into(),
+        preferred_local_port: gateway.local_port.saturating_add(1),
+        remote_port: remote.saturating_add(1),
+    })
+    .await
+    .map_err(Failure::from)?;
+    Ok([gateway, sandbox])
 }
 
 fn print_forwards(global: &GlobalArgs, tunnel: &SshTunnel, forwards: &[forward::BoundForward]) {
@@ -545,7 +551,7 @@ where
 /// Notices a lost SSH connection and restores it (the listeners stay bound; connections
 /// accepted meanwhile wait for the new session). Returns only with an error retrying cannot
 /// fix (host key, auth).
-async fn keep_ssh_up(tunnel: Arc<SshTunnel>) -> TransportError {
+pub async fn keep_ssh_up(tunnel: Arc<SshTunnel>) -> TransportError {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if tunnel.is_connected().await {
