@@ -1,0 +1,611 @@
+//! Interactive remote commands (`clawlink remote`): a session channel with an optional PTY, streamed output, input, window changes and the exit status; or the openssh backend's `ssh -t`/`-T` child.
+//!
+//! The local terminal (raw mode, SIGWINCH, reading stdin) is the caller's business; this
+//! module only carries bytes and requests. Output arrives as [`RemoteEvent`]s, ending with
+//! exactly one [`RemoteEvent::Exit`]; input goes through a cloneable [`RemoteInput`], so a task
+//! can forward stdin (which may wait for the SSH window) while another reads the output.
+//!
+//! With the openssh backend, `ssh` itself owns the terminal: it inherits our stdin, puts the
+//! terminal in raw mode and forwards window changes, so [`RemoteInput::forwards_input`] is
+//! false and the caller must leave the terminal alone.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use clawlink_core::transport::{TransportError, TransportErrorKind};
+use russh::client::Msg;
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
+use tokio::io::AsyncReadExt;
+use tokio::process::Child;
+use tokio::sync::mpsc;
+
+use crate::openssh::OpenSsh;
+use crate::session::SshSession;
+use crate::SshTunnel;
+
+/// The terminal the remote side should emulate (`TERM`) and its size in characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtyRequest {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// What a remote command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteEvent {
+    /// Standard output (with a PTY: everything the terminal shows).
+    Stdout(Vec<u8>),
+    /// Standard error (never with a PTY, where it is part of the terminal's output).
+    Stderr(Vec<u8>),
+    /// The command ended; nothing follows.
+    Exit(RemoteExit),
+}
+
+/// How a remote command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteExit {
+    /// It exited with this status.
+    Code(u32),
+    /// A signal killed it.
+    Signal {
+        /// `TERM`, `KILL`, … (without `SIG`).
+        name: String,
+        core_dumped: bool,
+        /// The server's explanation, often empty.
+        message: String,
+    },
+    /// The channel closed without a status (some servers do that for killed commands).
+    Unknown,
+}
+
+impl RemoteExit {
+    /// The status a shell would report: the code itself (mod 256), 128 + the signal number for
+    /// a signal, 255 when unknown (what `ssh` exits with for its own failures).
+    pub fn shell_status(&self) -> u8 {
+        match self {
+            Self::Code(code) => (*code & 0xff) as u8,
+            Self::Signal { name, .. } => signal_number(name).map_or(255, |n| 128 + n),
+            Self::Unknown => 255,
+        }
+    }
+}
+
+/// Signals the caller may pass on to the remote command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteSignal {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+impl RemoteSignal {
+    fn ssh(self) -> Sig {
+        match self {
+            Self::Interrupt => Sig::INT,
+            Self::Terminate => Sig::TERM,
+            Self::Hangup => Sig::HUP,
+        }
+    }
+
+    fn libc(self) -> i32 {
+        match self {
+            Self::Interrupt => libc::SIGINT,
+            Self::Terminate => libc::SIGTERM,
+            Self::Hangup => libc::SIGHUP,
+        }
+    }
+}
+
+/// The signal names SSH servers send (RFC 4254 §6.10) and their POSIX numbers.
+const SIGNALS: [(&str, u8); 13] = [
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("ILL", 4),
+    ("ABRT", 6),
+    ("FPE", 8),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("SEGV", 11),
+    ("USR2", 12),
+    ("PIPE", 13),
+    ("ALRM", 14),
+    ("TERM", 15),
+];
+
+fn signal_number(name: &str) -> Option<u8> {
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, number)| *number)
+}
+
+fn signal_name(number: i32) -> String {
+    SIGNALS
+        .iter()
+        .find(|(_, n)| i32::from(*n) == number)
+        .map_or_else(|| format!("SIG{number}"), |(name, _)| (*name).to_owned())
+}
+
+/// Where the input of a running command goes.
+#[derive(Clone)]
+pub struct RemoteInput {
+    target: InputTarget,
+}
+
+#[derive(Clone)]
+enum InputTarget {
+    Channel(Arc<ChannelWriteHalf<Msg>>),
+    /// The openssh child reads our stdin itself; signals go to its PID.
+    OpenSsh(Option<u32>),
+}
+
+impl RemoteInput {
+    /// Whether the caller should read its stdin and terminal events and pass them here
+    /// (false for the openssh backend, whose `ssh` reads the terminal itself).
+    pub fn forwards_input(&self) -> bool {
+        matches!(self.target, InputTarget::Channel(_))
+    }
+
+    /// Sends input bytes (waits while the server's window is full).
+    pub async fn send(&self, data: &[u8]) -> Result<(), TransportError> {
+        match &self.target {
+            InputTarget::Channel(channel) => channel.data(data).await.map_err(lost),
+            InputTarget::OpenSsh(_) => Ok(()),
+        }
+    }
+
+    /// Tells the command its input ended.
+    pub async fn eof(&self) -> Result<(), TransportError> {
+        match &self.target {
+            InputTarget::Channel(channel) => channel.eof().await.map_err(lost),
+            InputTarget::OpenSsh(_) => Ok(()),
+        }
+    }
+
+    /// The local terminal was resized.
+    pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), TransportError> {
+        match &self.target {
+            InputTarget::Channel(channel) => {
+                channel.window_change(cols, rows, 0, 0).await.map_err(lost)
+            }
+            InputTarget::OpenSsh(_) => Ok(()),
+        }
+    }
+
+    /// Passes a signal on: a `signal` request on the channel (honoured by OpenSSH ≥ 7.9), or
+    /// the signal itself to the openssh child.
+    pub async fn signal(&self, signal: RemoteSignal) -> Result<(), TransportError> {
+        match &self.target {
+            InputTarget::Channel(channel) => channel.signal(signal.ssh()).await.map_err(lost),
+            InputTarget::OpenSsh(pid) => {
+                if let Some(pid) = pid {
+                    // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
+                    unsafe {
+                        libc::kill(*pid as i32, signal.libc());
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes the channel: with a PTY the remote side gets a hangup, as when a terminal closes.
+    pub async fn close(&self) {
+        match &self.target {
+            InputTarget::Channel(channel) => {
+                let _ = channel.close().await;
+            }
+            InputTarget::OpenSsh(pid) => {
+                if let Some(pid) = pid {
+                    // SAFETY: as in `signal`.
+                    unsafe {
+                        libc::kill(*pid as i32, libc::SIGHUP);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lost(error: russh::Error) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Io,
+        format!("the SSH channel of the remote command is gone: {error}"),
+    )
+}
+
+/// Which channel request a `Success`/`Failure` reply answers (replies come in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingReply {
+    Pty,
+    Exec,
+}
+
+/// A command running on the SSH host.
+pub struct RemoteCommand {
+    input: RemoteInput,
+    source: Source,
+    /// The exit, once known; repeated by every later [`RemoteCommand::next`].
+    finished: Option<RemoteExit>,
+}
+
+enum Source {
+    Channel {
+        reader: ChannelReadHalf,
+        replies: VecDeque<PendingReply>,
+        status: Option<RemoteExit>,
+        /// Keeps the connection alive, and tells a lost connection from a closed channel.
+        session: Arc<SshSession>,
+    },
+    Child {
+        child: Child,
+        events: mpsc::Receiver<RemoteEvent>,
+    },
+}
+
+impl RemoteCommand {
+    /// The handle for input, window changes and signals.
+    pub fn input(&self) -> RemoteInput {
+        self.input.clone()
+    }
+
+    /// The next piece of output, or the exit (after which it keeps answering the same exit).
+    pub async fn next(&mut self) -> Result<RemoteEvent, TransportError> {
+        if let Some(exit) = &self.finished {
+            return Ok(RemoteEvent::Exit(exit.clone()));
+        }
+        let event = match &mut self.source {
+            Source::Channel {
+                reader,
+                replies,
+                status,
+                session,
+            } => next_from_channel(reader, replies, status, session).await?,
+            Source::Child { child, events } => match events.recv().await {
+                Some(event) => event,
+                None => RemoteEvent::Exit(child_exit(child).await?),
+            },
+        };
+        if let RemoteEvent::Exit(exit) = &event {
+            self.finished = Some(exit.clone());
+        }
+        Ok(event)
+    }
+}
+
+async fn next_from_channel(
+    reader: &mut ChannelReadHalf,
+    replies: &mut VecDeque<PendingReply>,
+    status: &mut Option<RemoteExit>,
+    session: &SshSession,
+) -> Result<RemoteEvent, TransportError> {
+    loop {
+        match reader.wait().await {
+            Some(ChannelMsg::Data { data }) => return Ok(RemoteEvent::Stdout(data.to_vec())),
+            // Extended data type 1 is stderr (RFC 4254 §5.2); there is no other in use.
+            Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                return Ok(RemoteEvent::Stderr(data.to_vec()))
+            }
+            Some(ChannelMsg::ExitStatus { exit_status }) => {
+                *status = Some(RemoteExit::Code(exit_status))
+            }
+            Some(ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                ..
+            }) => {
+                *status = Some(RemoteExit::Signal {
+                    name: sig_name(&signal_name),
+                    core_dumped,
+                    message: error_message,
+                })
+            }
+            Some(ChannelMsg::Success) => {
+                replies.pop_front();
+            }
+            Some(ChannelMsg::Failure) => match replies.pop_front() {
+                // What OpenSSH does too: say so, and run without a terminal.
+                Some(PendingReply::Pty) => {
+                    return Ok(RemoteEvent::Stderr(
+                        b"clawlink: the SSH server refused a terminal (PTY); running without one\r\n"
+                            .to_vec(),
+                    ))
+                }
+                _ => {
+                    return Err(TransportError::new(
+                        TransportErrorKind::Remote,
+                        format!(
+                            "{} refused to run the command (its sshd may restrict this key to a forced command or forbid exec)",
+                            session.info.endpoint
+                        ),
+                    )
+                    .with_fix("check the server's sshd_config and the key's options in authorized_keys"))
+                }
+            },
+            Some(ChannelMsg::Close) | None => {
+                return match status.take() {
+                    Some(exit) => Ok(RemoteEvent::Exit(exit)),
+                    None if session.is_closed() => Err(TransportError::new(
+                        TransportErrorKind::Io,
+                        format!(
+                            "the SSH connection to {} was lost while the command ran",
+                            session.info.endpoint
+                        ),
+                    )
+                    .with_fix("check the network; the command may still be running on the host")),
+                    None => Ok(RemoteEvent::Exit(RemoteExit::Unknown)),
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn sig_name(signal: &Sig) -> String {
+    match signal {
+        Sig::ABRT => "ABRT",
+        Sig::ALRM => "ALRM",
+        Sig::FPE => "FPE",
+        Sig::HUP => "HUP",
+        Sig::ILL => "ILL",
+        Sig::INT => "INT",
+        Sig::KILL => "KILL",
+        Sig::PIPE => "PIPE",
+        Sig::QUIT => "QUIT",
+        Sig::SEGV => "SEGV",
+        Sig::TERM => "TERM",
+        Sig::USR1 => "USR1",
+        Sig::Custom(name) => name,
+    }
+    .to_owned()
+}
+
+async fn child_exit(child: &mut Child) -> Result<RemoteExit, TransportError> {
+    let status = child.wait().await.map_err(|e| {
+        TransportError::new(TransportErrorKind::Remote, format!("waiting for ssh: {e}"))
+    })?;
+    if let Some(code) = status.code() {
+        return Ok(RemoteExit::Code(code as u32));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return Ok(RemoteExit::Signal {
+                name: signal_name(signal),
+                core_dumped: status.core_dumped(),
+                message: String::new(),
+            });
+        }
+    }
+    Ok(RemoteExit::Unknown)
+}
+
+impl SshTunnel {
+    /// Starts `command` (one shell-safe command line, see [`crate::exec::sh_command`]) on the
+    /// SSH host, with a PTY when `pty` is given.
+    pub async fn start_command(
+        &self,
+        command: &str,
+        pty: Option<&PtyRequest>,
+    ) -> Result<RemoteCommand, TransportError> {
+        if let Some(ssh) = &self.openssh {
+            return start_openssh(ssh, command, pty.is_some());
+        }
+        let session = self.session().await?;
+        let channel = session.session_channel().await?;
+        let refused = |e: russh::Error| {
+            TransportError::new(
+                TransportErrorKind::Remote,
+                format!("cannot start the remote command: {e}"),
+            )
+        };
+        let mut replies = VecDeque::new();
+        if let Some(pty) = pty {
+            channel
+                .request_pty(true, &pty.term, pty.cols, pty.rows, 0, 0, &[])
+                .await
+                .map_err(refused)?;
+            replies.push_back(PendingReply::Pty);
+        }
+        channel
+            .exec(true, command.as_bytes())
+            .await
+            .map_err(refused)?;
+        replies.push_back(PendingReply::Exec);
+        let (reader, writer) = channel.split();
+        Ok(RemoteCommand {
+            input: RemoteInput {
+                target: InputTarget::Channel(Arc::new(writer)),
+            },
+            source: Source::Channel {
+                reader,
+                replies,
+                status: None,
+                session,
+            },
+            finished: None,
+        })
+    }
+}
+
+/// The trusted places of the system ssh, in the order the openssh backend looks them up.
+const SSH_PROGRAMS: [&str; 4] = [
+    "/usr/bin/ssh",
+    "/bin/ssh",
+    "/usr/local/bin/ssh",
+    "/opt/homebrew/bin/ssh",
+];
+
+/// The openssh backend's argument vector for running `command`: the backend's own options
+/// (taken from its forward-only argument list, minus `ExitOnForwardFailure`, `-n` and `-N`),
+/// `-t` or `-T`, the destination, the command.
+fn openssh_command_args(
+    ssh: &OpenSsh,
+    command: &str,
+    tty: bool,
+) -> Result<Vec<OsString>, TransportError> {
+    let mut args = ssh.forward_args(&[]);
+    let unexpected = || {
+        TransportError::new(
+            TransportErrorKind::Unsupported,
+            "the openssh backend's argument list has an unexpected shape; use the default backend for `clawlink remote`",
+        )
+    };
+    let destination = args.pop().ok_or_else(unexpected)?;
+    if args.pop().as_deref() != Some("--".as_ref()) {
+        return Err(unexpected());
+    }
+    let tail: [&str; 4] = ["-o", "ExitOnForwardFailure=yes", "-n", "-N"];
+    let start = args.len().checked_sub(tail.len()).ok_or_else(unexpected)?;
+    if args[start..]
+        .iter()
+        .map(|a| a.to_str())
+        .ne(tail.iter().map(|t| Some(*t)))
+    {
+        return Err(unexpected());
+    }
+    args.truncate(start);
+    if tty {
+        // Errors still show; "Connection to HOST closed." after every command does not.
+        args.push("-o".into());
+        args.push("LogLevel=ERROR".into());
+    }
+    args.push(if tty { "-t" } else { "-T" }.into());
+    args.push("--".into());
+    args.push(destination);
+    args.push(command.into());
+    Ok(args)
+}
+
+fn start_openssh(ssh: &OpenSsh, command: &str, tty: bool) -> Result<RemoteCommand, TransportError> {
+    let program = SSH_PROGRAMS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            TransportError::config(
+                "the openssh backend needs the OpenSSH client, and no ssh binary was found",
+            )
+            .with_fix(
+                "install it (Debian: apt-get install openssh-client) or use the default backend",
+            )
+        })?;
+    let mut process = tokio::process::Command::new(&program);
+    process
+        .args(openssh_command_args(ssh, command, tty)?)
+        // ssh reads the terminal itself: raw mode, window changes, Ctrl-C as a byte.
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .env_remove("SSH_ASKPASS")
+        .env_remove("DISPLAY");
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and only affects the child being set up.
+    unsafe {
+        process.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = process.spawn().map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Tunnel,
+            format!("cannot start {}: {e}", program.display()),
+        )
+    })?;
+    let (sender, events) = mpsc::channel(64);
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(pump(stdout, sender.clone(), RemoteEvent::Stdout));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(pump(stderr, sender, RemoteEvent::Stderr));
+    }
+    Ok(RemoteCommand {
+        input: RemoteInput {
+            target: InputTarget::OpenSsh(child.id()),
+        },
+        source: Source::Child { child, events },
+        finished: None,
+    })
+}
+
+/// Copies one output pipe of the ssh child into events until it closes.
+async fn pump(
+    mut pipe: impl tokio::io::AsyncRead + Unpin,
+    sender: mpsc::Sender<RemoteEvent>,
+    wrap: fn(Vec<u8>) -> RemoteEvent,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    while let Ok(n) = pipe.read(&mut buffer).await {
+        if n == 0 || sender.send(wrap(buffer[..n].to_vec())).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::SshTarget;
+
+    #[test]
+    fn exit_statuses_read_like_a_shells() {
+        assert_eq!(RemoteExit::Code(0).shell_status(), 0);
+        assert_eq!(RemoteExit::Code(7).shell_status(), 7);
+        assert_eq!(RemoteExit::Code(256 + 3).shell_status(), 3);
+        let killed = |name: &str| RemoteExit::Signal {
+            name: name.into(),
+            core_dumped: false,
+            message: String::new(),
+        };
+        assert_eq!(killed("TERM").shell_status(), 143);
+        assert_eq!(killed("INT").shell_status(), 130);
+        assert_eq!(killed("WINCH").shell_status(), 255);
+        assert_eq!(RemoteExit::Unknown.shell_status(), 255);
+        assert_eq!(signal_name(libc::SIGKILL), "KILL");
+        assert_eq!(signal_name(64), "SIG64");
+    }
+
+    #[test]
+    fn openssh_command_args_keep_the_backends_options_and_swap_the_forward_flags() {
+        let settings: crate::SshSettings = serde_json::from_value(serde_json::json!({
+            "target": "claw@gw:2222", "identity_file": "/k"
+        }))
+        .unwrap();
+        let home = std::env::temp_dir();
+        let ssh = OpenSsh::new(settings, SshTarget::parse("claw@gw:2222").unwrap(), &home).unwrap();
+        let args: Vec<String> = openssh_command_args(&ssh, "/bin/sh -c tty", true)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            &args[args.len() - 4..],
+            ["-t", "--", "claw@gw", "/bin/sh -c tty"]
+        );
+        for kept in [
+            "BatchMode=yes",
+            "ControlMaster=no",
+            "ServerAliveInterval=15",
+        ] {
+            assert!(args.iter().any(|a| a == kept), "{kept} missing: {args:?}");
+        }
+        assert!(args.windows(2).any(|w| w == ["-p", "2222"]));
+        assert!(args.windows(2).any(|w| w == ["-i", "/k"]));
+        for gone in ["-N", "-n", "ExitOnForwardFailure=yes"] {
+            assert!(!args.iter().any(|a| a == gone), "{gone} left in: {args:?}");
+        }
+        let args = openssh_command_args(&ssh, "true", false).unwrap();
+        assert!(args.iter().any(|a| a == "-T"));
+    }
+}
