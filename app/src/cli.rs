@@ -135,6 +135,18 @@ pub enum Command {
     /// Run `clawlink up` as a user service (systemd on Linux, launchd on macOS)
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Chat with the gateway's agent (interactive on a terminal; `-m TEXT` for one message)
+    Chat(crate::chat::ChatArgs),
+    /// Open the gateway's Control UI through the profile's transport
+    Dashboard(crate::chat::DashboardArgs),
+    /// The gateway's nodes: list, describe, pairing requests
+    #[command(subcommand)]
+    Nodes(crate::nodes::NodesCommand),
+    /// Show a notification (with a sound) on a node: `node.invoke` `system.notify`
+    Notify(crate::nodes::NotifyArgs),
+    /// Voice Wake: the gateway's trigger phrases, forwarding, the recognizer
+    #[command(subcommand)]
+    Voicewake(crate::voicewake::VoicewakeCommand),
 }
 
 #[derive(Debug, Args)]
@@ -149,8 +161,9 @@ pub struct LogsArgs {
     /// Keep printing new lines as the gateway writes them
     #[arg(short, long)]
     pub follow: bool,
-    /// How many of the last lines to show first
-    #[arg(short = 'n', long, value_name = "N", default_value_t = 200)]
+    /// How many of the last lines to show first (0 with -f: only new lines)
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(0..=5000))]
     pub lines: u32,
 }
 
@@ -181,7 +194,8 @@ pub struct ChannelLoginArgs {
     #[arg(long, value_name = "FILE")]
     pub png: Option<PathBuf>,
     /// How long to wait for the phone to scan the code, in seconds
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
 }
 
@@ -190,7 +204,9 @@ pub struct RemoteArgs {
     /// Never allocate a terminal on the remote side, even when this one is a TTY
     #[arg(short = 'T', long)]
     pub no_tty: bool,
-    /// The command; `openclaw` as the first word uses the same CLI resolution as `clawlink test`
+    /// The command: several words are passed as exact arguments, a single word is run as a
+    /// shell command line; `openclaw` as the first word uses the same CLI resolution as
+    /// `clawlink test`
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,

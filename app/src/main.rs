@@ -2,21 +2,26 @@
 
 mod agent;
 mod channels;
+mod chat;
 mod cli;
 mod commands;
 mod connect;
+mod control;
 mod doctor;
 mod failure;
 mod keyring_store;
 mod logs;
+mod nodes;
 mod plugins;
 mod prompt;
+mod qr;
 mod remote;
 mod remote_exec;
 mod service;
 mod settings;
 mod state;
 mod tls_trust;
+mod voicewake;
 
 use std::process::ExitCode;
 
@@ -110,6 +115,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Service(ServiceCommand::Uninstall) => service::uninstall(global, &settings).await,
         Command::Service(ServiceCommand::Status) => service::status(global, &settings).await,
+        Command::Chat(args) => chat::chat(global, &settings, args).await,
+        Command::Dashboard(args) => chat::dashboard(global, &settings, args).await,
+        Command::Nodes(command) => nodes::nodes(global, &settings, command).await,
+        Command::Notify(args) => nodes::notify(global, &settings, args).await,
+        Command::Voicewake(command) => voicewake::run(global, &settings, command).await,
         Command::Transports => unreachable!("handled above"),
     }
 }

@@ -6,6 +6,12 @@
 
 #[cfg(feature = "feature-health")]
 use clawlink_feature_health as _;
+#[cfg(feature = "feature-notify")]
+use clawlink_feature_notify as _;
+#[cfg(feature = "feature-voicewake")]
+use clawlink_feature_voicewake as _;
+#[cfg(feature = "feature-webchat")]
+use clawlink_feature_webchat as _;
 #[cfg(feature = "transport-ssh")]
 use clawlink_transport_ssh as _;
 #[cfg(feature = "transport-ws")]
@@ -20,7 +26,10 @@ pub const EXPECTED_TRANSPORTS: &[&str] = &[
 ];
 
 /// The feature-plugin names this build must register.
-pub const EXPECTED_FEATURES: &[&str] = &[];
+pub const EXPECTED_FEATURES: &[&str] = &[
+    #[cfg(feature = "feature-health")]
+    clawlink_feature_health::NAME,
+];
 
 /// Fails when a plugin this build links did not register (the inventory pitfall above) or
 /// when something unexpected registered.

@@ -90,8 +90,8 @@ fn stop_peers_of_previous_prefix(layout: &Layout) {
     }
 }
 
-/// Installs whatever of npm, python3, util-linux, OpenSSH, openssl, GNOME Keyring and D-Bus
-/// is missing.
+/// Installs whatever of npm, python3, util-linux, OpenSSH, openssl, GNOME Keyring, D-Bus,
+/// Chromium, espeak-ng and systemd (for systemd-analyze) is missing.
 fn install_debian_packages() -> Result<bool> {
     let mut needed = Vec::new();
     if which("npm").is_none() {
@@ -117,8 +117,20 @@ fn install_debian_packages() -> Result<bool> {
     if which("gnome-keyring-daemon").is_none() {
         needed.push("gnome-keyring");
     }
-    if which("dbus-run-session").is_none() {
+    if which("dbus-run-session").is_none() || which("dbus-daemon").is_none() {
         needed.push("dbus");
+    }
+    // `clawlink dashboard` is tested by loading the Control UI in headless Chromium.
+    if !Path::new("/usr/bin/chromium").exists() {
+        needed.push("chromium");
+    }
+    // Voice Wake's real audio path: speech synthesised with espeak-ng.
+    if which("espeak-ng").is_none() {
+        needed.push("espeak-ng");
+    }
+    // `clawlink service install` units are checked with `systemd-analyze verify`.
+    if which("systemd-analyze").is_none() {
+        needed.push("systemd");
     }
     if Path::new("/run/systemd/system").exists() {
         // Only our own sshd on 127.0.0.1 may run, never the system one on :22.
