@@ -236,7 +236,18 @@ pub(crate) async fn remote_cli_step(tunnel: &SshTunnel, remote_status: bool) -> 
 }
 
 fn cli_missing(started: Instant, output: &RemoteOutput, host: &str) -> Step {
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (detail, fix) = explain_exit_127(&String::from_utf8_lossy(&output.stderr), host);
+    Step::failed(
+        "remote-cli",
+        started,
+        format!("exit 127: {detail} on {host}"),
+        Some(fix),
+    )
+}
+
+/// What an exit 127 of the remote CLI script means, from the marker line it printed on
+/// stderr (project root missing, node missing, or the CLI itself), and how to fix it.
+pub(crate) fn explain_exit_127(stderr: &str, host: &str) -> (String, String) {
     let line = |marker: &str| {
         stderr
             .lines()
@@ -244,31 +255,25 @@ fn cli_missing(started: Instant, output: &RemoteOutput, host: &str) -> Step {
             .map(|l| l.replace(&format!("{marker}: "), ""))
     };
     if let Some(detail) = line(exec::MARK_NO_PROJECT) {
-        return Step::failed(
-            "remote-cli",
-            started,
-            format!("exit 127: {detail} on {host}"),
-            Some("fix project_root (--project-root) to the directory of the openclaw checkout on the host".into()),
+        return (
+            detail,
+            "fix project_root (--project-root) to the directory of the openclaw checkout on the host".into(),
         );
     }
     if let Some(detail) = line(exec::MARK_NO_NODE) {
-        return Step::failed(
-            "remote-cli",
-            started,
-            format!("exit 127: {detail} on {host}"),
-            Some("install Node.js ≥ 24 on the host so that non-interactive shells find it (e.g. in /usr/local/bin)".into()),
+        return (
+            detail,
+            "install Node.js ≥ 24 on the host so that non-interactive shells find it (e.g. in /usr/local/bin)".into(),
         );
     }
     let detail = line(exec::MARK_NO_CLI).unwrap_or_else(|| stderr.trim().to_owned());
-    Step::failed(
-        "remote-cli",
-        started,
-        format!("exit 127: {detail} on {host}"),
-        Some(format!(
+    (
+        detail,
+        format!(
             "on {host}, link it into a standard directory: `sudo ln -s \"$(command -v openclaw)\" /usr/local/bin/openclaw` \
              (run in an interactive shell there); or set cli_path (--cli-path) to its full path; or add its directory to \
              PATH in ~/.profile / ~/.zshenv, which non-interactive shells read"
-        )),
+        ),
     )
 }
 

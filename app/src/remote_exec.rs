@@ -434,39 +434,15 @@ impl MarkerSniffer {
 
 /// The fix for a missing CLI, project root or node, worded as `clawlink test` words it.
 fn cli_missing(marker_line: &str, host: &str) -> Failure {
-    let detail = |marker: &str| {
-        marker_line
-            .strip_prefix(marker)
-            .map(|rest| rest.trim_start_matches(':').trim().to_owned())
-    };
-    let failure = |detail: String, fix: String| Failure {
-        json: json!({"layer": "remote-cli", "message": format!("exit 127: {detail} on {host}"), "fix": fix}),
+    let (detail, fix) = crate::remote::explain_exit_127(marker_line, host);
+    let message = format!("exit 127: {detail} on {host}");
+    Failure {
+        json: json!({"layer": "remote-cli", "message": message, "fix": fix}),
         layer: "remote-cli".into(),
-        message: format!("exit 127: {detail} on {host}"),
+        message,
         fix: Some(fix),
         exit_code: 127,
-    };
-    if let Some(detail) = detail(exec::MARK_NO_PROJECT) {
-        return failure(
-            detail,
-            "fix project_root (--project-root) to the directory of the openclaw checkout on the host".into(),
-        );
     }
-    if let Some(detail) = detail(exec::MARK_NO_NODE) {
-        return failure(
-            detail,
-            "install Node.js ≥ 24 on the host so that non-interactive shells find it (e.g. in /usr/local/bin)".into(),
-        );
-    }
-    let detail = detail(exec::MARK_NO_CLI).unwrap_or_else(|| marker_line.to_owned());
-    failure(
-        detail,
-        format!(
-            "on {host}, link it into a standard directory: `sudo ln -s \"$(command -v openclaw)\" /usr/local/bin/openclaw` \
-             (run in an interactive shell there); or set cli_path (--cli-path) to its full path; or add its directory to \
-             PATH in ~/.profile / ~/.zshenv, which non-interactive shells read"
-        ),
-    )
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{clawlink_bin, text};
+use crate::{clawlink_command, text};
 
 /// A running `clawlink up` with its own data, config and runtime directories.
 pub struct RunningAgent {
@@ -20,17 +20,8 @@ pub struct RunningAgent {
 /// The environment that isolates one agent test: data dir, runtime dir (the control
 /// socket), HOME (for `~/.ssh`), no secrets or profile from the developer's shell.
 pub fn agent_command(dir: &Path, env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(clawlink_bin());
-    cmd.current_dir(dir)
-        .env("CLAWLINK_DATA_DIR", dir.join("data"))
-        .env("CLAWLINK_RUNTIME_DIR", dir.join("run"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("HOME", dir)
-        .env_remove("CLAWLINK_TOKEN")
-        .env_remove("CLAWLINK_PASSWORD")
-        .env_remove("CLAWLINK_PROFILE")
-        .env_remove("RUST_LOG")
-        .env_remove("DBUS_SESSION_BUS_ADDRESS");
+    let mut cmd = clawlink_command(dir);
+    cmd.env("CLAWLINK_RUNTIME_DIR", dir.join("run"));
     for (k, v) in env {
         cmd.env(k, v);
     }

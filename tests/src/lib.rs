@@ -174,9 +174,19 @@ pub fn clawlink(data_dir: &Path, args: &[&str]) -> Output {
 
 /// Like [`clawlink`], with extra environment variables.
 pub fn clawlink_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = clawlink_command(data_dir);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run clawlink")
+}
+
+/// The clawlink binary isolated in `data_dir`: its own data dir, config home, HOME and
+/// working directory; no secrets, profile, log filter or session bus from our environment.
+pub fn clawlink_command(data_dir: &Path) -> Command {
     let mut cmd = Command::new(clawlink_bin());
-    cmd.args(args)
-        .current_dir(data_dir)
+    cmd.current_dir(data_dir)
         .env("CLAWLINK_DATA_DIR", data_dir.join("data"))
         .env("XDG_CONFIG_HOME", data_dir.join("config"))
         .env("HOME", data_dir)
@@ -186,10 +196,7 @@ pub fn clawlink_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -
         .env_remove("RUST_LOG")
         // No session bus: a developer's own keyring must not feed these tests a secret.
         .env_remove("DBUS_SESSION_BUS_ADDRESS");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run clawlink")
+    cmd
 }
 
 /// stdout and stderr as text, for assertions and failure messages.

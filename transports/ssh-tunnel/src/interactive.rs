@@ -10,8 +10,6 @@
 //! false and the caller must leave the terminal alone.
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -435,88 +433,14 @@ impl SshTunnel {
     }
 }
 
-/// The trusted places of the system ssh, in the order the openssh backend looks them up.
-const SSH_PROGRAMS: [&str; 4] = [
-    "/usr/bin/ssh",
-    "/bin/ssh",
-    "/usr/local/bin/ssh",
-    "/opt/homebrew/bin/ssh",
-];
-
-/// The openssh backend's argument vector for running `command`: the backend's own options
-/// (taken from its forward-only argument list, minus `ExitOnForwardFailure`, `-n` and `-N`),
-/// `-t` or `-T`, the destination, the command.
-fn openssh_command_args(
-    ssh: &OpenSsh,
-    command: &str,
-    tty: bool,
-) -> Result<Vec<OsString>, TransportError> {
-    let mut args = ssh.forward_args(&[]);
-    let unexpected = || {
-        TransportError::new(
-            TransportErrorKind::Unsupported,
-            "the openssh backend's argument list has an unexpected shape; use the default backend for `clawlink remote`",
-        )
-    };
-    let destination = args.pop().ok_or_else(unexpected)?;
-    if args.pop().as_deref() != Some("--".as_ref()) {
-        return Err(unexpected());
-    }
-    let tail: [&str; 4] = ["-o", "ExitOnForwardFailure=yes", "-n", "-N"];
-    let start = args.len().checked_sub(tail.len()).ok_or_else(unexpected)?;
-    if args[start..]
-        .iter()
-        .map(|a| a.to_str())
-        .ne(tail.iter().map(|t| Some(*t)))
-    {
-        return Err(unexpected());
-    }
-    args.truncate(start);
-    if tty {
-        // Errors still show; "Connection to HOST closed." after every command does not.
-        args.push("-o".into());
-        args.push("LogLevel=ERROR".into());
-    }
-    args.push(if tty { "-t" } else { "-T" }.into());
-    args.push("--".into());
-    args.push(destination);
-    args.push(command.into());
-    Ok(args)
-}
-
 fn start_openssh(ssh: &OpenSsh, command: &str, tty: bool) -> Result<RemoteCommand, TransportError> {
-    let program = SSH_PROGRAMS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            TransportError::config(
-                "the openssh backend needs the OpenSSH client, and no ssh binary was found",
-            )
-            .with_fix(
-                "install it (Debian: apt-get install openssh-client) or use the default backend",
-            )
-        })?;
-    let mut process = tokio::process::Command::new(&program);
+    let program = ssh.program().to_path_buf();
+    let mut process = ssh.command(ssh.exec_args(command, tty));
     process
-        .args(openssh_command_args(ssh, command, tty)?)
         // ssh reads the terminal itself: raw mode, window changes, Ctrl-C as a byte.
         .stdin(Stdio::inherit())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .env_remove("SSH_ASKPASS")
-        .env_remove("DISPLAY");
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe and only affects the child being set up.
-    unsafe {
-        process.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+        .stderr(Stdio::piped());
     let mut child = process.spawn().map_err(|e| {
         TransportError::new(
             TransportErrorKind::Tunnel,
@@ -577,15 +501,15 @@ mod tests {
     }
 
     #[test]
-    fn openssh_command_args_keep_the_backends_options_and_swap_the_forward_flags() {
+    fn openssh_exec_args_keep_the_backends_options_without_the_forward_flags() {
         let settings: crate::SshSettings = serde_json::from_value(serde_json::json!({
             "target": "claw@gw:2222", "identity_file": "/k"
         }))
         .unwrap();
         let home = std::env::temp_dir();
         let ssh = OpenSsh::new(settings, SshTarget::parse("claw@gw:2222").unwrap(), &home).unwrap();
-        let args: Vec<String> = openssh_command_args(&ssh, "/bin/sh -c tty", true)
-            .unwrap()
+        let args: Vec<String> = ssh
+            .exec_args("/bin/sh -c tty", true)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -605,7 +529,7 @@ mod tests {
         for gone in ["-N", "-n", "ExitOnForwardFailure=yes"] {
             assert!(!args.iter().any(|a| a == gone), "{gone} left in: {args:?}");
         }
-        let args = openssh_command_args(&ssh, "true", false).unwrap();
+        let args = ssh.exec_args("true", false);
         assert!(args.iter().any(|a| a == "-T"));
     }
 }

@@ -161,7 +161,29 @@ impl OpenSsh {
         args
     }
 
-    fn command(&self, args: Vec<OsString>) -> Command {
+    /// The arguments that run `remote` on the host (no forwards): the backend's options,
+    /// `-t` (a terminal; quieter logging) or `-T`, the destination, the command.
+    pub(crate) fn exec_args(&self, remote: &str, tty: bool) -> Vec<OsString> {
+        let mut args = self.base_args();
+        if tty {
+            // Errors still show; "Connection to HOST closed." after every command does not.
+            args.push("-o".into());
+            args.push("LogLevel=ERROR".into());
+        }
+        args.push(if tty { "-t" } else { "-T" }.into());
+        args.push("--".into());
+        args.push(self.destination());
+        args.push(remote.into());
+        args
+    }
+
+    /// The trusted ssh binary this backend runs.
+    pub(crate) fn program(&self) -> &std::path::Path {
+        &self.program
+    }
+
+    /// `ssh` with `args`, stdin from /dev/null, no askpass, and (Linux) killed with us.
+    pub(crate) fn command(&self, args: Vec<OsString>) -> Command {
         let mut command = Command::new(&self.program);
         command
             .args(args)
