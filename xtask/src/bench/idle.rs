@@ -48,8 +48,12 @@ pub fn agent_idle_rss(ctx: &BenchContext) -> Result<SummaryRow> {
                 agent.stderr_tail()
             );
         }
+        // The same connection flags as the agent's: `status` asks the agent only when it
+        // reaches the same gateway.
         let status = ctx
-            .clawlink_cmd()
+            .clawlink_ssh_cmd(ctx.gateway_port()?)?
+            .arg("--token-file")
+            .arg(&ctx.token_file)
             .env("CLAWLINK_RUNTIME_DIR", &runtime)
             .args(["--json", "status"])
             .output()
