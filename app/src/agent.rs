@@ -23,8 +23,8 @@ use crate::cli::{GlobalArgs, UpArgs};
 use crate::connect;
 use crate::control::{self, AskError, Request, Response};
 use crate::failure::Failure;
-use crate::remote;
 use crate::settings::Settings;
+use crate::signals;
 
 /// The running agent, shared with the control socket's handlers.
 struct Agent {
@@ -195,35 +195,16 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     let (listener, socket) = control::bind(&settings.profile_name).await?;
     let _socket_file = SocketFile(socket.clone());
 
-    let ssh = remote::ssh_tunnel(settings)?;
-    let transport: Arc<dyn Transport> = match &ssh {
-        Some(tunnel) => tunnel.clone(),
+    // An SSH profile's tunnel is the transport; its forwards start once the credentials and
+    // the device key have loaded, so a config error comes before any port is bound.
+    let ssh = ssh_side::SshSide::of_profile(settings)?;
+    let transport: Arc<dyn Transport> = match ssh.transport() {
+        Some(tunnel) => tunnel,
         None => connect::build_transport(settings)?,
     };
     let connector = Arc::new(connect::Connector::new(global, settings).await?);
     let options = connector.options("operator")?;
-
-    // SSH profiles also get the loopback forwards (gateway and widget sandbox) that the
-    // openclaw CLI, the browser and `clawlink dashboard` use, like the app's tunnel.
-    let mut forwards: Option<JoinHandle<()>> = None;
-    let mut ssh_watch: Option<JoinHandle<()>> = None;
-    if let Some(tunnel) = ssh.as_ref().filter(|t| t.openssh().is_none()) {
-        if !args.no_forward {
-            let bound = remote::bind_forwards(tunnel).await?;
-            tunnel.set_local_endpoints(bound.iter().flat_map(|f| f.endpoints()).collect());
-            forwards = Some(tokio::spawn(clawlink_transport_ssh::forward::serve(
-                tunnel.clone(),
-                bound.into(),
-            )));
-        }
-        // The gateway connection notices a dead session too, but the forwards serve other
-        // programs: restore the session for them as soon as it drops.
-        let tunnel = tunnel.clone();
-        ssh_watch = Some(tokio::spawn(async move {
-            let error = remote::keep_ssh_up(tunnel).await;
-            tracing::error!(error = %error, "SSH connection cannot be restored");
-        }));
-    }
+    let ssh_tasks = ssh.start(args.no_forward).await?;
 
     let client = GatewayClient::start(transport.clone(), options);
     let mut host = FeatureHost::new(connector.clone());
@@ -266,7 +247,7 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     };
 
     let stop = tokio::select! {
-        stop = remote::shutdown_signal() => stop,
+        stop = signals::shutdown_signal() => stop,
         () = show_status(global, &agent) => "status output closed",
     };
     tracing::info!("{stop}: stopping the agent");
@@ -276,18 +257,117 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     let order = host.stop_all().await;
     tracing::debug!(?order, "features stopped");
     client.shutdown().await;
-    if let Some(task) = ssh_watch {
-        task.abort();
-    }
-    if let Some(task) = forwards {
-        task.abort();
-        let _ = task.await;
-    }
+    ssh_tasks.stop().await;
     transport.close().await;
     if !global.json && !global.quiet {
         println!("clawlink: {stop}; agent stopped");
     }
     Ok(())
+}
+
+/// Tasks an SSH profile runs beside the gateway connection; stopped after the client and
+/// before the transport closes.
+#[derive(Default)]
+struct SshTasks {
+    forwards: Option<JoinHandle<()>>,
+    watch: Option<JoinHandle<()>>,
+}
+
+impl SshTasks {
+    async fn stop(self) {
+        if let Some(task) = self.watch {
+            task.abort();
+        }
+        if let Some(task) = self.forwards {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// What an SSH profile adds to the agent: the tunnel as its transport, the loopback
+/// forwards (gateway and widget sandbox) that the openclaw CLI, the browser and
+/// `clawlink dashboard` use, like the app's tunnel, and a watch that keeps the session up.
+#[cfg(feature = "transport-ssh")]
+mod ssh_side {
+    use std::sync::Arc;
+
+    use clawlink_core::transport::Transport;
+    use clawlink_transport_ssh::SshTunnel;
+
+    use super::SshTasks;
+    use crate::failure::Failure;
+    use crate::remote;
+    use crate::settings::Settings;
+
+    pub(super) struct SshSide(Option<Arc<SshTunnel>>);
+
+    impl SshSide {
+        pub(super) fn of_profile(settings: &Settings) -> Result<Self, Failure> {
+            Ok(Self(remote::ssh_tunnel(settings)?))
+        }
+
+        /// The tunnel, when the profile uses SSH.
+        pub(super) fn transport(&self) -> Option<Arc<dyn Transport>> {
+            self.0
+                .clone()
+                .map(|tunnel| -> Arc<dyn Transport> { tunnel })
+        }
+
+        /// Binds the forwards (unless `no_forward`) and starts the session watch. The
+        /// openssh backend has neither: its `ssh` child owns the session.
+        pub(super) async fn start(self, no_forward: bool) -> Result<SshTasks, Failure> {
+            let mut tasks = SshTasks::default();
+            let Some(tunnel) = self.0.filter(|t| t.openssh().is_none()) else {
+                return Ok(tasks);
+            };
+            if !no_forward {
+                let bound = remote::bind_forwards(&tunnel).await?;
+                tunnel.set_local_endpoints(bound.iter().flat_map(|f| f.endpoints()).collect());
+                tasks.forwards = Some(tokio::spawn(clawlink_transport_ssh::forward::serve(
+                    tunnel.clone(),
+                    bound.into(),
+                )));
+            }
+            // The gateway connection notices a dead session too, but the forwards serve other
+            // programs: restore the session for them as soon as it drops.
+            tasks.watch = Some(tokio::spawn(async move {
+                let error = remote::keep_ssh_up(tunnel).await;
+                tracing::error!(error = %error, "SSH connection cannot be restored");
+            }));
+            Ok(tasks)
+        }
+    }
+}
+
+/// This build has no ssh-tunnel transport: no profile has a tunnel, so the agent adds no
+/// forwards and no session watch (an SSH profile fails in `connect::build_transport`, which
+/// names the transport this build lacks).
+#[cfg(not(feature = "transport-ssh"))]
+mod ssh_side {
+    use std::sync::Arc;
+
+    use clawlink_core::transport::Transport;
+
+    use super::SshTasks;
+    use crate::failure::Failure;
+    use crate::settings::Settings;
+
+    pub(super) struct SshSide;
+
+    impl SshSide {
+        pub(super) fn of_profile(_settings: &Settings) -> Result<Self, Failure> {
+            Ok(Self)
+        }
+
+        pub(super) fn transport(&self) -> Option<Arc<dyn Transport>> {
+            None
+        }
+
+        pub(super) async fn start(self, _no_forward: bool) -> Result<SshTasks, Failure> {
+            Ok(SshTasks::default())
+        }
+    }
 }
 
 /// The overall colour of the agent: the connection first, then the health feature.

@@ -41,7 +41,7 @@ pub async fn login(
     let client = connect::connect(global, settings).await?;
     let outcome = tokio::select! {
         outcome = run_login(global, &client, args) => outcome,
-        stop = crate::remote::shutdown_signal() => Err(Failure {
+        stop = crate::signals::shutdown_signal() => Err(Failure {
             layer: "channels".into(),
             message: format!("login {stop}; the gateway drops the pending login when its QR code expires"),
             fix: None,

@@ -161,7 +161,9 @@ impl Connector {
         state::create_private_dir(&dir).map_err(|e| {
             Failure::config(
                 format!("cannot create {}: {e}", dir.display()),
-                Some("check the permissions of clawlink's data directory (CLAWLINK_DATA_DIR)".into()),
+                Some(
+                    "check the permissions of clawlink's data directory (CLAWLINK_DATA_DIR)".into(),
+                ),
             )
         })?;
         Ok(dir)

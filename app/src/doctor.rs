@@ -7,9 +7,18 @@
 //! first failure the remaining layers are `skipped` as "not checked". Every step has its own
 //! time limit, so the doctor never hangs, and nothing it runs ever prompts.
 //!
+//! Each transport the build links has its own route through the layers from dns to tls
+//! (`doctor/ssh.rs`, `doctor/direct.rs`, each compiled only with its transport); any other
+//! transport is asked for a stream as a whole.
+//!
 //! Exit codes: 0 when every layer passed, 1 when one failed, 2 when the config layer failed.
 
+#[cfg(feature = "transport-ws")]
+mod direct;
+#[cfg(feature = "transport-ssh")]
 mod ports;
+#[cfg(feature = "transport-ssh")]
+mod ssh;
 mod ws_probe;
 
 use std::net::SocketAddr;
@@ -22,20 +31,13 @@ use async_trait::async_trait;
 use clawlink_core::gateway::auth::device_token_key;
 use clawlink_core::gateway::protocol::PROTOCOL_VERSION;
 use clawlink_core::gateway::{ClientOptions, GatewayClient, GatewayError};
-use clawlink_core::prompt::{Confirmation, Prompter};
-use clawlink_core::transport::{Connected, Transport, TransportError, TransportErrorKind};
-use clawlink_transport_ssh::sshconfig::Resolved;
-use clawlink_transport_ssh::SshTunnel;
-use clawlink_transport_ws::{DirectWs, GatewayUrl};
-use secrecy::SecretString;
+use clawlink_core::transport::{Connected, Transport};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 
 use crate::cli::GlobalArgs;
 use crate::connect::{self, SecretSources};
 use crate::failure::Failure;
-use crate::remote;
 use crate::settings::Settings;
 use crate::state;
 
@@ -60,8 +62,6 @@ const LAYERS: [&str; 13] = [
 /// within a minute.
 const DNS_LIMIT: Duration = Duration::from_secs(5);
 const TCP_LIMIT: Duration = Duration::from_secs(10);
-const SSH_LIMIT: Duration = Duration::from_secs(45);
-const REMOTE_CLI_LIMIT: Duration = Duration::from_secs(40);
 const CHANNEL_LIMIT: Duration = Duration::from_secs(15);
 const HTTP_ANSWER_LIMIT: Duration = Duration::from_secs(10);
 const HELLO_LIMIT: Duration = Duration::from_secs(20);
@@ -240,34 +240,116 @@ fn print_text(rows: &[Row]) {
 
 /// What the config layer produced.
 struct Setup {
-    route: Route,
+    route: Box<dyn Route>,
     options: ClientOptions,
     sources: SecretSources,
     data_dir: PathBuf,
 }
 
-enum Route {
-    Ssh {
-        tunnel: Arc<SshTunnel>,
-        resolved: Box<Resolved>,
-        first_hop: Option<Box<Resolved>>,
-    },
-    Direct {
-        url: GatewayUrl,
-        transport: Arc<DirectWs>,
-        trust: &'static str,
-    },
-    Other(Arc<dyn Transport>),
+/// How the doctor reaches the gateway over one kind of transport: the layers from dns to
+/// tls, and what the gateway sees as this client's address. Layers a route does not have
+/// are `skipped` with an "n/a" reason.
+#[async_trait(?Send)]
+trait Route {
+    fn transport(&self) -> Arc<dyn Transport>;
+
+    /// `~/.ssh/config` keywords the profile's SSH target resolution ignored.
+    fn ignored_ssh_config(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Walks dns … tls; returns the stream it opened to the gateway when the websocket layer
+    /// can reuse it.
+    async fn walk_to_gateway(
+        &self,
+        walk: &mut Walk,
+        settings: &Settings,
+    ) -> Result<Option<Connected>, Stop>;
+
+    fn note_client_address(&self, walk: &mut Walk);
 }
 
-impl Route {
+/// A transport the doctor has no layers of its own for (a plugin's): it resolves and
+/// connects by itself.
+struct OtherRoute(Arc<dyn Transport>);
+
+#[async_trait(?Send)]
+impl Route for OtherRoute {
     fn transport(&self) -> Arc<dyn Transport> {
-        match self {
-            Route::Ssh { tunnel, .. } => tunnel.clone(),
-            Route::Direct { transport, .. } => transport.clone(),
-            Route::Other(transport) => transport.clone(),
-        }
+        self.0.clone()
     }
+
+    async fn walk_to_gateway(
+        &self,
+        walk: &mut Walk,
+        _settings: &Settings,
+    ) -> Result<Option<Connected>, Stop> {
+        let transport = &self.0;
+        let why = format!(
+            "the {} transport resolves and connects by itself",
+            transport.name()
+        );
+        walk.not_applicable("dns", &why);
+        walk.not_applicable("tcp", &why);
+        for layer in ["ssh-host-key", "ssh-auth", "remote-cli", "local-port"] {
+            walk.not_applicable(layer, "not an SSH transport");
+        }
+        let started = Instant::now();
+        let connected = match tokio::time::timeout(CHANNEL_LIMIT, transport.connect()).await {
+            Ok(Ok(connected)) => {
+                walk.pass(
+                    "gateway-port",
+                    started,
+                    format!("{} opened a stream to the gateway", transport.name()),
+                    Value::Null,
+                );
+                connected
+            }
+            Ok(Err(e)) => {
+                return Err(walk.fail("gateway-port", started, e.message, e.fix, Value::Null))
+            }
+            Err(_) => {
+                return Err(walk.fail(
+                    "gateway-port",
+                    started,
+                    format!(
+                        "{} did not open a stream within {} s",
+                        transport.name(),
+                        CHANNEL_LIMIT.as_secs()
+                    ),
+                    None,
+                    Value::Null,
+                ))
+            }
+        };
+        walk.not_applicable("tls", "handled by the transport");
+        Ok(Some(connected))
+    }
+
+    fn note_client_address(&self, walk: &mut Walk) {
+        walk.info(
+            "client-address",
+            format!(
+                "the {} transport decides which address the gateway sees",
+                self.0.name()
+            ),
+            Value::Null,
+        );
+    }
+}
+
+/// The route of the profile's transport: the transports this build links have their own
+/// layers; any other is built through the registry (which names a transport this build lacks).
+fn route(settings: &Settings) -> Result<Box<dyn Route>, Failure> {
+    #[cfg(feature = "transport-ssh")]
+    if settings.profile.transport_name() == clawlink_transport_ssh::NAME {
+        return Ok(Box::new(ssh::SshRoute::configure(settings)?));
+    }
+    #[cfg(feature = "transport-ws")]
+    if settings.profile.transport_name() == clawlink_transport_ws::NAME {
+        return Ok(Box::new(direct::DirectRoute::configure(settings)?));
+    }
+    Ok(Box::new(OtherRoute(connect::build_transport(settings)?)))
 }
 
 async fn diagnose(global: &GlobalArgs, settings: &Settings, walk: &mut Walk) -> Result<(), Stop> {
@@ -285,10 +367,7 @@ async fn diagnose(global: &GlobalArgs, settings: &Settings, walk: &mut Walk) -> 
         }
     };
     let transport = setup.route.transport();
-    let mut ignored = Vec::new();
-    if let Route::Ssh { resolved, .. } = &setup.route {
-        ignored = resolved.ignored.clone();
-    }
+    let ignored = setup.route.ignored_ssh_config();
     walk.pass(
         "config",
         started,
@@ -312,90 +391,8 @@ async fn diagnose(global: &GlobalArgs, settings: &Settings, walk: &mut Walk) -> 
         }),
     );
 
-    // Connections the later layers can reuse instead of opening their own.
-    let mut ready_stream: Option<Connected> = None;
-    match &setup.route {
-        Route::Ssh {
-            tunnel,
-            resolved,
-            first_hop,
-        } => {
-            let (host, port, via) = match first_hop {
-                Some(hop) => (hop.host_name.clone(), hop.port, Some(hop.alias.clone())),
-                None => (resolved.host_name.clone(), resolved.port, None),
-            };
-            let what = match &via {
-                Some(alias) => format!("the ProxyJump host {alias}"),
-                None => "the SSH host".to_owned(),
-            };
-            let addrs = dns_layer(walk, &host, port, &what).await?;
-            ssh_tcp_layer(walk, &addrs, &host, port, &what).await?;
-            ssh_session_layers(walk, tunnel).await?;
-            remote_cli_layer(walk, tunnel).await?;
-            local_port_layer(walk, settings, tunnel)?;
-            gateway_port_over_ssh(walk, tunnel).await?;
-            walk.not_applicable(
-                "tls",
-                "SSH encrypts the tunnel; the gateway port on the host speaks plain ws://",
-            );
-        }
-        Route::Direct {
-            url,
-            transport,
-            trust,
-        } => {
-            let addrs = dns_layer(walk, &url.host, url.port, "the gateway host").await?;
-            direct_tcp_layers(walk, &addrs, url).await?;
-            if url.tls {
-                ready_stream = Some(tls_layer(walk, url, transport, trust).await?);
-            } else {
-                walk.not_applicable(
-                    "tls",
-                    "ws:// is plaintext (accepted for loopback, private and tailnet hosts only)",
-                );
-            }
-        }
-        Route::Other(transport) => {
-            let why = format!(
-                "the {} transport resolves and connects by itself",
-                transport.name()
-            );
-            walk.not_applicable("dns", &why);
-            walk.not_applicable("tcp", &why);
-            for layer in ["ssh-host-key", "ssh-auth", "remote-cli", "local-port"] {
-                walk.not_applicable(layer, "not an SSH transport");
-            }
-            let started = Instant::now();
-            match tokio::time::timeout(CHANNEL_LIMIT, transport.connect()).await {
-                Ok(Ok(connected)) => {
-                    walk.pass(
-                        "gateway-port",
-                        started,
-                        format!("{} opened a stream to the gateway", transport.name()),
-                        Value::Null,
-                    );
-                    ready_stream = Some(connected);
-                }
-                Ok(Err(e)) => {
-                    return Err(walk.fail("gateway-port", started, e.message, e.fix, Value::Null))
-                }
-                Err(_) => {
-                    return Err(walk.fail(
-                        "gateway-port",
-                        started,
-                        format!(
-                            "{} did not open a stream within {} s",
-                            transport.name(),
-                            CHANNEL_LIMIT.as_secs()
-                        ),
-                        None,
-                        Value::Null,
-                    ))
-                }
-            }
-            walk.not_applicable("tls", "handled by the transport");
-        }
-    }
+    // A stream the websocket layer can reuse instead of opening its own.
+    let ready_stream = setup.route.walk_to_gateway(walk, settings).await?;
 
     websocket_layer(walk, &transport, ready_stream).await?;
     let (client, connect_ms) = handshake_layers(walk, &setup, &transport).await?;
@@ -410,44 +407,7 @@ async fn diagnose(global: &GlobalArgs, settings: &Settings, walk: &mut Walk) -> 
 
 /// The config layer: the transport's settings, the credentials and the device state all load.
 async fn configure(global: &GlobalArgs, settings: &Settings) -> Result<Setup, Failure> {
-    let name = settings.profile.transport_name();
-    let route = if name == clawlink_transport_ssh::NAME {
-        let raw = settings.profile.transport_settings(name);
-        let parsed = SshTunnel::parse_settings(&raw)?;
-        let tunnel = Arc::new(SshTunnel::new(
-            parsed,
-            Arc::new(DoctorPrompter::from_environment()),
-        )?);
-        let (resolved, hops) = tunnel.resolve()?;
-        Route::Ssh {
-            tunnel,
-            resolved: Box::new(resolved),
-            first_hop: hops.into_iter().next().map(Box::new),
-        }
-    } else if name == clawlink_transport_ws::NAME {
-        let raw = settings.profile.transport_settings(name);
-        let parsed = DirectWs::parse_settings(&raw)?;
-        let url = GatewayUrl::parse(&parsed.url)?;
-        DirectWs::check_url_policy(&url, &parsed)?;
-        let trust = match (
-            &parsed.tls.spki_sha256,
-            &parsed.tls.fingerprint,
-            &parsed.tls.ca_file,
-        ) {
-            (Some(_), _, _) => "public-key pin (tls.spki_sha256)",
-            (_, Some(_), _) => "certificate pin (tls.fingerprint)",
-            (_, _, Some(_)) => "private CA (tls.ca_file)",
-            _ => "public and system roots",
-        };
-        let timeout = Duration::from_millis(parsed.connect_timeout_ms).min(TCP_LIMIT);
-        Route::Direct {
-            transport: Arc::new(DirectWs::with_tls(url.clone(), timeout, &parsed.tls)?),
-            url,
-            trust,
-        }
-    } else {
-        Route::Other(connect::build_transport(settings)?)
-    };
+    let route = route(settings)?;
     let (_, sources) = connect::credentials(global, settings).await?;
     let mut options = connect::operator_options(global, settings).await?;
     // The doctor must answer within its step limits, whatever the profile allows.
@@ -459,38 +419,6 @@ async fn configure(global: &GlobalArgs, settings: &Settings) -> Result<Setup, Fa
         sources,
         data_dir: state::data_dir()?,
     })
-}
-
-/// The doctor never asks: host keys are only trusted as the profile's policy says, and an
-/// encrypted key's passphrase comes only from `CLAWLINK_SSH_PASSPHRASE_FILE`.
-struct DoctorPrompter {
-    passphrase_file: Option<PathBuf>,
-}
-
-impl DoctorPrompter {
-    fn from_environment() -> Self {
-        Self {
-            passphrase_file: std::env::var_os("CLAWLINK_SSH_PASSPHRASE_FILE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-        }
-    }
-}
-
-#[async_trait]
-impl Prompter for DoctorPrompter {
-    async fn confirm(&self, _question: &Confirmation) -> bool {
-        false
-    }
-
-    async fn secret(&self, _prompt: &str) -> Option<SecretString> {
-        let file = self.passphrase_file.as_ref()?;
-        state::read_secret_file(file, "the SSH passphrase file").ok()
-    }
-
-    fn is_interactive(&self) -> bool {
-        false
-    }
 }
 
 async fn dns_layer(
@@ -556,6 +484,9 @@ async fn dns_layer(
 }
 
 /// How a TCP connect to a list of addresses went.
+// The direct route only tells the cases apart; the SSH route also reads the stream (for the
+// server's banner) and the refusals, so without it their fields are never read.
+#[cfg_attr(not(feature = "transport-ssh"), allow(dead_code))]
 enum TcpOutcome {
     Connected(tokio::net::TcpStream, SocketAddr),
     /// Every address answered with a refusal: the host is up, nothing listens on the port.
@@ -585,506 +516,6 @@ async fn tcp_connect(addrs: &[SocketAddr]) -> TcpOutcome {
     } else {
         other.extend(refused);
         TcpOutcome::Unreachable(other)
-    }
-}
-
-async fn ssh_tcp_layer(
-    walk: &mut Walk,
-    addrs: &[SocketAddr],
-    host: &str,
-    port: u16,
-    what: &str,
-) -> Result<(), Stop> {
-    let started = Instant::now();
-    match tcp_connect(addrs).await {
-        TcpOutcome::Connected(mut stream, addr) => {
-            // The server speaks first in SSH: its banner proves the port is an SSH server.
-            let mut banner = [0u8; 255];
-            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut banner)).await;
-            let connect_ms = ms(started);
-            let banner = match read {
-                Ok(Ok(n)) => String::from_utf8_lossy(&banner[..n])
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned(),
-                _ => String::new(),
-            };
-            if !banner.is_empty() && !banner.starts_with("SSH-") {
-                return Err(walk.fail(
-                    "tcp",
-                    started,
-                    format!("{addr} answers, but it is not an SSH server (it said {banner:?})"),
-                    Some(format!("check the port of the SSH target (now {port}; Port in ~/.ssh/config)")),
-                    json!({"address": addr.to_string(), "banner": banner}),
-                ));
-            }
-            walk.pass(
-                "tcp",
-                started,
-                format!(
-                    "connected to {addr} in {connect_ms} ms{}",
-                    if banner.is_empty() { String::new() } else { format!(" · {banner}") }
-                ),
-                json!({"address": addr.to_string(), "banner": banner}),
-            );
-            Ok(())
-        }
-        TcpOutcome::Refused(errors) => Err(walk.fail(
-            "tcp",
-            started,
-            format!("{what} {host} refuses connections on port {port}: no SSH server listens there ({})", errors.join("; ")),
-            Some("check the port of the SSH target (user@host:PORT or Port in ~/.ssh/config) and that sshd runs on the host".into()),
-            json!({"host": host, "port": port}),
-        )),
-        TcpOutcome::Unreachable(errors) => Err(walk.fail(
-            "tcp",
-            started,
-            format!("cannot reach {what} {host} on port {port}: {}", errors.join("; ")),
-            Some("the host is down or unreachable from here, or a firewall drops the port: check the address, the VPN or tailnet, and the firewall".into()),
-            json!({"host": host, "port": port}),
-        )),
-    }
-}
-
-/// The host-key and authentication layers: one real SSH connection, shared afterwards by
-/// the remote CLI, the forward and the gateway socket.
-async fn ssh_session_layers(walk: &mut Walk, tunnel: &Arc<SshTunnel>) -> Result<(), Stop> {
-    let started = Instant::now();
-    if let Some(ssh) = tunnel.openssh() {
-        return match tokio::time::timeout(SSH_LIMIT, ssh.run("true", SSH_LIMIT)).await {
-            Ok(Ok(_)) => {
-                walk.pass(
-                    "ssh-host-key",
-                    started,
-                    "checked by the system ssh (openssh backend, your known_hosts)".into(),
-                    json!({"backend": "openssh"}),
-                );
-                walk.pass(
-                    "ssh-auth",
-                    started,
-                    format!("the system ssh logged in to {}", tunnel.target()),
-                    json!({"backend": "openssh"}),
-                );
-                Ok(())
-            }
-            Ok(Err(e)) if e.kind == TransportErrorKind::Authentication => {
-                walk.pass(
-                    "ssh-host-key",
-                    started,
-                    "accepted by the system ssh (it got as far as authentication)".into(),
-                    json!({"backend": "openssh"}),
-                );
-                Err(walk.fail(
-                    "ssh-auth",
-                    started,
-                    e.message,
-                    e.fix,
-                    json!({"backend": "openssh"}),
-                ))
-            }
-            Ok(Err(e)) => Err(walk.fail(
-                "ssh-host-key",
-                started,
-                e.message,
-                e.fix,
-                json!({"backend": "openssh"}),
-            )),
-            Err(_) => Err(walk.fail(
-                "ssh-auth",
-                started,
-                format!(
-                    "the system ssh did not log in within {} s",
-                    SSH_LIMIT.as_secs()
-                ),
-                Some("run `ssh -v TARGET true` to see where it stops".into()),
-                Value::Null,
-            )),
-        };
-    }
-    let session = match tokio::time::timeout(SSH_LIMIT, tunnel.session()).await {
-        Ok(Ok(session)) => session,
-        Ok(Err(e)) => return Err(session_failure(walk, tunnel, started, e).await),
-        Err(_) => {
-            return Err(walk.fail(
-                "ssh-auth",
-                started,
-                format!("the SSH login to {} did not finish within {} s", tunnel.target(), SSH_LIMIT.as_secs()),
-                Some("an ssh-agent or a hardware key may be waiting for confirmation; try identity_file (--identity) with a plain key".into()),
-                Value::Null,
-            ))
-        }
-    };
-    let info = &session.info;
-    let host_key = info.host_key.as_ref();
-    walk.push(
-        "ssh-host-key",
-        Status::Ok,
-        Some(info.handshake.as_millis() as u64),
-        match host_key {
-            Some(t) => format!("{} trusted ({})", t.fingerprint, t.how),
-            None => "accepted".into(),
-        },
-        None,
-        json!({"fingerprint": host_key.map(|t| &t.fingerprint), "trustedBy": host_key.map(|t| &t.how)}),
-    );
-    walk.push(
-        "ssh-auth",
-        Status::Ok,
-        Some(info.auth.as_millis() as u64),
-        format!("{} logged in with {}", info.endpoint, info.auth_method),
-        None,
-        json!({"endpoint": info.endpoint, "auth": info.auth_method}),
-    );
-    Ok(())
-}
-
-/// Names the SSH layer a failed connection stopped at.
-async fn session_failure(
-    walk: &mut Walk,
-    tunnel: &SshTunnel,
-    started: Instant,
-    error: TransportError,
-) -> Stop {
-    match error.kind {
-        TransportErrorKind::HostTrust => walk.fail(
-            "ssh-host-key",
-            started,
-            error.message,
-            error.fix,
-            json!({"kind": "host-trust"}),
-        ),
-        TransportErrorKind::Authentication => {
-            pass_host_key_before_auth(walk, tunnel).await;
-            walk.fail(
-                "ssh-auth",
-                started,
-                error.message,
-                error.fix,
-                json!({"kind": "authentication"}),
-            )
-        }
-        _ if error.message.contains("during authentication") => {
-            pass_host_key_before_auth(walk, tunnel).await;
-            walk.fail("ssh-auth", started, error.message, error.fix, Value::Null)
-        }
-        TransportErrorKind::Connect if error.message.contains("handshake") => walk.fail(
-            "ssh-host-key",
-            started,
-            error.message,
-            error.fix,
-            json!({"kind": "handshake"}),
-        ),
-        _ => walk.fail(
-            "ssh-host-key",
-            started,
-            error.message,
-            error.fix,
-            Value::Null,
-        ),
-    }
-}
-
-/// When authentication failed the host key had passed; show which key it was.
-async fn pass_host_key_before_auth(walk: &mut Walk, tunnel: &SshTunnel) {
-    let started = Instant::now();
-    let detail = match tokio::time::timeout(TCP_LIMIT, tunnel.probe_host_key()).await {
-        Ok(Ok(probe)) => format!("{} ({}) accepted", probe.fingerprint, probe.algorithm),
-        _ => "accepted (the server got as far as authentication)".into(),
-    };
-    walk.pass("ssh-host-key", started, detail, Value::Null);
-}
-
-async fn remote_cli_layer(walk: &mut Walk, tunnel: &SshTunnel) -> Result<(), Stop> {
-    let started = Instant::now();
-    match tokio::time::timeout(REMOTE_CLI_LIMIT, remote::remote_cli_step(tunnel, false)).await {
-        Ok(step) if step.ok => {
-            walk.pass("remote-cli", started, format!("openclaw --version on {}: {}", tunnel.target().host, step.detail), step.data);
-            Ok(())
-        }
-        Ok(step) => Err(walk.fail("remote-cli", started, step.detail, step.fix, step.data)),
-        Err(_) => Err(walk.fail(
-            "remote-cli",
-            started,
-            format!("`openclaw --version` on {} did not finish within {} s", tunnel.target().host, REMOTE_CLI_LIMIT.as_secs()),
-            Some("run `openclaw --version` on the host: a slow or hung CLI start (network filesystem, broken node install) shows there".into()),
-            Value::Null,
-        )),
-    }
-}
-
-fn local_port_layer(walk: &mut Walk, settings: &Settings, tunnel: &SshTunnel) -> Result<(), Stop> {
-    let started = Instant::now();
-    let explicit = settings
-        .profile
-        .transport_settings(clawlink_transport_ssh::NAME)
-        .get("local_port")
-        .is_some();
-    let port = tunnel.settings().local_port;
-    match ports::check_loopback_port(port) {
-        ports::PortState::Free => {
-            walk.pass(
-                "local-port",
-                started,
-                format!(
-                    "127.0.0.1:{port} is free for `clawlink tunnel`{}",
-                    if explicit { "" } else { " (the default; clawlink's own connection needs no local port: it rides an SSH channel)" }
-                ),
-                json!({"port": port, "explicit": explicit, "free": true}),
-            );
-            Ok(())
-        }
-        ports::PortState::Taken {
-            address,
-            error,
-            holders,
-            hidden_owner_uids,
-        } => {
-            let who = describe_holders(&holders, &hidden_owner_uids);
-            let data = json!({"port": port, "explicit": explicit, "free": false, "address": address, "holders": holders, "hiddenOwnerUids": hidden_owner_uids});
-            if !explicit {
-                walk.pass(
-                    "local-port",
-                    started,
-                    format!("the default tunnel port {address} is {who}; `clawlink tunnel` and `clawlink up` would fall back to a free port, and clawlink's own connection needs none"),
-                    data,
-                );
-                return Ok(());
-            }
-            let stop = match holders.first() {
-                Some(h) => format!(
-                    "stop {} (pid {}) if it is a leftover — `kill {}` —, or",
-                    h.comm, h.pid, h.pid
-                ),
-                None => "free it, or".into(),
-            };
-            Err(walk.fail(
-                "local-port",
-                started,
-                format!("{address} (local_port) is {who} ({error})"),
-                Some(format!(
-                    "{stop} pick another port with --local-port N / local_port; `clawlink tunnel` and `clawlink up` would fall back to a free port by themselves (and say which)"
-                )),
-                data,
-            ))
-        }
-    }
-}
-
-fn describe_holders(holders: &[ports::Holder], hidden_uids: &[u32]) -> String {
-    if !holders.is_empty() {
-        let list: Vec<String> = holders
-            .iter()
-            .map(|h| format!("{} (pid {})", h.comm, h.pid))
-            .collect();
-        return format!("held by {}", list.join(", "));
-    }
-    if !hidden_uids.is_empty() {
-        let uids: Vec<String> = hidden_uids.iter().map(|u| u.to_string()).collect();
-        return format!(
-            "held by a process of another user (uid {}; `sudo ss -ltnp` names it)",
-            uids.join(", ")
-        );
-    }
-    "already in use".into()
-}
-
-/// Through the tunnel: a `direct-tcpip` channel to the gateway port on the host. A refusal
-/// there means the gateway is not running (or listens on another port).
-async fn gateway_port_over_ssh(walk: &mut Walk, tunnel: &Arc<SshTunnel>) -> Result<(), Stop> {
-    let started = Instant::now();
-    let port = tunnel.settings().remote_port;
-    let host = tunnel.target().host.clone();
-    let not_running_fix = format!(
-        "on {host}, `openclaw gateway status` shows whether the gateway runs and on which port: start it \
-         (`openclaw gateway run`, or its service) or set remote_port (--remote-port) to the port it listens on (now {port})"
-    );
-    let data = json!({"remotePort": port});
-    if tunnel.openssh().is_some() {
-        // ssh -L accepts locally first and drops the connection when the far side refuses.
-        let transport: Arc<dyn Transport> = tunnel.clone();
-        let connected = match tokio::time::timeout(CHANNEL_LIMIT, transport.connect()).await {
-            Ok(Ok(connected)) => connected,
-            Ok(Err(e)) => return Err(walk.fail("gateway-port", started, e.message, e.fix, data)),
-            Err(_) => {
-                return Err(walk.fail(
-                    "gateway-port",
-                    started,
-                    format!(
-                        "ssh did not open the forward within {} s",
-                        CHANNEL_LIMIT.as_secs()
-                    ),
-                    None,
-                    data,
-                ))
-            }
-        };
-        let mut stream = connected.stream;
-        let mut byte = [0u8; 1];
-        return match tokio::time::timeout(Duration::from_millis(1500), stream.read(&mut byte)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => Err(walk.fail(
-                "gateway-port",
-                started,
-                format!("ssh dropped the forwarded connection: nothing accepts connections on 127.0.0.1:{port} on {host}"),
-                Some(not_running_fix),
-                data,
-            )),
-            _ => {
-                walk.pass("gateway-port", started, format!("{host} accepts connections on 127.0.0.1:{port} (through ssh -L)"), data);
-                Ok(())
-            }
-        };
-    }
-    match tokio::time::timeout(CHANNEL_LIMIT, tunnel.open_forward(port)).await {
-        Ok(Ok(channel)) => {
-            let _ = channel.close().await;
-            walk.pass(
-                "gateway-port",
-                started,
-                format!("{host} accepts connections on 127.0.0.1:{port} on its side"),
-                data,
-            );
-            Ok(())
-        }
-        Ok(Err(e))
-            if e.kind == TransportErrorKind::Tunnel && e.message.contains("nothing listens") =>
-        {
-            Err(walk.fail(
-                "gateway-port",
-                started,
-                format!(
-                    "{}: the gateway is not running there, or listens on another port",
-                    e.message
-                ),
-                Some(not_running_fix),
-                data,
-            ))
-        }
-        Ok(Err(e)) => Err(walk.fail("gateway-port", started, e.message, e.fix, data)),
-        Err(_) => Err(walk.fail(
-            "gateway-port",
-            started,
-            format!(
-                "{host} did not open a channel to 127.0.0.1:{port} within {} s",
-                CHANNEL_LIMIT.as_secs()
-            ),
-            Some(not_running_fix),
-            data,
-        )),
-    }
-}
-
-/// Direct URLs: the TCP connect goes to the gateway port itself, so a refusal names the
-/// gateway-port layer (the host answered; nothing listens) and silence names tcp.
-async fn direct_tcp_layers(
-    walk: &mut Walk,
-    addrs: &[SocketAddr],
-    url: &GatewayUrl,
-) -> Result<(), Stop> {
-    let started = Instant::now();
-    let outcome = tcp_connect(addrs).await;
-    let data = json!({"host": url.host, "port": url.port});
-    let connected = match outcome {
-        TcpOutcome::Connected(_, addr) => {
-            walk.pass("tcp", started, format!("connected to {addr}"), json!({"address": addr.to_string()}));
-            true
-        }
-        TcpOutcome::Refused(_) => {
-            walk.pass(
-                "tcp",
-                started,
-                format!("{} is reachable (it answered with a refusal)", url.host),
-                data.clone(),
-            );
-            false
-        }
-        TcpOutcome::Unreachable(errors) => {
-            return Err(walk.fail(
-                "tcp",
-                started,
-                format!("cannot reach {}: {}", url.authority(), errors.join("; ")),
-                Some("the host is down or unreachable from here, or a firewall drops the port: check the address, the VPN or tailnet, and gateway.bind on the gateway".into()),
-                data,
-            ))
-        }
-    };
-    for layer in ["ssh-host-key", "ssh-auth", "remote-cli", "local-port"] {
-        walk.not_applicable(layer, "direct transport, no SSH");
-    }
-    if connected {
-        walk.pass(
-            "gateway-port",
-            started,
-            format!("something listens on {}", url.authority()),
-            data,
-        );
-        return Ok(());
-    }
-    let fix = if url.is_loopback() {
-        format!(
-            "start the gateway on this machine (`openclaw gateway run`; `openclaw gateway status` shows its port) or fix the port in the URL (now {})",
-            url.port
-        )
-    } else {
-        format!(
-            "on {}, `openclaw gateway status` shows whether the gateway runs and on which port and address (gateway.bind must not be loopback-only for direct access); fix the URL's port (now {}) to match",
-            url.host, url.port
-        )
-    };
-    Err(walk.fail(
-        "gateway-port",
-        started,
-        format!("{} refused the connection: nothing listens on port {} (the gateway is not running there, or listens on another port)", url.host, url.port),
-        Some(fix),
-        data,
-    ))
-}
-
-async fn tls_layer(
-    walk: &mut Walk,
-    url: &GatewayUrl,
-    transport: &Arc<DirectWs>,
-    trust: &str,
-) -> Result<Connected, Stop> {
-    let started = Instant::now();
-    match tokio::time::timeout(CHANNEL_LIMIT, transport.connect()).await {
-        Ok(Ok(connected)) => {
-            let seen = tokio::time::timeout(CHANNEL_LIMIT, transport.probe_certificate())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|f| f.describe());
-            walk.pass(
-                "tls",
-                started,
-                format!(
-                    "certificate of {} trusted by the {trust}{}",
-                    url.authority(),
-                    seen.as_ref().map(|s| format!(" · {s}")).unwrap_or_default()
-                ),
-                json!({"trustedBy": trust, "certificate": seen}),
-            );
-            Ok(connected)
-        }
-        Ok(Err(e)) => Err(walk.fail(
-            "tls",
-            started,
-            e.message,
-            e.fix,
-            json!({"trustedBy": trust}),
-        )),
-        Err(_) => Err(walk.fail(
-            "tls",
-            started,
-            format!(
-                "the TLS handshake with {} did not finish within {} s",
-                url.authority(),
-                CHANNEL_LIMIT.as_secs()
-            ),
-            Some("check that the port serves TLS (a ws:// gateway does not)".into()),
-            Value::Null,
-        )),
     }
 }
 
@@ -1463,28 +894,7 @@ fn health_data(health: &Value) -> Value {
 
 /// What a healthy connection still needs explaining.
 fn notes(walk: &mut Walk, setup: &Setup, connect_ms: u64, health_ms: u64) {
-    match &setup.route {
-        Route::Ssh { .. } => walk.info(
-            "client-address",
-            "the gateway sees this client (and anything through the tunnel) as 127.0.0.1 — expected with SSH (a node's IP shows 127.0.0.1); use the direct transport (--url ws://… or wss://…) if the gateway must see the real client IP".into(),
-            json!({"seenAs": "127.0.0.1", "transport": "ssh-tunnel"}),
-        ),
-        Route::Direct { url, .. } if url.is_loopback() => walk.info(
-            "client-address",
-            "local mode: the gateway sees this machine as 127.0.0.1".into(),
-            json!({"seenAs": "127.0.0.1", "transport": "direct-ws"}),
-        ),
-        Route::Direct { .. } => walk.info(
-            "client-address",
-            "direct transport: the gateway sees this machine's real address".into(),
-            json!({"seenAs": "client address", "transport": "direct-ws"}),
-        ),
-        Route::Other(transport) => walk.info(
-            "client-address",
-            format!("the {} transport decides which address the gateway sees", transport.name()),
-            Value::Null,
-        ),
-    }
+    setup.route.note_client_address(walk);
     let source = credential_source(setup, &setup.route.transport());
     walk.info("credentials", source.clone(), json!({"source": source}));
     walk.info(
@@ -1536,15 +946,5 @@ mod tests {
         assert!(walk.rows[2..]
             .iter()
             .all(|r| r.status == Status::Skipped && r.detail == "not checked: dns failed"));
-    }
-
-    #[test]
-    fn holders_are_named_with_pid() {
-        let holders = vec![ports::Holder {
-            pid: 42,
-            comm: "node".into(),
-        }];
-        assert_eq!(describe_holders(&holders, &[]), "held by node (pid 42)");
-        assert!(describe_holders(&[], &[0]).contains("another user"));
     }
 }

@@ -49,7 +49,7 @@ struct TailPage {
 
 /// `clawlink logs`.
 pub async fn run(global: &GlobalArgs, settings: &Settings, args: &LogsArgs) -> Result<()> {
-    let stop = crate::remote::shutdown_signal();
+    let stop = crate::signals::shutdown_signal();
     tokio::pin!(stop);
     // Poll the signal future once so its handlers are installed before we connect: a
     // SIGTERM during the connection must end us cleanly too, not by the default action.

@@ -17,6 +17,7 @@ use crate::connect;
 use crate::failure::Failure;
 use crate::prompt::{self, AppPrompter};
 use crate::settings::Settings;
+use crate::signals::shutdown_signal;
 
 /// One step of `clawlink test`.
 #[derive(Debug, Serialize)]
@@ -570,24 +571,6 @@ pub async fn keep_ssh_up(tunnel: Arc<SshTunnel>) -> TransportError {
             Ok(_) => eprintln!("clawlink: SSH connection restored"),
             Err(e) => return e,
         }
-    }
-}
-
-/// Waits for SIGINT or SIGTERM.
-pub async fn shutdown_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "interrupted",
-            _ = term.recv() => "terminated",
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "interrupted"
     }
 }
 

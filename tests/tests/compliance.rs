@@ -16,6 +16,8 @@ use serde_json::Value;
 
 // inventory only sees crates something references.
 use clawlink_feature_health as _;
+use clawlink_feature_notify as _;
+use clawlink_feature_voicewake as _;
 use clawlink_transport_ssh as _;
 use clawlink_transport_ws as _;
 
@@ -151,7 +153,11 @@ async fn every_feature_runs_offline_answers_control_and_stops_within_a_second() 
             descriptor.name,
             status.summary
         );
-        assert!(!status.summary.is_empty(), "{}: empty summary", descriptor.name);
+        assert!(
+            !status.summary.is_empty(),
+            "{}: empty summary",
+            descriptor.name
+        );
 
         let handle = host.handle(descriptor.name).unwrap();
         let unknown = handle

@@ -88,10 +88,38 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     say("build", format!("plugins: {}", chosen.join(", ")));
     run_command(&mut cmd)?;
-    let binary = workspace_root()
-        .join("target")
+    // Cargo resolves a relative CARGO_TARGET_DIR against its working directory, the root.
+    let target_dir = workspace_root().join(
+        std::env::var_os("CARGO_TARGET_DIR")
+            .filter(|dir| !dir.is_empty())
+            .unwrap_or_else(|| "target".into()),
+    );
+    let binary = target_dir
         .join(if release { "release" } else { "debug" })
         .join("clawlink");
-    say("build", format!("built {}", binary.display()));
+    let size = fs::metadata(&binary)
+        .with_context(|| format!("the build left no binary at {}", binary.display()))?
+        .len();
+    say(
+        "build",
+        format!("built {} ({})", binary.display(), human_size(size)),
+    );
     Ok(())
+}
+
+/// `25.3 MiB (26528840 bytes)`: readable, and exact for comparing variants.
+fn human_size(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    format!("{:.1} MiB ({bytes} bytes)", bytes as f64 / MIB)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_read_in_mebibytes_and_stay_exact() {
+        assert_eq!(human_size(26_528_840), "25.3 MiB (26528840 bytes)");
+        assert_eq!(human_size(0), "0.0 MiB (0 bytes)");
+    }
 }
