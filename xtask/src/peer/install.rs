@@ -28,6 +28,7 @@ pub fn install(layout: &Layout) -> Result<()> {
     changed |= install_node(layout)?;
     changed |= install_openclaw(layout)?;
     changed |= write_launchers(layout)?;
+    changed |= super::voice::install(layout)?;
     stop_peers_of_previous_prefix(layout);
     for user in [USER_WITH_OPENCLAW, USER_WITHOUT_OPENCLAW] {
         changed |= users::ensure_user(layout, user)?;
@@ -119,6 +120,15 @@ fn install_debian_packages() -> Result<bool> {
     }
     if which("dbus-run-session").is_none() || which("dbus-daemon").is_none() {
         needed.push("dbus");
+    }
+    // The notify feature maps sound names onto the freedesktop sound theme (tests/notify.rs).
+    if !Path::new("/usr/share/sounds/freedesktop").exists() {
+        needed.push("sound-theme-freedesktop");
+    }
+    // The `sound` cargo feature (rodio → cpal → alsa-sys) links ALSA; CI tests it against
+    // ALSA's null device.
+    if !Path::new("/usr/include/alsa/asoundlib.h").exists() {
+        needed.push("libasound2-dev");
     }
     // `clawlink dashboard` is tested by loading the Control UI in headless Chromium.
     if !Path::new("/usr/bin/chromium").exists() {
