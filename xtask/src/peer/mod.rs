@@ -11,6 +11,7 @@ mod pki;
 mod procs;
 mod start;
 mod users;
+mod voice;
 
 use std::path::PathBuf;
 
