@@ -136,9 +136,9 @@ pub enum Command {
     #[command(subcommand)]
     Service(ServiceCommand),
     /// Chat with the gateway's agent (interactive on a terminal; `-m TEXT` for one message)
-    Chat(crate::chat::ChatArgs),
+    Chat(ChatArgs),
     /// Open the gateway's Control UI through the profile's transport
-    Dashboard(crate::chat::DashboardArgs),
+    Dashboard(crate::dashboard::DashboardArgs),
     /// The gateway's nodes: list, describe, pairing requests
     #[command(subcommand)]
     Nodes(crate::nodes::NodesCommand),
@@ -300,4 +300,29 @@ pub enum ConfigCommand {
     Show,
     /// Check the configuration without connecting; exit 2 when it is not usable
     Check,
+}
+
+/// Options of `clawlink chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Send this one message, print the final reply and exit (without it, text on a
+    /// non-terminal stdin is sent the same way; on a terminal the chat is interactive)
+    #[arg(short, long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// The session to talk in (default: the gateway's main session; `main` is an alias)
+    #[arg(short, long, value_name = "KEY")]
+    pub session: Option<String>,
+    /// Attach a file to the `-m` message (repeatable; checked against the gateway's limits)
+    #[arg(long, value_name = "FILE")]
+    pub attach: Vec<PathBuf>,
+    /// Give up after this many seconds (connecting, delivering and the reply together);
+    /// an undelivered message stays in the outbox
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub timeout: u64,
+    /// List the messages waiting in the outbox (not yet acknowledged by the gateway) and exit
+    #[arg(long, conflicts_with_all = ["message", "attach"])]
+    pub outbox: bool,
+    /// How many messages of history the interactive chat paints first
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub history: u32,
 }

@@ -29,6 +29,12 @@ pub const EXPECTED_TRANSPORTS: &[&str] = &[
 pub const EXPECTED_FEATURES: &[&str] = &[
     #[cfg(feature = "feature-health")]
     clawlink_feature_health::NAME,
+    #[cfg(feature = "feature-notify")]
+    clawlink_feature_notify::NAME,
+    #[cfg(feature = "feature-voicewake")]
+    clawlink_feature_voicewake::NAME,
+    #[cfg(feature = "feature-webchat")]
+    clawlink_feature_webchat::NAME,
 ];
 
 /// Fails when a plugin this build links did not register (the inventory pitfall above) or

@@ -1,0 +1,547 @@
+//! `clawlink dashboard`: the gateway's own Control UI in the browser, through the active transport, signed in the way `openclaw dashboard` does it.
+//!
+//! Where the browser goes: a running agent's (or `clawlink tunnel`'s) loopback forward of
+//! the gateway port, else forwards this command opens itself and serves while the page
+//! is open, else — direct transports — the gateway's own URL.
+//!
+//! How it signs in (from openclaw's `commands/dashboard.ts` and `control-ui-handoff.ts`):
+//! `openclaw dashboard` mints a one-time, ten-minute "bootstrap" token with the Control
+//! UI owner profile on the gateway host and puts it in the URL fragment
+//! (`#bootstrapToken=…&bootstrapProfile=owner&gatewayUrl=…`); a fragment never reaches a
+//! server log. Over SSH we run exactly that (`openclaw dashboard --json` on the host) and
+//! point its URL at our forward. Without the remote CLI (direct transports, a host
+//! without `openclaw` on PATH) the fallback is the one openclaw documents: the gateway
+//! token as `#token=` in the fragment. Neither reaches argv, logs or the terminal: the
+//! browser gets a one-use loopback URL whose page redirects to the signed-in one.
+//! `--print` prints the bootstrap URL (one-time) or, for the token fallback, the URL
+//! without the secret.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use clawlink_core::transport::Transport;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::cli::GlobalArgs;
+use crate::connect;
+use crate::failure::Failure;
+use crate::settings::Settings;
+
+#[cfg(feature = "transport-ssh")]
+mod ssh;
+#[cfg(feature = "transport-ssh")]
+use ssh::{mint_bootstrap, ssh_route, OwnForwards};
+
+/// How long the one-use sign-in page waits for the browser.
+const HANDOFF_WAIT: Duration = Duration::from_secs(120);
+
+/// Options of `clawlink dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Print the URL (with its one-time sign-in when there is one) instead of opening a browser
+    #[arg(long)]
+    pub print: bool,
+}
+
+/// Where the browser reaches the gateway.
+enum Route {
+    /// A loopback forward someone else serves (an agent, `clawlink tunnel`).
+    Forwarded { port: u16, by: &'static str },
+    /// Forwards this command serves itself.
+    #[cfg(feature = "transport-ssh")]
+    Own(OwnForwards),
+    /// The gateway's own URL (direct transports).
+    Direct { http: String, ws: String },
+}
+
+impl Route {
+    fn http_base(&self) -> String {
+        match self {
+            Route::Forwarded { port, .. } => format!("http://127.0.0.1:{port}/"),
+            #[cfg(feature = "transport-ssh")]
+            Route::Own(own) => format!("http://127.0.0.1:{}/", own.port),
+            Route::Direct { http, .. } => http.clone(),
+        }
+    }
+
+    fn ws_url(&self) -> String {
+        match self {
+            Route::Forwarded { port, .. } => format!("ws://127.0.0.1:{port}"),
+            #[cfg(feature = "transport-ssh")]
+            Route::Own(own) => format!("ws://127.0.0.1:{}", own.port),
+            Route::Direct { ws, .. } => ws.clone(),
+        }
+    }
+}
+
+/// How the browser signs in.
+enum SignIn {
+    /// A one-time bootstrap token minted on the gateway host.
+    #[cfg_attr(not(feature = "transport-ssh"), allow(dead_code))]
+    Bootstrap { token: String, profile: String },
+    /// The gateway token (`#token=`), when no bootstrap token could be minted.
+    Token(secrecy::SecretString),
+    /// Nothing to hand over (password auth without the remote CLI): the page asks.
+    None { why: String },
+}
+
+/// `clawlink dashboard`.
+pub async fn dashboard(
+    global: &GlobalArgs,
+    settings: &Settings,
+    args: &DashboardArgs,
+) -> Result<()> {
+    let route = resolve_route(global, settings).await?;
+    let sign_in = sign_in(global, settings).await?;
+    let base = route.http_base();
+    let ws = route.ws_url();
+    if let Route::Forwarded { port, by } = &route {
+        tracing::info!(port, by, "the dashboard goes through an existing forward");
+    }
+    warn_about_sandbox(settings, &route);
+
+    if args.print {
+        let printed = match &sign_in {
+            SignIn::Bootstrap { token, profile } => signed_url(
+                &base,
+                &ws,
+                &[("bootstrapToken", token), ("bootstrapProfile", profile)],
+            ),
+            SignIn::Token(_) => {
+                eprintln!("note: the gateway token is not printed; the Control UI asks for it (or open the dashboard without --print)");
+                base.clone()
+            }
+            SignIn::None { why } => {
+                eprintln!("note: {why}");
+                base.clone()
+            }
+        };
+        if global.json {
+            println!(
+                "{}",
+                serde_json::json!({"url": printed, "signedIn": matches!(sign_in, SignIn::Bootstrap { .. })})
+            );
+        } else {
+            println!("{printed}");
+        }
+    } else {
+        let target = match &sign_in {
+            SignIn::Bootstrap { token, profile } => Some(signed_url(
+                &base,
+                &ws,
+                &[("bootstrapToken", token), ("bootstrapProfile", profile)],
+            )),
+            SignIn::Token(token) => {
+                Some(signed_url(&base, &ws, &[("token", token.expose_secret())]))
+            }
+            SignIn::None { why } => {
+                eprintln!("note: {why}");
+                None
+            }
+        };
+        open_in_browser(global, &base, target).await?;
+    }
+    #[cfg(feature = "transport-ssh")]
+    if let Route::Own(own) = route {
+        own.serve_while_used(global).await;
+    }
+    Ok(())
+}
+
+/// Chooses how the browser reaches the gateway.
+async fn resolve_route(
+    #[cfg_attr(not(feature = "transport-ssh"), allow(unused_variables))] global: &GlobalArgs,
+    settings: &Settings,
+) -> Result<Route, Failure> {
+    if let Some(status) = crate::agent::live_status(settings).await? {
+        let forwarded = status
+            .pointer("/transport/localEndpoints")
+            .and_then(Value::as_array)
+            .and_then(|list| {
+                list.iter()
+                    .find(|e| e.get("purpose").and_then(Value::as_str) == Some("gateway"))
+            })
+            .and_then(|e| e.get("url").and_then(Value::as_str))
+            .and_then(loopback_port);
+        if let Some(port) = forwarded {
+            return Ok(Route::Forwarded {
+                port,
+                by: "the running agent",
+            });
+        }
+    }
+    #[cfg(feature = "transport-ssh")]
+    if let Some(tunnel) = crate::remote::ssh_tunnel(settings)? {
+        return ssh_route(global, settings, tunnel).await;
+    }
+    let transport = connect::build_transport(settings)?;
+    direct_route(transport.as_ref())
+}
+
+fn direct_route(transport: &dyn Transport) -> Result<Route, Failure> {
+    if transport.name() != "direct-ws" {
+        return Err(Failure::config(
+            format!(
+                "the dashboard needs the gateway's HTTP port, which the {} transport does not expose",
+                transport.name()
+            ),
+            Some("start `clawlink up` (it publishes local forwards), or use an SSH or direct URL profile".into()),
+        ));
+    }
+    let ws = transport.describe();
+    let http = if let Some(rest) = ws.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = ws.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        ws.clone()
+    };
+    let http = if http.ends_with('/') {
+        http
+    } else {
+        format!("{http}/")
+    };
+    Ok(Route::Direct { http, ws })
+}
+
+/// The port of a `ws://127.0.0.1:PORT` endpoint.
+fn loopback_port(url: &str) -> Option<u16> {
+    let rest = url
+        .strip_prefix("ws://127.0.0.1:")
+        .or_else(|| url.strip_prefix("http://127.0.0.1:"))?;
+    rest.trim_end_matches('/').parse().ok()
+}
+
+/// The sandbox iframes of the Control UI load from the gateway's own sandbox port number
+/// (the gateway announces `sandboxPort`), so through a forward they work only when the
+/// local port is the remote one.
+fn warn_about_sandbox(settings: &Settings, route: &Route) {
+    #[cfg(feature = "transport-ssh")]
+    {
+        let remote = settings
+            .profile
+            .transport_settings(clawlink_transport_ssh::NAME)
+            .get("remote_port")
+            .and_then(Value::as_u64)
+            .unwrap_or(18789);
+        let local = match route {
+            Route::Forwarded { port, .. } => Some(*port),
+            Route::Own(own) => Some(own.port),
+            Route::Direct { .. } => None,
+        };
+        if let Some(local) = local.filter(|l| u64::from(*l) != remote) {
+            eprintln!(
+                "note: the dashboard is on local port {local} but the gateway's port is {remote}; \
+                 canvas widgets (sandbox port {}) load only when both are the same — use --local-port {remote} when it is free",
+                remote + 1
+            );
+        }
+    }
+    #[cfg(not(feature = "transport-ssh"))]
+    let _ = (settings, route);
+}
+
+/// Gets a sign-in for the browser: a bootstrap token from the gateway host when the
+/// profile reaches it over SSH, else the gateway token.
+async fn sign_in(global: &GlobalArgs, settings: &Settings) -> Result<SignIn, Failure> {
+    #[cfg(feature = "transport-ssh")]
+    if let Some(tunnel) = crate::remote::ssh_tunnel(settings)? {
+        eprintln!(
+            "minting a one-time sign-in on {} (`openclaw dashboard`)…",
+            tunnel.target()
+        );
+        let minted = mint_bootstrap(&tunnel).await;
+        tunnel.close().await;
+        match minted {
+            Ok(sign_in) => return Ok(sign_in),
+            Err(why) => eprintln!("note: {why}; signing in with the gateway token instead"),
+        }
+    }
+    let (credentials, _) = connect::credentials(global, settings).await?;
+    Ok(match (credentials.token, credentials.password) {
+        (Some(token), _) => SignIn::Token(token),
+        (None, Some(_)) => SignIn::None {
+            why: "the Control UI asks for the gateway password (openclaw never puts a password in a URL)".into(),
+        },
+        (None, None) => SignIn::None {
+            why: "no gateway token is configured; the Control UI asks for one".into(),
+        },
+    })
+}
+
+/// `key=value&…` of a URL fragment, percent-decoded.
+#[cfg_attr(not(feature = "transport-ssh"), allow(dead_code))]
+fn parse_fragment(fragment: &str) -> Vec<(String, String)> {
+    fragment
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+#[cfg_attr(not(feature = "transport-ssh"), allow(dead_code))]
+fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| Some(hex(bytes[i + 1])? * 16 + hex(bytes[i + 2])?))
+            .flatten();
+        match (bytes[i], escaped) {
+            (_, Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, None) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `BASE#k=v&…&gatewayUrl=WS`: the sign-in in the fragment (never sent to a server), and
+/// the gateway URL the page should use (the forward, not the host's own port).
+fn signed_url(base: &str, ws: &str, params: &[(&str, &str)]) -> String {
+    let mut fragment: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect();
+    fragment.push(format!("gatewayUrl={}", percent_encode(ws)));
+    format!("{base}#{}", fragment.join("&"))
+}
+
+/// Opens the browser on a one-use loopback page that redirects to `target` (so the
+/// sign-in is not in the browser's argv), or on `base` when there is nothing to hand over.
+async fn open_in_browser(
+    global: &GlobalArgs,
+    base: &str,
+    target: Option<String>,
+) -> Result<(), Failure> {
+    let Some(target) = target else {
+        launch(global, base)?;
+        return Ok(());
+    };
+    let handoff = Handoff::start(target).await?;
+    launch(global, &handoff.url)?;
+    if handoff.wait(HANDOFF_WAIT).await {
+        if !global.quiet {
+            eprintln!("the dashboard is open in your browser");
+        }
+        Ok(())
+    } else {
+        Err(Failure::agent(
+            format!(
+                "the browser did not load the sign-in page within {} s",
+                HANDOFF_WAIT.as_secs()
+            ),
+            Some("open the URL of `clawlink dashboard --print` by hand".into()),
+        ))
+    }
+}
+
+/// Starts `$BROWSER` (or xdg-open / open) on `url` without waiting for it.
+fn launch(global: &GlobalArgs, url: &str) -> Result<(), Failure> {
+    let opener = std::env::var("BROWSER")
+        .ok()
+        .and_then(|b| b.split(':').next().map(str::to_owned))
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| {
+            if cfg!(target_os = "macos") {
+                "open".into()
+            } else {
+                "xdg-open".into()
+            }
+        });
+    if !global.quiet {
+        eprintln!(
+            "opening {} with {opener}",
+            url.split('#').next().unwrap_or(url)
+        );
+    }
+    std::process::Command::new(&opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(|_| ())
+        .map_err(|e| {
+            Failure::config(
+                format!("cannot start the browser ({opener}): {e}"),
+                Some(
+                    "set BROWSER to your browser's command, or use `clawlink dashboard --print`"
+                        .into(),
+                ),
+            )
+        })
+}
+
+/// A one-use page on 127.0.0.1 with a random path: the first GET of that path gets a
+/// redirect (by script, so the fragment survives) to the signed-in URL; then it closes.
+struct Handoff {
+    url: String,
+    served: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Handoff {
+    async fn start(target: String) -> Result<Self, Failure> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|e| Failure::config(format!("cannot listen on loopback: {e}"), None))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Failure::config(format!("cannot listen on loopback: {e}"), None))?
+            .port();
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| Failure::config(format!("no randomness: {e}"), None))?;
+        let path = format!("/{}", hex::encode(nonce));
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let served = Arc::new(Notify::new());
+        let notify = served.clone();
+        let page = handoff_page(&target);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = vec![0u8; 4096];
+                let n =
+                    match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut request))
+                        .await
+                    {
+                        Ok(Ok(n)) => n,
+                        _ => continue,
+                    };
+                let head = String::from_utf8_lossy(&request[..n]);
+                let wanted = head
+                    .lines()
+                    .next()
+                    .is_some_and(|l| l.starts_with(&format!("GET {path} ")));
+                if wanted {
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                        page.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                    notify.notify_one();
+                    return;
+                }
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+            }
+        });
+        Ok(Self { url, served, task })
+    }
+
+    /// Whether the page was fetched within `limit`.
+    async fn wait(self, limit: Duration) -> bool {
+        let served = tokio::time::timeout(limit, self.served.notified())
+            .await
+            .is_ok();
+        self.task.abort();
+        served
+    }
+}
+
+fn handoff_page(target: &str) -> String {
+    // JSON string escaping is valid JavaScript; `</` is broken up so the URL cannot end the
+    // script element.
+    let literal = serde_json::to_string(target)
+        .expect("a string serializes")
+        .replace("</", "<\\/");
+    format!(
+        "<!doctype html><meta name=\"referrer\" content=\"no-referrer\"><title>OpenClaw</title>\
+         <script>location.replace({literal});</script>Opening the dashboard…"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openclaw_browser_url_fragment_is_read() {
+        let params = parse_fragment(
+            "bootstrapToken=abc_DEF-1&bootstrapProfile=owner&gatewayUrl=ws%3A%2F%2F127.0.0.1%3A28789",
+        );
+        assert_eq!(
+            params,
+            vec![
+                ("bootstrapToken".to_owned(), "abc_DEF-1".to_owned()),
+                ("bootstrapProfile".to_owned(), "owner".to_owned()),
+                ("gatewayUrl".to_owned(), "ws://127.0.0.1:28789".to_owned()),
+            ]
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+
+    #[test]
+    fn signed_urls_point_the_page_at_the_forward() {
+        let url = signed_url(
+            "http://127.0.0.1:18789/",
+            "ws://127.0.0.1:18789",
+            &[("bootstrapToken", "t/k+n"), ("bootstrapProfile", "owner")],
+        );
+        assert_eq!(
+            url,
+            "http://127.0.0.1:18789/#bootstrapToken=t%2Fk%2Bn&bootstrapProfile=owner&gatewayUrl=ws%3A%2F%2F127.0.0.1%3A18789"
+        );
+        let params = parse_fragment(url.split_once('#').unwrap().1);
+        assert_eq!(params[0].1, "t/k+n");
+    }
+
+    #[test]
+    fn loopback_endpoints_and_direct_urls() {
+        assert_eq!(loopback_port("ws://127.0.0.1:18789"), Some(18789));
+        assert_eq!(loopback_port("http://127.0.0.1:18790/"), Some(18790));
+        assert_eq!(loopback_port("ws://10.0.0.1:18789"), None);
+    }
+
+    #[test]
+    fn the_handoff_page_cannot_be_broken_out_of() {
+        let page = handoff_page("http://x/#token=a\"</script><b>");
+        assert!(
+            page.contains(r#"location.replace("http://x/#token=a\"<\/script><b>")"#),
+            "{page}"
+        );
+        assert!(!page.contains("</script><b>"));
+    }
+}

@@ -1,0 +1,78 @@
+//! What can go wrong with a chat message, each error saying what to do about it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clawlink_core::gateway::GatewayError;
+
+/// A failure of the web chat library.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The outbox directory or one of its files could not be read or written.
+    #[error("outbox {}: {source}", .path.display())]
+    Outbox {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The gateway (or the way to it) failed in a way retrying does not fix here.
+    #[error(transparent)]
+    Gateway(Box<GatewayError>),
+
+    /// The gateway refused the message for good (bad parameters, a reused key with other
+    /// text, a missing scope): re-sending the same message cannot succeed.
+    #[error("the gateway refused the message: {0}")]
+    Rejected(Box<GatewayError>),
+
+    /// An attachment cannot be sent (unreadable, or over the gateway's announced limits).
+    #[error("{message}")]
+    Attachment { message: String, fix: String },
+
+    /// The connection did not come back, or the reply did not end, in time.
+    #[error("{what} within {} s", .after.as_secs())]
+    Timeout { what: String, after: Duration },
+
+    /// The run ended, but not with a reply the history can show.
+    #[error("{0}")]
+    NoReply(String),
+}
+
+// Boxed so that every `Result<_, ChatError>` stays small; `?` still converts.
+impl From<GatewayError> for ChatError {
+    fn from(error: GatewayError) -> Self {
+        Self::Gateway(Box::new(error))
+    }
+}
+
+impl ChatError {
+    /// What the user can do about it, when we know.
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            Self::Outbox { .. } => Some(
+                "check the permissions of clawlink's data directory (CLAWLINK_DATA_DIR); the \
+                 outbox lives in its webchat/outbox folder"
+                    .into(),
+            ),
+            Self::Gateway(e) | Self::Rejected(e) => e.fix(),
+            Self::Attachment { fix, .. } => Some(fix.clone()),
+            Self::Timeout { .. } => Some(
+                "the message stays in the outbox when it was not delivered (`clawlink chat \
+                 --outbox`); a running agent (`clawlink up`) or the next `clawlink chat` sends \
+                 it; raise --timeout for slow replies"
+                    .into(),
+            ),
+            Self::NoReply(_) => Some(
+                "look at the conversation (`clawlink chat` paints the history) or at the \
+                 gateway log (`clawlink logs`)"
+                    .into(),
+            ),
+        }
+    }
+
+    pub(crate) fn outbox(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Outbox {
+            path: path.into(),
+            source,
+        }
+    }
+}
