@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::cli::{ChannelLoginArgs, GlobalArgs};
 use crate::connect;
 use crate::failure::Failure;
+use crate::human::age;
 use crate::qr;
 use crate::settings::Settings;
 
@@ -452,17 +453,6 @@ fn status_table(rows: &[StatusRow], payload: &Value) -> String {
         out.push_str(&format!("warning: {}\n", warning.as_str().unwrap_or("?")));
     }
     out
-}
-
-/// An auth age the way people say it: "45s", "12m", "3h 5m", "4d 2h".
-fn age(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
-    }
 }
 
 /// `clawlink channels logout`.

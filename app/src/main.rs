@@ -11,6 +11,7 @@ mod control;
 mod dashboard;
 mod doctor;
 mod failure;
+mod human;
 mod keyring_store;
 mod logs;
 mod nodes;

@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 use crate::cli::GlobalArgs;
 use crate::connect;
 use crate::failure::Failure;
+use crate::human::age;
 use crate::settings::Settings;
 
 /// The command `notify` invokes.
@@ -1009,17 +1010,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// "45s", "12m", "3h 5m", "4d 2h".
-fn age(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
-    }
 }
 
 #[cfg(test)]

@@ -103,6 +103,30 @@ impl FeatureError {
     pub fn settings(feature: &str, err: impl std::fmt::Display) -> Self {
         Self::new(format!("features.{feature}: {err}"))
     }
+
+    /// A settings value the feature refuses, pointing at `clawlink features`, which shows
+    /// every setting and its default.
+    pub fn invalid_settings(feature: &str, err: impl std::fmt::Display) -> Self {
+        Self {
+            fix: Some(format!(
+                "see `clawlink features` for the {feature} settings and their defaults"
+            )),
+            ..Self::settings(feature, err)
+        }
+    }
+}
+
+/// Reads a feature's settings table: JSON `null` (no table) gives the defaults; whatever
+/// serde refuses (a wrong type, an unknown key under `deny_unknown_fields`) is an
+/// [`FeatureError::invalid_settings`] naming it. Checks of the values stay the feature's.
+pub fn parse_settings<T>(feature: &str, settings: &serde_json::Value) -> Result<T, FeatureError>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    if settings.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(settings.clone()).map_err(|e| FeatureError::invalid_settings(feature, e))
 }
 
 /// The lifecycle of one feature, as shown by `clawlink status`.

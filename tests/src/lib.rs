@@ -123,6 +123,23 @@ pub fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
     path
 }
 
+/// The global flags that reach the gateway at `url` with the main peer gateway's token (in
+/// a 0600 file in `dir`, never in argv), after `--config CONFIG` when there is one.
+pub fn token_flags(dir: &Path, config: Option<&Path>, url: &str) -> Vec<String> {
+    let token = secret_file(dir, "token", Peers::get().var("OCPEER_GATEWAY_TOKEN"));
+    let mut flags = Vec::new();
+    if let Some(config) = config {
+        flags.extend(["--config".into(), config.display().to_string()]);
+    }
+    flags.extend([
+        "--url".into(),
+        url.into(),
+        "--token-file".into(),
+        token.display().to_string(),
+    ]);
+    flags
+}
+
 /// The direct-ws transport to `url`.
 pub fn direct(url: &str) -> Arc<dyn Transport> {
     Arc::new(

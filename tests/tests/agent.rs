@@ -20,16 +20,7 @@ fn health_config(dir: &Path, extra: &str) -> String {
 }
 
 fn direct_args(dir: &Path, config: &str) -> Vec<String> {
-    let peers = Peers::get();
-    let token = secret_file(dir, "token", peers.var("OCPEER_GATEWAY_TOKEN"));
-    vec![
-        "--config".into(),
-        config.into(),
-        "--url".into(),
-        peers.gateway_url().into(),
-        "--token-file".into(),
-        token.display().to_string(),
-    ]
+    token_flags(dir, Some(Path::new(config)), Peers::get().gateway_url())
 }
 
 fn ssh_agent_args(dir: &Path, config: &str) -> Vec<String> {

@@ -13,15 +13,7 @@ fn agent_follows_the_gateway_down_and_back_up() {
     let config = dir.join("clawlink.toml");
     // One health period of 3 s: the state must change within it.
     std::fs::write(&config, "[default.features.health]\ninterval_secs = 3\n").unwrap();
-    let token = secret_file(&dir, "token", peers.var("OCPEER_GATEWAY_TOKEN"));
-    let args: Vec<String> = vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--url".into(),
-        peers.gateway_url().into(),
-        "--token-file".into(),
-        token.display().to_string(),
-    ];
+    let args = token_flags(&dir, Some(&config), peers.gateway_url());
     let mut agent = RunningAgent::start(&dir, &args, &[]);
     let green = |s: &Value| s["connection"]["phase"] == "connected" && s["health"]["state"] == "ok";
     agent.wait_for("green", Duration::from_secs(30), green);

@@ -13,14 +13,7 @@ use serde_json::Value;
 
 /// `--url <gateway> --token-file <file>` for the main gateway, with the token in `dir`.
 fn direct_args(dir: &Path) -> Vec<String> {
-    let peers = Peers::get();
-    let token = secret_file(dir, "token", peers.var("OCPEER_GATEWAY_TOKEN"));
-    vec![
-        "--url".into(),
-        peers.gateway_url().into(),
-        "--token-file".into(),
-        token.display().to_string(),
-    ]
+    token_flags(dir, None, Peers::get().gateway_url())
 }
 
 fn with<'a>(base: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {

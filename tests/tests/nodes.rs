@@ -19,14 +19,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// The global flags that reach the main peer gateway with its token.
 fn direct(dir: &Path) -> Vec<String> {
-    let peers = Peers::get();
-    let token = secret_file(dir, "token", peers.var("OCPEER_GATEWAY_TOKEN"));
-    vec![
-        "--url".into(),
-        peers.gateway_url().into(),
-        "--token-file".into(),
-        token.display().to_string(),
-    ]
+    token_flags(dir, None, Peers::get().gateway_url())
 }
 
 /// Runs `clawlink <global> <args>` in `dir`.

@@ -247,15 +247,7 @@ fn node_agent(dir: &Path, bus: &SessionBus, display_name: &str) -> RunningAgent 
         format!("[default.features.notify]\nenabled = true\ndisplay_name = \"{display_name}\"\n"),
     )
     .unwrap();
-    let token = secret_file(dir, "token", peers.var("OCPEER_GATEWAY_TOKEN"));
-    let args = vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--url".into(),
-        peers.gateway_url().into(),
-        "--token-file".into(),
-        token.display().to_string(),
-    ];
+    let args = token_flags(dir, Some(&config), peers.gateway_url());
     RunningAgent::start(
         dir,
         &args,

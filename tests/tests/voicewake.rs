@@ -32,22 +32,13 @@ fn write_lock() -> std::sync::RwLockWriteGuard<'static, ()> {
 /// A profile file for the test in `dir` with the voicewake settings `features` (TOML lines),
 /// and the global flags that reach the main gateway with it.
 fn setup(dir: &Path, url: &str, features: &str) -> Vec<String> {
-    let peers = Peers::get();
-    let token = secret_file(dir, "token", peers.var("OCPEER_GATEWAY_TOKEN"));
     let config = dir.join("clawlink.toml");
     std::fs::write(
         &config,
         format!("[default.features.voicewake]\nenabled = true\n{features}\n"),
     )
     .unwrap();
-    vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--url".into(),
-        url.into(),
-        "--token-file".into(),
-        token.display().to_string(),
-    ]
+    token_flags(dir, Some(&config), url)
 }
 
 /// A name for the hint line that only this test run uses, so its runs can be told apart in

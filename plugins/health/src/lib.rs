@@ -108,16 +108,8 @@ impl HealthSettings {
     /// Reads the settings table (JSON `null` means all defaults); an unknown key or a bad
     /// value is an error naming it.
     pub fn from_json(settings: &Value) -> Result<Self, FeatureError> {
-        let fix = "see `clawlink features` for the health settings and their defaults";
-        let invalid = |message: String| FeatureError {
-            fix: Some(fix.into()),
-            ..FeatureError::settings(NAME, message)
-        };
-        let parsed: Self = if settings.is_null() {
-            Self::default()
-        } else {
-            serde_json::from_value(settings.clone()).map_err(|e| invalid(e.to_string()))?
-        };
+        let invalid = |message: String| FeatureError::invalid_settings(NAME, message);
+        let parsed: Self = clawlink_core::feature::parse_settings(NAME, settings)?;
         if parsed.interval_secs == 0 {
             return Err(invalid("interval_secs must be at least 1".into()));
         }

@@ -122,15 +122,8 @@ impl NotifySettings {
     /// Reads the settings table (JSON `null` means all defaults); an unknown key or a bad
     /// value is an error naming it.
     pub fn from_json(settings: &Value) -> Result<Self, FeatureError> {
-        let invalid = |message: String| FeatureError {
-            fix: Some("see `clawlink features` for the notify settings and their defaults".into()),
-            ..FeatureError::settings(NAME, message)
-        };
-        let parsed: Self = if settings.is_null() {
-            Self::default()
-        } else {
-            serde_json::from_value(settings.clone()).map_err(|e| invalid(e.to_string()))?
-        };
+        let invalid = |message: String| FeatureError::invalid_settings(NAME, message);
+        let parsed: Self = clawlink_core::feature::parse_settings(NAME, settings)?;
         if !(100..=60_000).contains(&parsed.delivery_timeout_ms) {
             return Err(invalid(format!(
                 "delivery_timeout_ms must be between 100 and 60000 (milliseconds), got {}",

@@ -122,11 +122,7 @@ impl VoicewakeSettings {
             ..FeatureError::settings(NAME, message)
         };
         let see = "see `clawlink features` for the voicewake settings and their defaults";
-        let parsed: Self = if settings.is_null() {
-            Self::default()
-        } else {
-            serde_json::from_value(settings.clone()).map_err(|e| invalid(e.to_string(), see))?
-        };
+        let parsed: Self = clawlink_core::feature::parse_settings(NAME, settings)?;
         match parsed.source {
             SourceKind::Fifo => match &parsed.fifo_path {
                 None => {
