@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clawlink_core::gateway::RequestOptions;
 use clawlink_core::registry;
+use clawlink_core::registry::FeatureDescriptor;
 use serde_json::{json, Value};
 
 use crate::agent;
@@ -426,39 +427,55 @@ pub fn transports(global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
-/// `clawlink features`.
+/// `clawlink features`: each feature, whether this profile runs it, and its settings with
+/// their defaults (what the settings errors point at).
 pub fn features(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     let all = registry::features();
-    let rows: Vec<(&str, &str, bool)> = all
-        .iter()
-        .map(|d| {
-            (
-                d.name,
-                d.summary,
-                settings
-                    .profile
-                    .feature_enabled(d.name, d.enabled_by_default),
-            )
-        })
-        .collect();
+    let enabled = |d: &FeatureDescriptor| {
+        settings
+            .profile
+            .feature_enabled(d.name, d.enabled_by_default)
+    };
     if global.json {
-        let list: Vec<Value> = rows
+        let list: Vec<Value> = all
             .iter()
-            .map(|(n, s, e)| json!({"name": n, "summary": s, "enabled": e}))
+            .map(|d| {
+                json!({
+                    "name": d.name,
+                    "summary": d.summary,
+                    "enabled": enabled(d),
+                    "enabledByDefault": d.enabled_by_default,
+                    "example": d.example_config,
+                })
+            })
             .collect();
         println!("{}", Value::Array(list));
         return Ok(());
     }
-    if rows.is_empty() {
+    if all.is_empty() {
         println!("this build has no feature plugins");
     }
-    for (name, summary, enabled) in rows {
-        let state = if enabled {
-            "enabled"
+    let profile = &settings.profile_name;
+    for d in all {
+        let table = format!(
+            "[{profile}.features.{}]",
+            clawlink_core::config::table_key(d.name)
+        );
+        let state = if enabled(d) {
+            format!("enabled (`enabled = false` in {table} turns it off)")
         } else {
-            "disabled (features.NAME.enabled = false)"
+            format!("disabled (`enabled = true` in {table} turns it on)")
         };
-        println!("{name:<12} {state}\n             {summary}");
+        println!(
+            "{}
+  {}
+  {state}
+  settings and defaults:",
+            d.name, d.summary
+        );
+        for line in d.example_config.lines() {
+            println!("    {line}");
+        }
     }
     Ok(())
 }

@@ -58,6 +58,17 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global);
+    if prints_and_exits(&cli.command) {
+        // `clawlink features | head`: end quietly when the reader goes away, as Unix tools
+        // do (Rust ignores SIGPIPE, which turns the next print into a panic). Sockets are
+        // unaffected: std sends with MSG_NOSIGNAL / SO_NOSIGPIPE. Commands that feed pipes
+        // of child processes keep SIGPIPE ignored.
+        #[cfg(unix)]
+        // SAFETY: restoring a signal's default disposition before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // One crypto provider for the whole process, chosen here (ring), so that no dependency's
     // feature set can make rustls panic over an ambiguous default.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -150,6 +161,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Voicewake(command) => voicewake::run(global, &settings, command).await,
         Command::Transports => unreachable!("handled above"),
     }
+}
+
+/// Whether the command only talks to the gateway and prints: a closed stdout may end it.
+fn prints_and_exits(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Up(_) | Command::Remote(_) | Command::Service(_) | Command::Voicewake(_)
+    )
 }
 
 /// The error for a command whose plugin this build left out (`cargo xtask build --only …`).
