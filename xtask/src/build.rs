@@ -35,14 +35,16 @@ fn plugin_features() -> Result<(Vec<String>, Vec<String>)> {
                 .map(|s| s.trim().trim_matches('"').to_owned())
                 .filter(|s| !s.is_empty())
                 .collect();
-        } else if name.starts_with("transport-") || name.starts_with("feature-") {
+        } else if !name.starts_with('#') {
+            // Plugins (`transport-*`, `feature-*`) and extras such as `sound`.
             all.push(name.to_owned());
         }
     }
     Ok((all, default))
 }
 
-/// `cargo xtask build [--release] [--only A,B] [--without A,B] [--list]`.
+/// `cargo xtask build [--release] [--only A,B] [--with A,B] [--without A,B] [--list]`;
+/// `--with sound` adds in-process notification sounds (needs ALSA headers).
 pub fn run(args: &[&str]) -> Result<()> {
     let (all, default) = plugin_features()?;
     let mut chosen = default.clone();
@@ -62,17 +64,18 @@ pub fn run(args: &[&str]) -> Result<()> {
             "--only" => {
                 chosen = list(rest.next().context("--only needs a list, e.g. transport-ws")?)
             }
+            "--with" => chosen.extend(list(rest.next().context("--with needs a list, e.g. sound")?)),
             "--without" => {
                 let drop = list(rest.next().context("--without needs a list")?);
                 chosen.retain(|f| !drop.contains(f));
             }
-            other => bail!("unknown argument {other:?}: usage: cargo xtask build [--release] [--only A,B] [--without A,B] [--list]"),
+            other => bail!("unknown argument {other:?}: usage: cargo xtask build [--release] [--only A,B] [--with A,B] [--without A,B] [--list]"),
         }
     }
     for name in &chosen {
         if !all.contains(name) {
             bail!(
-                "unknown plugin feature {name:?}; this workspace has: {}",
+                "unknown feature {name:?}; the clawlink crate has: {}",
                 all.join(", ")
             );
         }
