@@ -98,6 +98,9 @@ pub struct Ack {
     /// `started`, `in_flight`, `ok`, or another status the gateway cached.
     pub status: String,
     pub attempts: u32,
+    /// The connection generation the acknowledgement came on: events of the run sent
+    /// before a later connection are lost, and [`ChatClient::follow`] catches up.
+    pub generation: u64,
 }
 
 impl Ack {
@@ -170,6 +173,7 @@ impl ChatClient {
     /// Waits until the connection is up; `Timeout` at `deadline`, the gateway's error when
     /// the client failed for good.
     pub async fn wait_connected(&self, deadline: Instant) -> Result<u64, ChatError> {
+        let started = Instant::now();
         let mut state = self.gateway.state();
         loop {
             {
@@ -197,7 +201,7 @@ impl ChatClient {
                     let reason = self.gateway.state().borrow().label();
                     return Err(ChatError::Timeout {
                         what: format!("not connected to the gateway ({reason})"),
-                        after: deadline.saturating_duration_since(Instant::now()),
+                        after: deadline.saturating_duration_since(started),
                     });
                 }
             }
@@ -225,6 +229,7 @@ impl ChatClient {
         observer: &mut (dyn FnMut(ChatUpdate) + Send),
     ) -> Result<Ack, ChatError> {
         let key = entry.idempotency_key.clone();
+        let delivering_since = Instant::now();
         loop {
             if !self.gateway.state().borrow().is_connected() {
                 // The first connection of a fresh client takes a moment: only a wait that
@@ -237,7 +242,14 @@ impl ChatClient {
                     });
                 }
             }
-            self.wait_connected(deadline).await?;
+            let generation = self.wait_connected(deadline).await.map_err(|e| match e {
+                // The whole wait, not only its last stretch.
+                ChatError::Timeout { what, .. } => ChatError::Timeout {
+                    what,
+                    after: delivering_since.elapsed(),
+                },
+                other => other,
+            })?;
             let session_key = self
                 .session_defaults()
                 .canonical(entry.session_key.as_deref());
@@ -281,6 +293,7 @@ impl ChatClient {
                         session_key,
                         status,
                         attempts: entry.attempts,
+                        generation,
                     });
                 }
                 Err(error) if error.is_retryable() => {
@@ -416,18 +429,32 @@ impl ChatClient {
     ) -> Result<Outcome, ChatError> {
         let run_id = ack.run_id.as_str();
         let session_key = ack.session_key.as_str();
+        let followed_since = Instant::now();
         let mut reply = ReplyAssembler::new();
         let mut state = self.gateway.state();
-        let mut generation = state.borrow().generation;
+        let mut generation = ack.generation;
         // A cached acknowledgement means the run is over: its events are gone.
         let mut resync_due = ack.already_finished();
         let mut polling = false;
+        {
+            // The connection that acknowledged may be gone already (lost between the
+            // acknowledgement and now): what it carried is read from the history.
+            let now = state.borrow_and_update();
+            if now.is_connected() && now.generation != generation {
+                generation = now.generation;
+                resync_due = true;
+                polling = true;
+                drop(now);
+                observer(ChatUpdate::Reconnected { generation });
+            }
+        }
         let mut last_event = Instant::now();
         let mut last_resync = Instant::now();
         let mut events_open = true;
         let mut abort_sent = false;
         let mut abort_sent_at: Option<Instant> = None;
         let mut ended_without_reply = 0u32;
+        let mut last_activity: Option<String> = None;
         let done = |reply: &ReplyAssembler, from_history: bool| Outcome {
             run_id: run_id.to_owned(),
             session_key: session_key.to_owned(),
@@ -533,7 +560,11 @@ impl ChatClient {
                                 polling = false;
                                 observer(ChatUpdate::Chat { payload: payload.clone(), event: parsed.clone() });
                                 if let Some(phase) = &parsed.phase {
-                                    observer(ChatUpdate::Activity(format!("… {}", phase.replace('_', " "))));
+                                    let line = format!("… {}", phase.replace('_', " "));
+                                    if last_activity.as_deref() != Some(line.as_str()) {
+                                        last_activity = Some(line.clone());
+                                        observer(ChatUpdate::Activity(line));
+                                    }
                                 }
                                 if let Some(change) = reply.apply(&parsed) {
                                     observer(ChatUpdate::Text(change));
@@ -545,7 +576,12 @@ impl ChatClient {
                             "agent" => {
                                 observer(ChatUpdate::Agent { payload: payload.clone() });
                                 if let Some(line) = activity_line(payload) {
-                                    observer(ChatUpdate::Activity(line));
+                                    // A run phase comes twice: as a `chat` status and as an
+                                    // `agent` run_status event. One line is enough.
+                                    if last_activity.as_deref() != Some(line.as_str()) {
+                                        last_activity = Some(line.clone());
+                                        observer(ChatUpdate::Activity(line));
+                                    }
                                 }
                             }
                             _ => {}
@@ -588,7 +624,7 @@ impl ChatClient {
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(ChatError::Timeout {
                         what: format!("run {run_id} did not end"),
-                        after: deadline.saturating_duration_since(Instant::now()),
+                        after: deadline.saturating_duration_since(followed_since),
                     });
                 }
             }
@@ -641,6 +677,7 @@ mod tests {
             session_key: "s".into(),
             status: status.into(),
             attempts: 1,
+            generation: 1,
         };
         assert!(!ack("started").already_finished());
         assert!(!ack("in_flight").already_finished());

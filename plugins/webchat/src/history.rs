@@ -37,7 +37,11 @@ fn assistant_run(message: &Value) -> Option<&str> {
 /// Why an assistant message ended. The partial reply of an aborted run is stored with
 /// `stopReason: "stop"` and the abort in `openclawAbort`, so that one wins.
 fn stop_reason(message: &Value) -> Option<&str> {
-    if message.pointer("/openclawAbort/aborted").and_then(Value::as_bool) == Some(true) {
+    if message
+        .pointer("/openclawAbort/aborted")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         return Some("aborted");
     }
     message.get("stopReason").and_then(Value::as_str)

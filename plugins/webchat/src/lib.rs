@@ -99,15 +99,8 @@ impl WebchatSettings {
     /// Reads the settings table (JSON `null`: all defaults); an unknown key or a bad value
     /// is an error naming it.
     pub fn from_json(settings: &Value) -> Result<Self, FeatureError> {
-        let invalid = |message: String| FeatureError {
-            fix: Some("see `clawlink features` for the webchat settings and their defaults".into()),
-            ..FeatureError::settings(NAME, message)
-        };
-        let parsed: Self = if settings.is_null() {
-            Self::default()
-        } else {
-            serde_json::from_value(settings.clone()).map_err(|e| invalid(e.to_string()))?
-        };
+        let invalid = |message: String| FeatureError::invalid_settings(NAME, message);
+        let parsed: Self = clawlink_core::feature::parse_settings(NAME, settings)?;
         if parsed.drain_interval_secs == 0 {
             return Err(invalid("drain_interval_secs must be at least 1".into()));
         }
@@ -363,7 +356,11 @@ impl Feature for WebchatFeature {
             .unwrap_or_else(|e| e.into_inner()) = Some(runtime.clone());
         self.publish(&runtime);
         let mut states = ctx.gateway.state();
-        let interval = Duration::from_secs(self.settings.drain_interval_secs);
+        // A ticker, not a sleep per pass: while reconnecting the state changes every few
+        // seconds, and a sleep restarted on each change would never fire.
+        let mut ticker =
+            tokio::time::interval(Duration::from_secs(self.settings.drain_interval_secs));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let connected = states.borrow_and_update().is_connected();
             if connected {
@@ -371,6 +368,10 @@ impl Feature for WebchatFeature {
                     _ = ctx.shutdown.cancelled() => break,
                     _ = self.drain(&runtime) => {}
                 }
+            } else {
+                // What waits (typed by `clawlink chat` meanwhile) shows in the status even
+                // while the gateway is away.
+                self.publish(&runtime);
             }
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
@@ -379,7 +380,7 @@ impl Feature for WebchatFeature {
                     break;
                 },
                 _ = self.shared.wake.notified() => {}
-                _ = tokio::time::sleep(interval) => self.publish(&runtime),
+                _ = ticker.tick() => {}
             }
         }
         *self

@@ -306,10 +306,14 @@ mod tests {
     fn a_final_with_the_seq_of_the_last_delta_ends_the_run() {
         // As the real gateway sends them: the last delta and the final share seq 11.
         let mut reply = ReplyAssembler::new();
-        reply.apply(&event(json!({"runId":"r","sessionKey":"s","seq":11,"state":"delta","deltaText":"stub reply",
-            "message":{"role":"assistant","content":[{"type":"text","text":"stub reply"}]}})));
-        reply.apply(&event(json!({"runId":"r","sessionKey":"s","seq":11,"state":"final","stopReason":"stop",
-            "message":{"role":"assistant","content":[{"type":"text","text":"stub reply"}]}})));
+        reply.apply(&event(
+            json!({"runId":"r","sessionKey":"s","seq":11,"state":"delta","deltaText":"stub reply",
+            "message":{"role":"assistant","content":[{"type":"text","text":"stub reply"}]}}),
+        ));
+        reply.apply(&event(
+            json!({"runId":"r","sessionKey":"s","seq":11,"state":"final","stopReason":"stop",
+            "message":{"role":"assistant","content":[{"type":"text","text":"stub reply"}]}}),
+        ));
         assert_eq!(reply.outcome(), Some(&ChatState::Final));
         assert_eq!(reply.text(), "stub reply");
     }

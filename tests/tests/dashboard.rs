@@ -1,0 +1,444 @@
+//! `clawlink dashboard` through `clawlink tunnel` over SSH: headless Chromium loads the gateway's Control UI from the tunnel's local port with the one-time sign-in, the page reports a connected gateway and shows our message, a screenshot is saved under `target/dashboard/`, and the widget sandbox answers on port + 1.
+//!
+//! Chromium is driven over the DevTools protocol (not `--dump-dom` on the command line), so
+//! the one-time sign-in never reaches a process's argv, and the test waits in real time
+//! for the page to connect instead of guessing a virtual-time budget.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clawlink_tests::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A child process killed when the test ends, whatever happens.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A loopback port whose successor is free too (the tunnel needs both).
+fn free_port_pair() -> u16 {
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free pair of loopback ports");
+}
+
+/// A plain HTTP/1.1 GET; (status code, headers and body as text).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer on {port}{path}: {response:?}"));
+    (code, response)
+}
+
+/// Standard base64 (what `Page.captureScreenshot` returns).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let clean: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let data: Vec<u8> = chunk.iter().copied().filter(|&b| b != b'=').collect();
+        let mut bits = 0u32;
+        for (i, &b) in data.iter().enumerate() {
+            bits |= value(b) << (18 - 6 * i);
+        }
+        let bytes = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
+        out.extend_from_slice(&bytes[..data.len().saturating_sub(1)]);
+    }
+    out
+}
+
+/// A DevTools protocol connection to the browser, with one page attached (flat sessions).
+struct DevTools {
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    next_id: u64,
+    session: Option<String>,
+}
+
+impl DevTools {
+    /// Connects to the browser whose profile is `profile` (it writes its port there).
+    async fn connect(profile: &Path) -> Self {
+        let file = profile.join("DevToolsActivePort");
+        let until = Instant::now() + Duration::from_secs(30);
+        let (port, path) = loop {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                let mut lines = text.lines();
+                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                    break (port.trim().to_owned(), path.trim().to_owned());
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "chromium wrote no DevToolsActivePort"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}{path}"), tcp)
+            .await
+            .expect("DevTools websocket");
+        Self {
+            ws,
+            next_id: 0,
+            session: None,
+        }
+    }
+
+    /// One command (on the attached page, once there is one); its result.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut command = json!({"id": id, "method": method, "params": params});
+        if let Some(session) = &self.session {
+            command["sessionId"] = json!(session);
+        }
+        self.ws
+            .send(Message::Text(command.to_string().into()))
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(message) = self.ws.next().await {
+                let Ok(Message::Text(text)) = message else {
+                    continue;
+                };
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["id"] == id {
+                    return value;
+                }
+            }
+            panic!("the DevTools connection closed");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {method} within 30 s"));
+        assert!(answer["error"].is_null(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// Opens a blank page and attaches to it.
+    async fn open_page(&mut self) {
+        let target = self
+            .call("Target.createTarget", json!({"url": "about:blank"}))
+            .await;
+        let attached = self
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target["targetId"], "flatten": true}),
+            )
+            .await;
+        self.session = Some(attached["sessionId"].as_str().unwrap().to_owned());
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+    }
+
+    /// Evaluates `expression` in the page; its value.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true}),
+            )
+            .await;
+        result["result"]["value"].clone()
+    }
+}
+
+/// What the page shows about its connection: the sidebar's live status line (the Control
+/// UI writes `Connected` there once the gateway accepted it), the connect screen's heading
+/// when it is shown instead, and whether `mark` is on the page.
+const PAGE_STATE: &str = r#"(() => {
+  const status = document.querySelector('.sidebar-footer-bar [role=status]');
+  const splash = document.querySelector('.connect-splash, .connect-card, main[aria-label]');
+  const heading = document.querySelector('h1, h2');
+  return {
+    status: status ? status.textContent.trim() : null,
+    loading: !!document.querySelector('.connect-splash--skeleton'),
+    splash: splash ? splash.getAttribute('aria-label') : null,
+    heading: heading ? heading.textContent.trim() : null,
+    title: document.title,
+    body: document.body ? document.body.innerText : '',
+  };
+})()"#;
+
+fn workspace_target(path: &str) -> PathBuf {
+    let file = workspace_root().join("target").join(path);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_ui_connects_through_the_ssh_tunnel() {
+    assert!(
+        Path::new(CHROMIUM).is_file(),
+        "{CHROMIUM} is missing: `cargo xtask peer install` installs the Debian package chromium"
+    );
+    let peers = Peers::get();
+    let home = ssh_home("dashboard");
+    let token = secret_file(&home, "token", peers.var("OCPEER_GATEWAY_TOKEN"));
+    let token = token.display().to_string();
+    let port = free_port_pair();
+    let local = port.to_string();
+    let mut ssh = ssh_args(peers.var("OCPEER_SSH_USER"));
+    ssh.extend([
+        "--token-file".into(),
+        token.clone(),
+        "--local-port".into(),
+        local.clone(),
+    ]);
+
+    // `clawlink tunnel` in the background: the gateway port and the sandbox (port + 1).
+    let tunnel_out = home.join("tunnel.out");
+    let tunnel = Reaped(
+        clawlink_command(&home)
+            .args(&ssh)
+            .arg("tunnel")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&tunnel_out).unwrap())
+            .stderr(std::fs::File::create(home.join("tunnel.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&tunnel_out)
+        .unwrap_or_default()
+        .contains("forwarding until")
+    {
+        assert!(
+            Instant::now() < until,
+            "the tunnel did not come up: {}",
+            std::fs::read_to_string(home.join("tunnel.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let forwarded = std::fs::read_to_string(&tunnel_out).unwrap();
+    assert!(
+        forwarded.contains(&format!("ws://127.0.0.1:{port}"))
+            && forwarded.contains(&format!("http://127.0.0.1:{}", port + 1)),
+        "{forwarded}"
+    );
+
+    // Something of ours in the main session (the page opens it), sent through the tunnel.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mark = format!("dashboard-{}-{nanos:x}", std::process::id());
+    let through_tunnel = format!("ws://127.0.0.1:{port}");
+    let out = clawlink(
+        &home,
+        &[
+            "--url",
+            &through_tunnel,
+            "--token-file",
+            &token,
+            "chat",
+            "-m",
+            &mark,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "chat through the tunnel: {:?}",
+        text(&out)
+    );
+
+    // The Control UI is served on the same port.
+    let (code, page) = http_get(port, "/");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<title>OpenClaw Control</title>"), "{page}");
+
+    // The dashboard URL: the tunnel's port, a one-time sign-in minted on the host.
+    let mut args: Vec<&str> = ssh.iter().map(String::as_str).collect();
+    args.extend(["dashboard", "--print"]);
+    let out = clawlink(&home, &args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "dashboard --print: {stderr}");
+    let url = stdout.trim().to_owned();
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{port}/#bootstrapToken=")),
+        "the URL goes through the tunnel, signed in: {}",
+        url.split('#').next().unwrap()
+    );
+    assert!(url.contains("&bootstrapProfile=owner"));
+    assert!(
+        url.ends_with(&format!("&gatewayUrl=ws%3A%2F%2F127.0.0.1%3A{port}")),
+        "the page is told to use the forward: {}",
+        url.split('#').next().unwrap()
+    );
+    assert!(stderr.contains("openclaw dashboard"), "{stderr}");
+    let gateway_token = peers.var("OCPEER_GATEWAY_TOKEN");
+    assert!(
+        !stdout.contains(gateway_token) && !stderr.contains(gateway_token),
+        "the gateway token was printed"
+    );
+
+    // Headless Chromium loads it.
+    let profile = scratch_dir("dashboard-chromium");
+    let chromium = Reaped(
+        Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                "--window-size=1280,800",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(profile.join("chromium.err")).unwrap())
+            .spawn()
+            .expect("start chromium"),
+    );
+    let mut devtools = DevTools::connect(&profile).await;
+    devtools.open_page().await;
+    devtools.call("Page.enable", json!({})).await;
+    devtools.call("Page.navigate", json!({"url": url})).await;
+    let loaded_at = Instant::now();
+    let (connected, state) = loop {
+        let state = devtools.eval(PAGE_STATE).await;
+        let body = state["body"].as_str().unwrap_or_default();
+        if state["status"] == "Connected" && body.contains(&mark) {
+            break (true, state);
+        }
+        if loaded_at.elapsed() > Duration::from_secs(90) {
+            break (false, state);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let took = loaded_at.elapsed();
+    let shot = devtools
+        .call("Page.captureScreenshot", json!({"format": "png"}))
+        .await;
+    let png = base64_decode(shot["data"].as_str().unwrap());
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let screenshot = workspace_target("dashboard/control-ui.png");
+    std::fs::write(&screenshot, &png).unwrap();
+    let shown: String = state["body"]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .take(1500)
+        .collect();
+    assert!(
+        connected,
+        "the Control UI did not report a connected gateway showing {mark} within 90 s \
+         (screenshot: {}): status {}, splash {}, heading {}, title {}\n{shown}",
+        screenshot.display(),
+        state["status"],
+        state["splash"],
+        state["heading"],
+        state["title"],
+    );
+    assert_eq!(state["loading"], false);
+    eprintln!(
+        "Control UI connected through 127.0.0.1:{port} in {:.1} s; screenshot {} ({} bytes); title {}",
+        took.as_secs_f64(),
+        screenshot.display(),
+        png.len(),
+        state["title"]
+    );
+    let _ = devtools.call("Browser.close", json!({})).await;
+    drop(chromium);
+
+    // The widget sandbox (port + 1): the gateway starts it on demand for a canvas preview
+    // and names the path; the tunnel's port + 1 must serve it.
+    let out = clawlink(
+        &home,
+        &[
+            "--url",
+            &through_tunnel,
+            "--token-file",
+            &token,
+            "call",
+            "canvas.document.preview",
+            r#"{"html": "<p>sandbox check</p>"}"#,
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "canvas.document.preview: {stderr}");
+    let preview: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        preview["sandboxPort"].as_u64(),
+        Some(peers.var("OCPEER_GATEWAY_PORT").parse::<u64>().unwrap() + 1),
+        "{preview:#}"
+    );
+    let sandbox_path = preview["sandboxUrl"].as_str().unwrap();
+    let (code, sandbox) = http_get(port + 1, sandbox_path);
+    assert_eq!(code, 200, "sandbox through the tunnel: {sandbox}");
+    assert!(
+        sandbox.contains("<title>MCP App sandbox</title>"),
+        "{sandbox}"
+    );
+    let (code, _) = http_get(port + 1, "/");
+    assert_eq!(code, 404, "the sandbox serves only its own paths");
+
+    // Ctrl-C ends the tunnel cleanly.
+    let mut tunnel = tunnel;
+    let status = Command::new("kill")
+        .args(["-INT", &tunnel.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let until = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = tunnel.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < until, "the tunnel did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "tunnel exit: {exit:?}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the forward is closed"
+    );
+}
