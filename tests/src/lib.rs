@@ -140,6 +140,37 @@ pub fn token_flags(dir: &Path, config: Option<&Path>, url: &str) -> Vec<String> 
     flags
 }
 
+/// A marker no other test (or earlier run) uses, to find a test's own messages in a shared
+/// session or log.
+pub fn unique_marker(label: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{label}-{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The text of a `chat.history` message: its string content, or its text parts joined.
+pub fn message_text(message: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match &message["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
 /// The direct-ws transport to `url`.
 pub fn direct(url: &str) -> Arc<dyn Transport> {
     Arc::new(

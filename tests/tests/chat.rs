@@ -10,24 +10,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clawlink_tests::*;
 use serde_json::{json, Value};
-
-/// A marker no other test (or earlier run) uses, to find our own messages in a session.
-fn marker(label: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{label}-{}-{nanos:x}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A session key of this test only.
 fn session_for(marker: &str) -> String {
@@ -36,14 +22,7 @@ fn session_for(marker: &str) -> String {
 
 /// `--url` and `--token-file` of the peer gateway (the token in a 0600 file in `dir`).
 fn direct_args(dir: &Path) -> Vec<String> {
-    let peers = Peers::get();
-    let token = secret_file(dir, "token", peers.var("OCPEER_GATEWAY_TOKEN"));
-    vec![
-        "--url".into(),
-        peers.gateway_url().into(),
-        "--token-file".into(),
-        token.display().to_string(),
-    ]
+    token_flags(dir, None, Peers::get().gateway_url())
 }
 
 fn run(dir: &Path, base: &[String], extra: &[&str]) -> std::process::Output {
@@ -84,18 +63,6 @@ fn history(dir: &Path, base: &[String], session: &str) -> Value {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "chat.history failed: {stderr}");
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("chat.history: {e}\n{stdout}"))
-}
-
-fn message_text(message: &Value) -> String {
-    match &message["content"] {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
 }
 
 /// What a session's history holds of one message: its user turns (by idempotency key and
@@ -151,7 +118,7 @@ fn key_of(lines: &[Value]) -> String {
 fn one_shot_prints_the_stub_models_reply() {
     let dir = scratch_dir("chat-one-shot");
     let base = direct_args(&dir);
-    let mark = marker("oneshot");
+    let mark = unique_marker("oneshot");
     let session = session_for(&mark);
     let out = run(
         &dir,
@@ -176,7 +143,7 @@ fn one_shot_prints_the_stub_models_reply() {
 fn json_prints_event_lines_with_deltas_and_a_final() {
     let dir = scratch_dir("chat-json");
     let base = direct_args(&dir);
-    let mark = marker("json");
+    let mark = unique_marker("json");
     let session = session_for(&mark);
     let out = run(
         &dir,
@@ -217,7 +184,7 @@ fn json_prints_event_lines_with_deltas_and_a_final() {
 fn text_on_stdin_is_sent_like_dash_m() {
     let dir = scratch_dir("chat-stdin");
     let base = direct_args(&dir);
-    let mark = marker("stdin");
+    let mark = unique_marker("stdin");
     let session = session_for(&mark);
     let mut child = clawlink_command(&dir)
         .args(&base)
@@ -254,7 +221,7 @@ fn text_on_stdin_is_sent_like_dash_m() {
 fn the_main_session_is_the_default_and_its_history_shows_the_exchange_once() {
     let dir = scratch_dir("chat-main");
     let base = direct_args(&dir);
-    let first_mark = marker("main-first");
+    let first_mark = unique_marker("main-first");
     let out = run(&dir, &base, &["--json", "chat", "-m", &first_mark]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
@@ -267,7 +234,7 @@ fn the_main_session_is_the_default_and_its_history_shows_the_exchange_once() {
     assert_eq!(send["sessionKey"], "agent:main:main", "{send}");
 
     // A second invocation, with the alias `main`, lands in the same session.
-    let second_mark = marker("main-second");
+    let second_mark = unique_marker("main-second");
     let out = run(
         &dir,
         &base,
@@ -306,7 +273,7 @@ fn the_main_session_is_the_default_and_its_history_shows_the_exchange_once() {
 fn a_second_invocation_sees_the_first_exchange_once_in_the_history() {
     let dir = scratch_dir("chat-history");
     let base = direct_args(&dir);
-    let mark = marker("history");
+    let mark = unique_marker("history");
     let session = session_for(&mark);
     let first_text = format!("first {mark}");
     let out = run(
@@ -464,7 +431,7 @@ fn signal(pid: u32, name: &str) {
 fn ctrl_c_during_a_slow_reply_aborts_it() {
     let dir = scratch_dir("chat-abort");
     let base = direct_args(&dir);
-    let mark = marker("abort");
+    let mark = unique_marker("abort");
     let session = session_for(&mark);
     // 24 chunks, 400 ms apart: about ten seconds of reply to interrupt.
     let message = format!("{mark} stub:slow");
@@ -515,7 +482,7 @@ fn ctrl_c_during_a_slow_reply_aborts_it() {
 fn the_outbox_keeps_an_undelivered_message_and_is_empty_after_success() {
     let dir = scratch_dir("chat-outbox");
     let base = direct_args(&dir);
-    let mark = marker("outbox");
+    let mark = unique_marker("outbox");
     let session = session_for(&mark);
     let out = run(&dir, &base, &["chat", "--session", &session, "-m", &mark]);
     assert!(out.status.success(), "{:?}", text(&out));
@@ -707,7 +674,7 @@ fn a_cut_ssh_connection_loses_nothing_and_duplicates_nothing() {
             CutAt::Ack,
             CutAt::Delta,
         ][round % 3];
-        let mark = marker(&format!("fault{round}"));
+        let mark = unique_marker(&format!("fault{round}"));
         let session = session_for(&mark);
         let message = format!("{mark} stub:slow:50");
         let mut cmd = clawlink_command(&home);
@@ -873,7 +840,7 @@ fn read_until(output: &Receiver<String>, seen: &mut String, wanted: &str, limit:
 fn the_interactive_chat_paints_the_history_streams_the_reply_and_quits() {
     let dir = scratch_dir("chat-interactive");
     let base = direct_args(&dir);
-    let mark = marker("interactive");
+    let mark = unique_marker("interactive");
     let session = session_for(&mark);
     // Something to paint first.
     let earlier = format!("earlier {mark}");

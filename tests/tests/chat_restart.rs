@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clawlink_tests::agent::{agent_command, run_beside, RunningAgent};
 use clawlink_tests::*;
@@ -41,32 +41,12 @@ impl Drop for GatewayDown {
     }
 }
 
-fn marker(label: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
-
 fn webchat(status: &Value) -> Value {
     status["features"]
         .as_array()
         .and_then(|f| f.iter().find(|f| f["name"] == "webchat"))
         .cloned()
         .unwrap_or(Value::Null)
-}
-
-fn message_text(message: &Value) -> String {
-    match &message["content"] {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
 }
 
 /// (user messages, assistant replies) of `session` that contain `mark`.
@@ -193,7 +173,7 @@ fn messages_typed_while_the_gateway_is_down_are_delivered_once_when_it_is_back()
     // 1. A one-shot that keeps waiting, with a data directory of its own (else it would
     //    also deliver the agent's outbox once connected, as the next `clawlink chat` does).
     let waiter_dir = scratch_dir("chat-restart-waiter");
-    let waiting_mark = marker("waiting");
+    let waiting_mark = unique_marker("waiting");
     let waiting_session = format!("agent:main:{waiting_mark}");
     let mut waiter = Waiter::start(
         &waiter_dir,
@@ -209,7 +189,7 @@ fn messages_typed_while_the_gateway_is_down_are_delivered_once_when_it_is_back()
     );
 
     // 2. A one-shot that gives up: its message stays in the outbox for the agent.
-    let queued_mark = marker("queued");
+    let queued_mark = unique_marker("queued");
     let queued_session = format!("agent:main:{queued_mark}");
     let out = run_beside(
         &dir,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use clawlink_tests::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -61,32 +62,6 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP answer on {port}{path}: {response:?}"));
     (code, response)
-}
-
-/// Standard base64 (what `Page.captureScreenshot` returns).
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => (c - b'A') as u32,
-            b'a'..=b'z' => (c - b'a' + 26) as u32,
-            b'0'..=b'9' => (c - b'0' + 52) as u32,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("not base64: {c}"),
-        }
-    };
-    let clean: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let data: Vec<u8> = chunk.iter().copied().filter(|&b| b != b'=').collect();
-        let mut bits = 0u32;
-        for (i, &b) in data.iter().enumerate() {
-            bits |= value(b) << (18 - 6 * i);
-        }
-        let bytes = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
-        out.extend_from_slice(&bytes[..data.len().saturating_sub(1)]);
-    }
-    out
 }
 
 /// A DevTools protocol connection to the browser, with one page attached (flat sessions).
@@ -358,7 +333,9 @@ async fn the_control_ui_connects_through_the_ssh_tunnel() {
     let shot = devtools
         .call("Page.captureScreenshot", json!({"format": "png"}))
         .await;
-    let png = base64_decode(shot["data"].as_str().unwrap());
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     let screenshot = workspace_target("dashboard/control-ui.png");
     std::fs::write(&screenshot, &png).unwrap();
