@@ -279,6 +279,21 @@ pub fn ssh_target(user: &str) -> String {
     )
 }
 
+/// The main peer gateway's token in a 0600 file in `dir`, as the `--token-file` argument.
+pub fn token_file(dir: &Path) -> String {
+    secret_file(dir, "token", Peers::get().var("OCPEER_GATEWAY_TOKEN"))
+        .display()
+        .to_string()
+}
+
+/// Global flags followed by a command's words, as one argument list.
+pub fn args_with<'a>(base: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
+    base.iter()
+        .map(String::as_str)
+        .chain(rest.iter().copied())
+        .collect()
+}
+
 /// The global flags that select the SSH transport to the peer gateway as `user`.
 pub fn ssh_args(user: &str) -> Vec<String> {
     let peers = Peers::get();

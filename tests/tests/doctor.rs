@@ -110,19 +110,6 @@ fn fix_of<'a>(report: &'a Value, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("layer {name} has no fix: {report}"))
 }
 
-fn token_file(home: &Path) -> String {
-    secret_file(home, "token", Peers::get().var("OCPEER_GATEWAY_TOKEN"))
-        .display()
-        .to_string()
-}
-
-fn with<'a>(base: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
-    base.iter()
-        .map(String::as_str)
-        .chain(rest.iter().copied())
-        .collect()
-}
-
 fn new_key(dir: &Path, name: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     let status = Command::new("ssh-keygen")
@@ -145,7 +132,10 @@ fn closed_port() -> String {
 fn a_healthy_ssh_profile_passes_every_layer_and_explains_127_0_0_1() {
     let home = ssh_home("doctor-ssh-ok");
     let token = token_file(&home);
-    let (report, code, out) = doctor(&home, &with(&ssh_args("claw"), &["--token-file", &token]));
+    let (report, code, out) = doctor(
+        &home,
+        &args_with(&ssh_args("claw"), &["--token-file", &token]),
+    );
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["ok"], true);
     assert!(report["failedLayer"].is_null());
@@ -189,7 +179,7 @@ fn a_healthy_ssh_profile_passes_every_layer_and_explains_127_0_0_1() {
     // Text: one line per layer with its mark.
     let out = clawlink_in_home(
         &home,
-        &with(&ssh_args("claw"), &["--token-file", &token, "doctor"]),
+        &args_with(&ssh_args("claw"), &["--token-file", &token, "doctor"]),
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -262,7 +252,7 @@ fn a_changed_or_unknown_host_key_stops_at_ssh_host_key() {
     let base = ssh_args("claw");
 
     // Unknown: no known_hosts at all.
-    let (report, code, _) = doctor(&home, &with(&base, &["--token-file", &token]));
+    let (report, code, _) = doctor(&home, &args_with(&base, &["--token-file", &token]));
     assert_eq!(code, Some(1));
     assert_eq!(report["failedLayer"], "ssh-host-key", "{report}");
     assert!(
@@ -283,7 +273,7 @@ fn a_changed_or_unknown_host_key_stops_at_ssh_host_key() {
         format!("[127.0.0.1]:{port} {}\n", key.join(" ")),
     )
     .unwrap();
-    let (report, code, _) = doctor(&home, &with(&base, &["--token-file", &token]));
+    let (report, code, _) = doctor(&home, &args_with(&base, &["--token-file", &token]));
     assert_eq!(code, Some(1));
     assert_eq!(report["failedLayer"], "ssh-host-key", "{report}");
     assert!(
@@ -334,7 +324,10 @@ fn a_refused_key_stops_at_ssh_auth_and_lists_what_was_offered() {
 fn a_missing_cli_stops_at_remote_cli_with_the_path_fixes() {
     let home = ssh_home("doctor-noclaw");
     let token = token_file(&home);
-    let (report, code, _) = doctor(&home, &with(&ssh_args("noclaw"), &["--token-file", &token]));
+    let (report, code, _) = doctor(
+        &home,
+        &args_with(&ssh_args("noclaw"), &["--token-file", &token]),
+    );
     assert_eq!(code, Some(1));
     assert_eq!(report["failedLayer"], "remote-cli", "{report}");
     let detail = detail_of(&report, "remote-cli");
@@ -402,7 +395,7 @@ fn a_taken_local_port_names_the_process_holding_it() {
     let port = holder.local_addr().unwrap().port().to_string();
     let (report, code, _) = doctor(
         &home,
-        &with(
+        &args_with(
             &ssh_args("claw"),
             &["--local-port", &port, "--token-file", &token],
         ),

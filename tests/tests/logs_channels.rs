@@ -16,18 +16,11 @@ fn direct_args(dir: &Path) -> Vec<String> {
     token_flags(dir, None, Peers::get().gateway_url())
 }
 
-fn with<'a>(base: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
-    base.iter()
-        .map(String::as_str)
-        .chain(rest.iter().copied())
-        .collect()
-}
-
 #[test]
 fn logs_prints_the_last_lines_of_the_real_gateway_log() {
     let dir = scratch_dir("logs-tail");
     let base = direct_args(&dir);
-    let out = clawlink(&dir, &with(&base, &["logs", "--lines", "5"]));
+    let out = clawlink(&dir, &args_with(&base, &["logs", "--lines", "5"]));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
@@ -43,7 +36,7 @@ fn logs_prints_the_last_lines_of_the_real_gateway_log() {
     }
 
     // --json: the gateway's own records, one per line, each one a line of its log file.
-    let out = clawlink(&dir, &with(&base, &["--json", "logs", "-n", "3"]));
+    let out = clawlink(&dir, &args_with(&base, &["--json", "logs", "-n", "3"]));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let log = std::fs::read_to_string(Peers::get().var("OCPEER_GATEWAY_LOG")).unwrap();
@@ -320,11 +313,11 @@ fn logs_follow_survives_an_outage_without_losing_or_repeating_lines() {
 fn channels_status_reflects_the_gateways_answer() {
     let dir = scratch_dir("channels-status");
     let base = direct_args(&dir);
-    let gateway = clawlink(&dir, &with(&base, &["call", "channels.status", "{}"]));
+    let gateway = clawlink(&dir, &args_with(&base, &["call", "channels.status", "{}"]));
     assert!(gateway.status.success(), "{}", text(&gateway).1);
     let gateway: Value = serde_json::from_slice(&gateway.stdout).unwrap();
 
-    let out = clawlink(&dir, &with(&base, &["--json", "channels", "status"]));
+    let out = clawlink(&dir, &args_with(&base, &["--json", "channels", "status"]));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
@@ -341,7 +334,7 @@ fn channels_status_reflects_the_gateways_answer() {
         );
     }
 
-    let out = clawlink(&dir, &with(&base, &["channels", "status", "--probe"]));
+    let out = clawlink(&dir, &args_with(&base, &["channels", "status", "--probe"]));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     if order.is_empty() {
@@ -361,7 +354,10 @@ fn channels_login_without_whatsapp_gives_the_gateways_error_and_the_fix() {
     let base = direct_args(&dir);
     let png = dir.join("qr.png");
     let png = png.display().to_string();
-    let out = clawlink(&dir, &with(&base, &["channels", "login", "--png", &png]));
+    let out = clawlink(
+        &dir,
+        &args_with(&base, &["channels", "login", "--png", &png]),
+    );
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
@@ -376,7 +372,7 @@ fn channels_login_without_whatsapp_gives_the_gateways_error_and_the_fix() {
     );
     assert!(!Path::new(&png).exists(), "no QR code, no PNG");
 
-    let out = clawlink(&dir, &with(&base, &["--json", "channels", "login"]));
+    let out = clawlink(&dir, &args_with(&base, &["--json", "channels", "login"]));
     assert_eq!(out.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], false);
@@ -392,7 +388,7 @@ fn channels_login_without_whatsapp_gives_the_gateways_error_and_the_fix() {
     let token = token.display().to_string();
     let out = clawlink_in_home(
         &home,
-        &with(&ssh, &["--token-file", &token, "channels", "login"]),
+        &args_with(&ssh, &["--token-file", &token, "channels", "login"]),
     );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -406,7 +402,7 @@ fn channels_login_without_whatsapp_gives_the_gateways_error_and_the_fix() {
 fn channels_logout_of_an_unknown_channel_names_it_and_the_fix() {
     let dir = scratch_dir("channels-logout");
     let base = direct_args(&dir);
-    let out = clawlink(&dir, &with(&base, &["channels", "logout"]));
+    let out = clawlink(&dir, &args_with(&base, &["channels", "logout"]));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
@@ -416,7 +412,7 @@ fn channels_logout_of_an_unknown_channel_names_it_and_the_fix() {
     );
     let out = clawlink(
         &dir,
-        &with(&base, &["channels", "logout", "--channel", "nosuch"]),
+        &args_with(&base, &["channels", "logout", "--channel", "nosuch"]),
     );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));

@@ -6,17 +6,10 @@ use std::process::{Command, Output, Stdio};
 
 use clawlink_tests::*;
 
-fn with<'a>(base: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
-    base.iter()
-        .map(String::as_str)
-        .chain(rest.iter().copied())
-        .collect()
-}
-
 /// `clawlink <ssh flags for user> remote <rest…>` in `home`, with extra environment.
 fn remote(home: &Path, user: &str, rest: &[&str], env: &[(&str, &str)]) -> Output {
     let base = ssh_args(user);
-    let mut args = with(&base, &["remote"]);
+    let mut args = args_with(&base, &["remote"]);
     args.extend_from_slice(rest);
     clawlink_with_env(home, &args, env)
 }
@@ -74,7 +67,7 @@ fn stdin_is_forwarded_until_eof_without_a_terminal() {
     let home = ssh_home("remote-stdin");
     let base = ssh_args("claw");
     let mut child = Command::new(clawlink_bin())
-        .args(with(
+        .args(args_with(
             &base,
             &["remote", "--", "sh", "-c", "tr a-z A-Z; tty || true"],
         ))

@@ -20,19 +20,6 @@ fn passing_report(out: &std::process::Output) -> Value {
     serde_json::from_str(&stdout).unwrap()
 }
 
-fn args_with<'a>(base: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
-    base.iter()
-        .map(String::as_str)
-        .chain(rest.iter().copied())
-        .collect()
-}
-
-fn token_file(home: &std::path::Path) -> String {
-    secret_file(home, "token", Peers::get().var("OCPEER_GATEWAY_TOKEN"))
-        .display()
-        .to_string()
-}
-
 #[test]
 fn test_is_green_for_a_user_with_the_cli() {
     let home = ssh_home("ssh-green");
