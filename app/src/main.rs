@@ -183,7 +183,8 @@ fn missing_plugin(kind: &str, name: &str) -> anyhow::Error {
 
 /// Logs go to stderr; stdout is for results. `RUST_LOG` wins over `-v`/`-q`.
 fn init_logging(global: &GlobalArgs) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+    use tracing_subscriber::prelude::*;
     let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -191,31 +192,58 @@ fn init_logging(global: &GlobalArgs) {
         (false, 2) => "debug",
         (false, _) => "trace",
     };
-    let mut filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
         // Our crates at the chosen level; dependencies one notch quieter unless tracing.
         let deps = if global.verbose >= 3 { "trace" } else { "warn" };
         EnvFilter::new(format!(
             "{deps},clawlink={level},clawlink_core={level},clawlink_transport_ws={level}"
         ))
     });
-    // Secrets never reach logs, whatever RUST_LOG asks for: these crates log whole frames,
-    // channel data or signing requests at debug/trace, and our connect frame carries the
-    // gateway token. Their info level (connection events) stays available.
-    for cap in [
-        "tungstenite=info",
-        "tokio_tungstenite=info",
-        "russh=info",
-        "rustls=info",
-    ] {
-        filter = filter.add_directive(cap.parse().expect("a valid directive"));
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Secrets never reach logs, whatever RUST_LOG asks for: the crates of
+    // [`logs_frames`] log whole frames, channel data or signing requests at debug/trace, and
+    // our connect frame carries the gateway token. A directive added to the EnvFilter would
+    // lose to a more specific one (`tungstenite::protocol=trace`), so the cap is a filter of
+    // its own that every event must also pass. Their info level (connection events) stays.
+    let capped = filter.and(filter_fn(|meta| {
+        *meta.level() <= tracing::Level::INFO || !logs_frames(meta.target())
+    }));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    match global.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.compact().init(),
+    let layer = match global.log_format {
+        LogFormat::Json => fmt.json().with_filter(capped).boxed(),
+        LogFormat::Text => fmt.compact().with_filter(capped).boxed(),
+    };
+    tracing_subscriber::registry().with(layer).init();
+}
+
+/// Whether `target` belongs to a crate that logs frames or decrypted data below INFO.
+fn logs_frames(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    ["tungstenite", "tokio_tungstenite", "russh", "rustls"]
+        .iter()
+        .any(|capped| krate == *capped || krate.starts_with(&format!("{capped}_")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logs_frames;
+
+    #[test]
+    fn the_frame_logging_crates_are_capped_by_crate_not_by_module() {
+        for target in [
+            "tungstenite",
+            "tungstenite::protocol",
+            "tokio_tungstenite::compat",
+            "russh::client",
+            "russh_cryptovec",
+            "rustls::client::hs",
+        ] {
+            assert!(logs_frames(target), "{target}");
+        }
+        for target in ["clawlink", "clawlink_core::gateway", "hyper", "russhx"] {
+            assert!(!logs_frames(target), "{target}");
+        }
     }
 }

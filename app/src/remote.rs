@@ -388,27 +388,25 @@ pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
         tunnel.session().await.map_err(Failure::from)?;
     }
     let [gateway, sandbox] = bind_forwards(&tunnel).await?;
-
-    let mut openssh_child = None;
-    let forwards = match tunnel.openssh() {
-        Some(ssh) => {
-            // ssh itself listens; hand it the ports we just found free.
-            let forwards = vec![gateway.release(), sandbox.release()];
-            let pairs: Vec<(u16, u16)> = forwards
-                .iter()
-                .map(|f| (f.local_port, f.spec.remote_port))
-                .collect();
-            openssh_child = Some(ssh.start_forwards(&pairs).await.map_err(Failure::from)?);
-            forwards
-        }
-        None => vec![gateway, sandbox],
-    };
+    let forwards = vec![gateway, sandbox];
     tunnel.set_local_endpoints(forwards.iter().flat_map(|f| f.endpoints()).collect());
-    print_forwards(global, &tunnel, &forwards);
 
-    let stop = match openssh_child {
-        Some(child) => supervise_openssh(&tunnel, child, &forwards).await?,
+    let stop = match tunnel.openssh() {
+        Some(ssh) => {
+            // We keep the listeners and relay to ssh's private Unix sockets: a port released
+            // for `ssh -L` could be taken by another local user before ssh binds it.
+            let remote_ports: Vec<u16> = forwards.iter().map(|f| f.spec.remote_port).collect();
+            let sockets = clawlink_transport_ssh::openssh::ForwardSockets::new(&remote_ports)
+                .map_err(Failure::from)?;
+            let child = ssh.start_forwards(&sockets).await.map_err(Failure::from)?;
+            print_forwards(global, &tunnel, &forwards);
+            let serving = tokio::spawn(forward::serve_to_sockets(forwards, sockets.paths.clone()));
+            let stop = supervise_openssh(&tunnel, child).await;
+            serving.abort();
+            stop?
+        }
         None => {
+            print_forwards(global, &tunnel, &forwards);
             let serving = tokio::spawn(forward::serve(tunnel.clone(), forwards));
             // The real reason (host key, auth) when SSH cannot be restored.
             let stop = tokio::select! {
@@ -491,17 +489,13 @@ fn print_forwards(global: &GlobalArgs, tunnel: &SshTunnel, forwards: &[forward::
 }
 
 /// Keeps the openssh backend's `ssh -N -L` child alive (restarting it with backoff on the
-/// same ports) until a signal; failures a retry cannot fix end the command.
+/// same sockets) until a signal; failures a retry cannot fix end the command.
 async fn supervise_openssh(
     tunnel: &SshTunnel,
     mut child: clawlink_transport_ssh::openssh::ForwardChild,
-    forwards: &[forward::BoundForward],
 ) -> Result<&'static str, Failure> {
     let ssh = tunnel.openssh().expect("openssh backend");
-    let pairs: Vec<(u16, u16)> = forwards
-        .iter()
-        .map(|f| (f.local_port, f.spec.remote_port))
-        .collect();
+    let sockets = child.sockets().clone();
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
@@ -521,7 +515,7 @@ async fn supervise_openssh(
         );
         child = tokio::select! {
             stop = &mut signal => return Ok(stop),
-            next = restore(|| ssh.start_forwards(&pairs)) => next.map_err(Failure::from)?,
+            next = restore(|| ssh.start_forwards(&sockets)) => next.map_err(Failure::from)?,
         };
         eprintln!("clawlink: ssh forward restored");
     }

@@ -2,7 +2,10 @@
 //!
 //! Both are credentials: the key proves the device's identity, a device token logs it in
 //! without the shared secret. So they are written with mode 0600 in a 0700 directory, and a
-//! file that others can read is refused rather than used (someone may have copied it).
+//! file that others can read is refused rather than used (someone may have copied it). As in
+//! OpenSSH, files and the data directory must belong to the user (or root), and the
+//! directory must not be writable by others: whoever can write there can swap the key or
+//! read what we write next.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -31,11 +34,18 @@ pub fn data_dir() -> Result<PathBuf, Failure> {
         })
 }
 
-/// Refuses a credential file that group or others can read.
+/// The effective user ID, whose files we trust (with root's).
+#[cfg(unix)]
+fn my_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Refuses a credential file that another user owns or that group or others can read.
 pub fn check_private(path: &Path, what: &str) -> Result<(), Failure> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let meta = fs::metadata(path).map_err(|e| {
             Failure::config(
                 format!("cannot read {what} {}: {e}", path.display()),
@@ -45,6 +55,20 @@ pub fn check_private(path: &Path, what: &str) -> Result<(), Failure> {
                 )),
             )
         })?;
+        if meta.uid() != my_uid() && meta.uid() != 0 {
+            return Err(Failure::config(
+                format!(
+                    "{what} {} belongs to another user (uid {}); refusing to use it",
+                    path.display(),
+                    meta.uid()
+                ),
+                Some(format!(
+                    "use a file of your own: copy its content into a new file you create (mode 600), or `chown {} {}` if it really is yours",
+                    my_uid(),
+                    path.display()
+                )),
+            ));
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(Failure::config(
@@ -59,29 +83,77 @@ pub fn check_private(path: &Path, what: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` with mode 0600, atomically (temp file + rename), creating the
-/// parent directory with mode 0700.
+/// Refuses a data directory that another user owns or that group or others can write.
+pub fn check_private_dir(dir: &Path) -> Result<(), Failure> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(dir).map_err(|e| {
+            Failure::config(
+                format!(
+                    "cannot use clawlink's data directory {}: {e}",
+                    dir.display()
+                ),
+                Some(
+                    "check its permissions, or set CLAWLINK_DATA_DIR to a directory of your own"
+                        .into(),
+                ),
+            )
+        })?;
+        if meta.uid() != my_uid() && meta.uid() != 0 {
+            return Err(Failure::config(
+                format!(
+                    "clawlink's data directory {} belongs to another user (uid {}); its owner could read or replace the device key and tokens",
+                    dir.display(),
+                    meta.uid()
+                ),
+                Some("set CLAWLINK_DATA_DIR to a directory of your own (clawlink creates it with mode 700)".into()),
+            ));
+        }
+        let mode = meta.mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(Failure::config(
+                format!(
+                    "clawlink's data directory {} is writable by other users (mode {mode:03o}); they could replace the device key and tokens",
+                    dir.display()
+                ),
+                Some(format!("chmod 700 {}", dir.display())),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` (0700) when missing and checks that it is ours and private.
+pub fn open_data_dir(dir: &Path) -> Result<(), Failure> {
+    create_private_dir(dir).map_err(|e| {
+        Failure::config(
+            format!(
+                "cannot create clawlink's data directory {}: {e}",
+                dir.display()
+            ),
+            Some("make its parent writable, or set CLAWLINK_DATA_DIR".into()),
+        )
+    })?;
+    check_private_dir(dir)
+}
+
+/// Writes `bytes` to `path` with mode 0600, atomically: a new temp file with an
+/// unpredictable name (O_CREAT|O_EXCL, so never a file or symlink someone planted),
+/// synced, then renamed over `path`. Creates the parent directory with mode 0700.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_private_dir(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
-    {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    // tempfile creates it with mode 0600.
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -103,6 +175,7 @@ const KEY_HEADER: &str = "clawlink device key v1 (ed25519 seed, hex)";
 
 /// Loads the device identity for `role` from the data dir, creating it on first use.
 pub fn load_or_create_identity(dir: &Path, role: &str) -> Result<DeviceIdentity, Failure> {
+    open_data_dir(dir)?;
     let path = dir.join(format!("device-{role}.key"));
     if path.exists() {
         check_private(&path, "the device key")?;
@@ -149,6 +222,7 @@ pub struct FileTokenStore {
 
 impl FileTokenStore {
     pub fn open(dir: &Path) -> Result<Self, Failure> {
+        open_data_dir(dir)?;
         let path = dir.join("device-tokens.json");
         let tokens = if path.exists() {
             check_private(&path, "the device token file")?;
@@ -277,6 +351,59 @@ mod tests {
                 .expose_secret(),
             "abc"
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_temp_file_or_symlink_is_never_written_through() {
+        let dir = scratch("planted");
+        create_private_dir(&dir).unwrap();
+        let victim = dir.join("elsewhere");
+        fs::write(&victim, "untouched").unwrap();
+        // The names the old code would have used (predictable from the PID).
+        let path = dir.join("device-tokens.json");
+        for planted in [
+            format!(".device-tokens.json.tmp{}", std::process::id()),
+            ".device-tokens.json.tmp".to_owned(),
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.join(planted)).unwrap();
+        }
+        write_private(&path, b"{}").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{}");
+        assert_eq!(mode(&path), 0o600);
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_file());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_and_data_directories_of_another_user_or_open_to_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(my_uid(), 0, "this test plays another user: run it as root");
+        let nobody = 65534;
+        let dir = scratch("owner");
+        load_or_create_identity(&dir, "operator").unwrap();
+        let key = dir.join("device-operator.key");
+        std::os::unix::fs::chown(&key, Some(nobody), None).unwrap();
+        let err = load_or_create_identity(&dir, "operator").err().unwrap();
+        assert!(err.message.contains("belongs to another user"), "{err}");
+        // Root's own files are trusted, as OpenSSH does.
+        std::os::unix::fs::chown(&key, Some(0), None).unwrap();
+        load_or_create_identity(&dir, "operator").unwrap();
+
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = FileTokenStore::open(&dir).err().unwrap();
+        assert!(err.message.contains("writable by other users"), "{err}");
+        assert_eq!(err.fix.unwrap(), format!("chmod 700 {}", dir.display()));
+        let err = load_or_create_identity(&dir, "operator").err().unwrap();
+        assert!(err.message.contains("writable by other users"), "{err}");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(nobody), None).unwrap();
+        let err = FileTokenStore::open(&dir).err().unwrap();
+        assert!(err.message.contains("belongs to another user"), "{err}");
+        assert!(err.fix.unwrap().contains("CLAWLINK_DATA_DIR"));
         let _ = fs::remove_dir_all(&dir);
     }
 

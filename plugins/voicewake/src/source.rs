@@ -315,9 +315,30 @@ async fn read_fifo(
 }
 
 fn ensure_fifo(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     match std::fs::metadata(path) {
-        Ok(meta) if meta.file_type().is_fifo() => Ok(()),
+        // Whoever can write the pipe speaks as the user (its lines become wake words and
+        // agent requests): only the user's own pipe, writable by nobody else, is read.
+        Ok(meta) if meta.file_type().is_fifo() => {
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != me {
+                return Err(format!(
+                    "the FIFO {} belongs to another user (uid {}); refusing to take commands from it: remove it, or point fifo_path at a pipe of your own",
+                    path.display(),
+                    meta.uid()
+                ));
+            }
+            if meta.mode() & 0o022 != 0 {
+                return Err(format!(
+                    "the FIFO {} is writable by other users (mode {:03o}); refusing to take commands from it: chmod 600 {}",
+                    path.display(),
+                    meta.mode() & 0o777,
+                    path.display()
+                ));
+            }
+            Ok(())
+        }
         Ok(_) => Err(format!(
             "{} exists and is not a FIFO; remove it or point fifo_path elsewhere",
             path.display()
@@ -805,6 +826,35 @@ mod tests {
         assert_eq!(status.state, "failed");
         assert!(status.detail.contains("not a FIFO"), "{}", status.detail);
         source.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_fifo_others_can_write_or_own_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("clawlink-vw-foreign-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("voice.fifo");
+        ensure_fifo(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o622)).unwrap();
+        let error = ensure_fifo(&path).unwrap_err();
+        assert!(
+            error.contains("writable by other users") && error.contains("chmod 600"),
+            "{error}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        ensure_fifo(&path).unwrap();
+        // Another user's pipe (needs root to hand it over, as the test harness runs).
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test plays another user: run it as root"
+        );
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let error = ensure_fifo(&path).unwrap_err();
+        assert!(error.contains("belongs to another user"), "{error}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,9 +3,13 @@
 //! Each accepted connection opens its own `direct-tcpip` channel on the shared SSH session,
 //! so the listeners outlive any one SSH connection: when SSH reconnects, the same local ports
 //! keep working and nothing has to be re-bound. Listeners bind 127.0.0.1 and ::1 only, never
-//! another address.
+//! another address. With the openssh backend clawlink still holds the listeners itself and
+//! relays each connection to the system ssh's private Unix socket ([`serve_to_sockets`]), so
+//! no port is ever released for another local user to grab.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clawlink_core::transport::{LocalEndpoint, TransportError, TransportErrorKind};
@@ -53,13 +57,6 @@ impl BoundForward {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
-    }
-
-    /// Closes the listeners but keeps the chosen port, for a forward another process
-    /// (the openssh backend's `ssh -L`) will listen on.
-    pub fn release(mut self) -> Self {
-        self.listeners.clear();
-        self
     }
 }
 
@@ -146,38 +143,88 @@ pub async fn serve(tunnel: Arc<SshTunnel>, forwards: Vec<BoundForward>) {
         let remote_port = forward.spec.remote_port;
         for listener in forward.listeners {
             let tunnel = tunnel.clone();
-            accept_loops.spawn(async move {
-                let mut connections = JoinSet::new();
-                loop {
-                    let (socket, peer) = match listener.accept().await {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            // E.g. out of file descriptors: pause instead of spinning a core.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
-                    let tunnel = tunnel.clone();
-                    connections.spawn(async move {
-                        match pipe(&tunnel, socket, remote_port).await {
-                            // A client hanging up mid-transfer is normal for HTTP.
-                            Err(e) if e.kind == TransportErrorKind::Io => {
-                                tracing::debug!(%peer, error = %e, "forwarded connection ended")
-                            }
-                            Err(e) => {
-                                tracing::warn!(%peer, error = %e, "forwarded connection failed")
-                            }
-                            Ok(()) => {}
-                        }
-                    });
-                    // Reap finished connections so the set does not grow forever.
-                    while connections.try_join_next().is_some() {}
-                }
-            });
+            accept_loops.spawn(accept_loop(listener, move |socket| {
+                let tunnel = tunnel.clone();
+                async move { pipe(&tunnel, socket, remote_port).await }
+            }));
         }
     }
     while accept_loops.join_next().await.is_some() {}
+}
+
+/// Like [`serve`], for the openssh backend: each connection to the listeners of
+/// `forwards[i]` is relayed to the Unix socket `sockets[i]` that the system ssh forwards.
+pub async fn serve_to_sockets(forwards: Vec<BoundForward>, sockets: Vec<PathBuf>) {
+    let mut accept_loops = JoinSet::new();
+    for (forward, path) in forwards.into_iter().zip(sockets) {
+        let path = Arc::new(path);
+        for listener in forward.listeners {
+            let path = path.clone();
+            accept_loops.spawn(accept_loop(listener, move |socket| {
+                let path = path.clone();
+                async move { relay_to_socket(socket, &path).await }
+            }));
+        }
+    }
+    while accept_loops.join_next().await.is_some() {}
+}
+
+/// Accepts on `listener` forever, handling each connection with `handle` in its own task.
+async fn accept_loop<F, Fut>(listener: TcpListener, handle: F)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = Result<(), TransportError>> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // E.g. out of file descriptors: pause instead of spinning a core.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let handling = handle(socket);
+        connections.spawn(async move {
+            match handling.await {
+                // A client hanging up mid-transfer is normal for HTTP.
+                Err(e) if e.kind == TransportErrorKind::Io => {
+                    tracing::debug!(%peer, error = %e, "forwarded connection ended")
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "forwarded connection failed"),
+                Ok(()) => {}
+            }
+        });
+        // Reap finished connections so the set does not grow forever.
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn relay_to_socket(
+    mut socket: TcpStream,
+    path: &std::path::Path,
+) -> Result<(), TransportError> {
+    let mut upstream = tokio::net::UnixStream::connect(path).await.map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Tunnel,
+            format!(
+                "ssh's forward socket {}: {e} (is ssh restarting?)",
+                path.display()
+            ),
+        )
+    })?;
+    tokio::io::copy_bidirectional_with_sizes(&mut socket, &mut upstream, 64 * 1024, 64 * 1024)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Io,
+                format!("forwarded connection ended: {e}"),
+            )
+        })
 }
 
 async fn pipe(
@@ -185,7 +232,6 @@ async fn pipe(
     mut socket: TcpStream,
     remote_port: u16,
 ) -> Result<(), TransportError> {
-    let _ = socket.set_nodelay(true);
     let channel = tunnel.open_forward(remote_port).await?;
     let mut stream = channel.into_stream();
     // 64 KiB buffers: one SSH packet's worth per write instead of tokio's default 8 KiB.

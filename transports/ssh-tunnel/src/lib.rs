@@ -204,22 +204,26 @@ impl SshTunnel {
         self.openssh.as_ref()
     }
 
-    /// The openssh backend's gateway forward: a running `ssh -N -L` child on a free local
-    /// port, restarted when it died.
-    async fn openssh_gateway_port(&self, ssh: &openssh::OpenSsh) -> Result<u16, TransportError> {
+    /// The openssh backend's gateway forward: a running `ssh -N -L SOCKET:…` child and the
+    /// private Unix socket it listens on, restarted when it died.
+    async fn openssh_gateway_socket(
+        &self,
+        ssh: &openssh::OpenSsh,
+    ) -> Result<PathBuf, TransportError> {
         let mut slot = self.openssh_forward.lock().await;
         if let Some(child) = slot.as_mut() {
             if child.is_running() {
-                return Ok(child.local_ports[0]);
+                return Ok(child.sockets().paths[0].clone());
             }
             tracing::info!(tail = ?child.stderr_tail(), "ssh exited; starting it again");
         }
-        let port = free_loopback_port()?;
-        let child = ssh
-            .start_forwards(&[(port, self.settings.remote_port)])
-            .await?;
+        let sockets = match slot.as_ref() {
+            Some(child) => child.sockets().clone(),
+            None => openssh::ForwardSockets::new(&[self.settings.remote_port])?,
+        };
+        let child = ssh.start_forwards(&sockets).await?;
         *slot = Some(child);
-        Ok(port)
+        Ok(sockets.paths[0].clone())
     }
 
     /// The target and its ProxyJump hops (outermost first), with `~/.ssh/config` applied.
@@ -414,19 +418,6 @@ pub struct HostKeyProbe {
     pub write_file: Option<PathBuf>,
 }
 
-/// A loopback port nobody listens on right now (for handing to `ssh -L`).
-pub fn free_loopback_port() -> Result<u16, TransportError> {
-    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| {
-            TransportError::new(
-                TransportErrorKind::Tunnel,
-                format!("no free loopback port: {e}"),
-            )
-        })
-}
-
 fn expand_tilde(path: &std::path::Path, home: &std::path::Path) -> PathBuf {
     match path.strip_prefix("~") {
         Ok(rest) => home.join(rest),
@@ -461,16 +452,16 @@ impl Transport for SshTunnel {
 
     async fn connect(&self) -> Result<Connected, TransportError> {
         if let Some(ssh) = &self.openssh {
-            let port = self.openssh_gateway_port(ssh).await?;
-            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            // ssh's private socket, never a TCP port another local user could hold.
+            let socket = self.openssh_gateway_socket(ssh).await?;
+            let stream = tokio::net::UnixStream::connect(&socket)
                 .await
                 .map_err(|e| {
                     TransportError::new(
                         TransportErrorKind::Tunnel,
-                        format!("ssh's local forward on port {port}: {e}"),
+                        format!("ssh's local forward {}: {e}", socket.display()),
                     )
                 })?;
-            let _ = stream.set_nodelay(true);
             return Ok(Connected {
                 stream: Box::new(stream),
                 request_url: format!("ws://127.0.0.1:{}/", self.settings.remote_port),

@@ -4,10 +4,16 @@
 //! prompts (`BatchMode=yes`), never shares a ControlMaster (we own its exact PID), and dies
 //! when a forward cannot be set up (`ExitOnForwardFailure=yes`). The last lines of its
 //! stderr are kept and classified, so a failure reads like the in-process backend's.
+//!
+//! Its forwards listen on Unix sockets in a fresh 0700 directory, never on a TCP port: a
+//! loopback port handed to `ssh -L` is free for anyone until ssh binds it (after
+//! authenticating), and another local user who reads the port from `/proc/<ssh>/cmdline`
+//! could bind it first and receive our `connect` frame with the gateway token. Nobody else
+//! can create or open a socket in a directory only we can enter.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -145,16 +151,26 @@ impl OpenSsh {
         }
     }
 
-    /// The full argument vector for a forward-only session (`-n -N -L …`).
-    pub fn forward_args(&self, forwards: &[(u16, u16)]) -> Vec<OsString> {
+    /// The full argument vector for a forward-only session (`-n -N -L SOCKET:127.0.0.1:PORT …`).
+    pub fn forward_args(&self, sockets: &ForwardSockets) -> Vec<OsString> {
         let mut args = self.base_args();
-        args.push("-o".into());
-        args.push("ExitOnForwardFailure=yes".into());
+        for o in [
+            "ExitOnForwardFailure=yes",
+            // A socket left by a previous ssh of ours (after a restart) is replaced.
+            "StreamLocalBindUnlink=yes",
+            // Only we may connect (the directory is 0700 too).
+            "StreamLocalBindMask=0177",
+        ] {
+            args.push("-o".into());
+            args.push(o.into());
+        }
         args.push("-n".into());
         args.push("-N".into());
-        for (local, remote) in forwards {
+        for (socket, remote) in sockets.paths.iter().zip(&sockets.remote_ports) {
+            let mut spec = socket.clone().into_os_string();
+            spec.push(format!(":127.0.0.1:{remote}"));
             args.push("-L".into());
-            args.push(format!("127.0.0.1:{local}:127.0.0.1:{remote}").into());
+            args.push(spec);
         }
         args.push("--".into());
         args.push(self.destination());
@@ -243,12 +259,16 @@ impl OpenSsh {
         })
     }
 
-    /// Starts `ssh -N -L` for `forwards` and waits until the first local port accepts.
+    /// Starts `ssh -N -L` for the forwards of `sockets` and waits until ssh listens on them.
     pub async fn start_forwards(
         &self,
-        forwards: &[(u16, u16)],
+        sockets: &Arc<ForwardSockets>,
     ) -> Result<ForwardChild, TransportError> {
-        let mut command = self.command(self.forward_args(forwards));
+        // Whatever a previous ssh left there is stale: readiness below means "this ssh bound it".
+        for path in &sockets.paths {
+            let _ = std::fs::remove_file(path);
+        }
+        let mut command = self.command(self.forward_args(sockets));
         command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|e| spawn_error(&self.program, e))?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -269,11 +289,11 @@ impl OpenSsh {
         let mut forward = ForwardChild {
             child,
             tail,
-            local_ports: forwards.iter().map(|f| f.0).collect(),
+            sockets: sockets.clone(),
         };
-        let deadline = Instant::now()
-            + Duration::from_millis(self.settings.connect_timeout_ms.unwrap_or(10_000) + 5_000);
-        let first = forwards.first().map(|f| f.0).unwrap_or_default();
+        let limit =
+            Duration::from_millis(self.settings.connect_timeout_ms.unwrap_or(10_000) + 5_000);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = forward
                 .child
@@ -289,23 +309,94 @@ impl OpenSsh {
                 );
                 return Err(error);
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", first))
-                .await
-                .is_ok()
-            {
+            // Only our ssh can create a socket in our 0700 directory, so its presence is
+            // proof enough; connecting to test it would open a channel to the gateway.
+            if sockets.paths.iter().all(|p| is_socket(p)) {
                 return Ok(forward);
             }
             if Instant::now() > deadline {
                 return Err(TransportError::new(
                     TransportErrorKind::Tunnel,
                     format!(
-                        "ssh did not open local port {first}: {}",
+                        "ssh did not open its forward within {} s: {}",
+                        limit.as_secs(),
                         forward.stderr_tail().join(" / ")
                     ),
-                ));
+                )
+                .with_fix(TIMEOUT_FIX));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// What to do when ssh neither connects nor fails in time.
+const TIMEOUT_FIX: &str = "the SSH host did not complete the connection in time: check the network path to it \
+     (VPN, firewall), raise connect_timeout_ms (ssh's ConnectTimeout), and run `clawlink doctor` to see which layer stalls";
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// The Unix sockets the openssh backend's forwards listen on: one per remote port, in a
+/// fresh directory only this user can enter, removed when dropped.
+#[derive(Debug)]
+pub struct ForwardSockets {
+    dir: tempfile::TempDir,
+    /// The socket for each remote port, in the same order.
+    pub paths: Vec<PathBuf>,
+    pub remote_ports: Vec<u16>,
+}
+
+impl ForwardSockets {
+    /// A new 0700 directory (under `$XDG_RUNTIME_DIR` when set, else the temp directory)
+    /// with one socket name per remote port.
+    pub fn new(remote_ports: &[u16]) -> Result<Arc<Self>, TransportError> {
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = tempfile::Builder::new()
+            .prefix("clawlink-ssh-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(&base)
+            .map_err(|e| {
+                TransportError::new(
+                    TransportErrorKind::Tunnel,
+                    format!(
+                        "cannot create a private directory for ssh's forward sockets in {}: {e}",
+                        base.display()
+                    ),
+                )
+                .with_fix("make TMPDIR (or XDG_RUNTIME_DIR) a writable directory")
+            })?;
+        let paths: Vec<PathBuf> = remote_ports
+            .iter()
+            .enumerate()
+            .map(|(i, _)| dir.path().join(format!("f{i}.sock")))
+            .collect();
+        // sun_path holds 108 bytes on Linux (104 on macOS).
+        if let Some(long) = paths.iter().find(|p| p.as_os_str().len() > 100) {
+            return Err(TransportError::new(
+                TransportErrorKind::Tunnel,
+                format!(
+                    "the forward socket path {} is too long for a Unix socket",
+                    long.display()
+                ),
+            )
+            .with_fix("set TMPDIR to a shorter directory, e.g. /tmp"));
+        }
+        Ok(Arc::new(Self {
+            dir,
+            paths,
+            remote_ports: remote_ports.to_vec(),
+        }))
+    }
+
+    /// The private directory holding the sockets.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 }
 
@@ -313,7 +404,7 @@ impl OpenSsh {
 pub struct ForwardChild {
     child: Child,
     tail: Arc<Mutex<VecDeque<String>>>,
-    pub local_ports: Vec<u16>,
+    sockets: Arc<ForwardSockets>,
 }
 
 impl ForwardChild {
@@ -332,6 +423,11 @@ impl ForwardChild {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// The sockets this child listens on.
+    pub fn sockets(&self) -> &Arc<ForwardSockets> {
+        &self.sockets
     }
 
     /// SIGTERM, then SIGKILL after 2 s.
@@ -402,7 +498,9 @@ fn classify(lines: &[String]) -> TransportError {
             TransportErrorKind::Resolve,
             "check the host name of the SSH target",
         )
-    } else if has("Connection refused") || has("Connection timed out") || has("No route to host") {
+    } else if has("Connection timed out") || has("timed out during banner exchange") {
+        (TransportErrorKind::Connect, TIMEOUT_FIX)
+    } else if has("Connection refused") || has("No route to host") {
         (
             TransportErrorKind::Connect,
             "check that sshd runs on that host and port",
@@ -441,7 +539,8 @@ mod tests {
     fn args(settings: SshSettings, target: &str) -> Vec<String> {
         let home = passwd_home().unwrap();
         let ssh = OpenSsh::new(settings, SshTarget::parse(target).unwrap(), &home).unwrap();
-        ssh.forward_args(&[(18789, 18789)])
+        let sockets = ForwardSockets::new(&[18789]).unwrap();
+        ssh.forward_args(&sockets)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
@@ -461,9 +560,19 @@ mod tests {
         ] {
             assert!(a.iter().any(|x| x == expected), "{expected} missing: {a:?}");
         }
-        assert!(a
+        // The forward listens on a Unix socket in a private directory, never a TCP port.
+        let forward = a
             .windows(2)
-            .any(|w| w == ["-L", "127.0.0.1:18789:127.0.0.1:18789"]));
+            .find(|w| w[0] == "-L")
+            .map(|w| w[1].clone())
+            .unwrap();
+        let (socket, remote) = forward.split_once(":").unwrap();
+        assert_eq!(remote, "127.0.0.1:18789");
+        assert!(
+            socket.starts_with('/') && socket.ends_with(".sock"),
+            "{a:?}"
+        );
+        assert!(a.iter().any(|x| x == "StreamLocalBindUnlink=yes"));
         assert!(a.contains(&"-n".to_owned()) && a.contains(&"-N".to_owned()));
         assert_eq!(&a[a.len() - 2..], ["--", "claw@gw"]);
         assert!(
@@ -503,5 +612,36 @@ mod tests {
             kind("ssh: Could not resolve hostname nope: Name or service not known"),
             TransportErrorKind::Resolve
         );
+    }
+
+    #[test]
+    fn a_handshake_timeout_names_the_timeout_setting_the_path_and_doctor() {
+        let error = classify(&["Connection timed out during banner exchange".to_owned()]);
+        assert_eq!(error.kind, TransportErrorKind::Connect);
+        let fix = error.fix.unwrap();
+        for needle in [
+            "connect_timeout_ms",
+            "ConnectTimeout",
+            "network path",
+            "clawlink doctor",
+        ] {
+            assert!(fix.contains(needle), "{needle}: {fix}");
+        }
+    }
+
+    #[test]
+    fn forward_sockets_live_in_a_private_directory_removed_on_drop() {
+        use std::os::unix::fs::PermissionsExt;
+        let sockets = ForwardSockets::new(&[18789, 18790]).unwrap();
+        let dir = sockets.dir().to_path_buf();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        assert_eq!(sockets.paths.len(), 2);
+        assert!(sockets
+            .paths
+            .iter()
+            .all(|p| p.parent() == Some(dir.as_path())));
+        drop(sockets);
+        assert!(!dir.exists());
     }
 }

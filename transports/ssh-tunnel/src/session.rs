@@ -139,6 +139,11 @@ impl client::Handler for ClientHandler {
     }
 }
 
+/// What to do when the server accepts TCP but the SSH handshake does not finish in time.
+pub(crate) const HANDSHAKE_TIMEOUT_FIX: &str = "the host accepted the connection but did not finish the SSH handshake in time: \
+     check the network path to it (VPN, firewall, a proxy that swallows SSH), raise connect_timeout_ms (like ssh's ConnectTimeout) \
+     for a slow link, and run `clawlink doctor` to see which layer stalls";
+
 /// Opens a connection to `resolved`, through its ProxyJump hops if any.
 pub async fn open(
     resolved: &Resolved,
@@ -214,7 +219,8 @@ pub async fn open(
                     "SSH handshake with {endpoint} timed out after {} s",
                     timing.connect_timeout.as_secs()
                 ),
-            ))
+            )
+            .with_fix(HANDSHAKE_TIMEOUT_FIX))
         }
     };
     let handshake_time = handshake_started.elapsed();
