@@ -515,13 +515,21 @@ fn check_tunnel(backend: &str) {
         "{listen:?}"
     );
 
-    // GET /health through the forward, on both loopback families (ssh -L binds the one
-    // address it is given).
-    let mut addrs = vec![format!("127.0.0.1:{port}")];
-    if backend == "russh" {
-        addrs.push(format!("[::1]:{port}"));
+    // The openssh backend's ssh listens only on Unix sockets in a private directory that
+    // clawlink relays to; its argv names no TCP port another user could bind first.
+    let children = ssh_children(child.id());
+    if backend == "openssh" {
+        assert_eq!(children.len(), 1, "{children:?}");
+        let sockets = unix_socket_forwards(&children[0].1);
+        assert_eq!(sockets.len(), 2, "{children:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::path::Path::new(&sockets[0]).parent().unwrap();
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
     }
-    for addr in addrs {
+
+    // GET /health through the forward, on both loopback families.
+    for addr in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .unwrap();
@@ -566,16 +574,22 @@ fn check_tunnel(backend: &str) {
             "port {p} still open"
         );
     }
-    // No ssh child survives (the openssh backend's, or any other).
-    let leftover = Command::new("pgrep")
-        .args(["-f", &format!("127.0.0.1:{port}:127.0.0.1:")])
-        .output()
-        .unwrap();
-    assert!(
-        leftover.stdout.is_empty(),
-        "ssh child left behind: {}",
-        String::from_utf8_lossy(&leftover.stdout)
-    );
+    // No ssh child survives (the openssh backend's), nor its socket directory.
+    for (pid, argv) in children {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "));
+        assert!(
+            !alive || cmdline(pid) != argv,
+            "ssh child {pid} left behind"
+        );
+        for socket in unix_socket_forwards(&argv) {
+            let dir = std::path::Path::new(&socket)
+                .parent()
+                .unwrap()
+                .to_path_buf();
+            assert!(!dir.exists(), "{} left behind", dir.display());
+        }
+    }
     drop(squatter);
 }
 
@@ -686,4 +700,260 @@ fn an_ssh_agent_key_is_used_when_no_identity_is_set() {
     let report = passing_report(&out);
     let auth = report["steps"][0]["data"]["auth"].as_str().unwrap();
     assert!(auth.starts_with("ssh-agent key"), "{auth}");
+}
+
+/// The ssh children of process `pid` (the openssh backend's `ssh -N -L`), with their argv.
+fn ssh_children(pid: u32) -> Vec<(u32, Vec<String>)> {
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string(), "-x", "ssh"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .map(|child| (child, cmdline(child)))
+        .collect()
+}
+
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// The `-L` forward specs of an ssh argv; panics when one is a TCP port (`[addr:]port:…`),
+/// which another local user could bind before ssh does. Returns the Unix socket paths.
+fn unix_socket_forwards(argv: &[String]) -> Vec<String> {
+    let specs: Vec<&String> = argv
+        .windows(2)
+        .filter(|w| w[0] == "-L")
+        .map(|w| &w[1])
+        .collect();
+    assert!(!specs.is_empty(), "no -L in {argv:?}");
+    specs
+        .into_iter()
+        .map(|spec| {
+            assert!(
+                spec.starts_with('/'),
+                "a TCP port handed to ssh -L: {spec} ({argv:?})"
+            );
+            spec.split(':').next().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// Another local user (`noclaw`) watches /proc for the victim's `ssh -L`, binds every TCP
+/// port it names before ssh does, relays to the real gateway and reads the frames the victim
+/// sends. With a Unix socket in a 0700 directory there is nothing to bind and nothing to open:
+/// the `connect` frame with the token never reaches them, and the test still passes through
+/// the socket.
+#[test]
+fn another_local_user_cannot_intercept_the_openssh_forward() {
+    let peers = Peers::get();
+    let home = ssh_home("ssh-openssh-attack");
+    let token = token_file(&home);
+    let mut attacker = Command::new("setpriv")
+        .args(["--reuid=noclaw", "--regid=noclaw", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "other_user_intercepts_ssh_forwards",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CLAWLINK_ATTACK_MARKER", home.display().to_string())
+        .env(
+            "CLAWLINK_ATTACK_UPSTREAM",
+            format!("127.0.0.1:{}", peers.var("OCPEER_GATEWAY_PORT")),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut victim = clawlink_command(&home);
+    victim
+        .args(args_with(
+            &ssh_args("claw"),
+            &["--token-file", &token, "--json", "test"],
+        ))
+        .env("CLAWLINK_TRANSPORTS__SSH_TUNNEL__BACKEND", "openssh")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Three tries: the race the attacker runs is won or lost per connection.
+    for _ in 0..3 {
+        let out = victim.output().unwrap();
+        let report = passing_report(&out);
+        assert_eq!(report["steps"][2]["ok"], true, "{report}");
+    }
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+    let mut seen = String::new();
+    attacker
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    // The attacker did watch: it saw the victim's ssh (and found no port in it).
+    let argv_lines: Vec<&str> = seen.lines().filter(|l| l.starts_with("ssh ")).collect();
+    assert!(!argv_lines.is_empty(), "the attacker never saw ssh: {seen}");
+    for line in &argv_lines {
+        let argv: Vec<String> = serde_json::from_str(&line[4..]).unwrap();
+        for socket in unix_socket_forwards(&argv) {
+            assert!(
+                seen.contains(&format!("socket {socket} refused")),
+                "the attacker could open {socket}: {seen}"
+            );
+        }
+    }
+    assert!(
+        !seen.contains("bound "),
+        "the attacker bound a forward port: {seen}"
+    );
+    assert!(
+        !seen.contains(peers.var("OCPEER_GATEWAY_TOKEN")),
+        "the token reached the other user: {seen}"
+    );
+}
+
+/// Not a test: the other local user's process for
+/// `another_local_user_cannot_intercept_the_openssh_forward`, which starts it through
+/// setpriv (it does nothing without that test's environment). Prints `ssh ARGV` for each
+/// ssh of the victim it sees, `bound PORT` for each forward port it took, `frame TEXT` for
+/// each WebSocket frame the victim sent it, and whether it could open ssh's Unix sockets.
+#[test]
+#[ignore = "started as the second local user by another test"]
+fn other_user_intercepts_ssh_forwards() {
+    use std::collections::HashSet;
+    let (Some(marker), Some(upstream)) = (
+        std::env::var_os("CLAWLINK_ATTACK_MARKER"),
+        std::env::var_os("CLAWLINK_ATTACK_UPSTREAM"),
+    ) else {
+        return;
+    };
+    let marker = marker.to_string_lossy().into_owned();
+    let upstream = upstream.to_string_lossy().into_owned();
+    let mut seen_pids = HashSet::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if seen_pids.contains(&pid) {
+                continue;
+            }
+            let argv = cmdline(pid);
+            let is_victims_ssh = argv.first().is_some_and(|a| a.ends_with("ssh"))
+                && argv.iter().any(|a| a.contains(&marker))
+                && argv.iter().any(|a| a == "-L");
+            if !is_victims_ssh {
+                continue;
+            }
+            seen_pids.insert(pid);
+            println!("ssh {}", serde_json::to_string(&argv).unwrap());
+            for spec in argv
+                .windows(2)
+                .filter(|w| w[0] == "-L")
+                .map(|w| w[1].clone())
+            {
+                if spec.starts_with('/') {
+                    let socket = spec.split(':').next().unwrap().to_owned();
+                    let outcome = match std::os::unix::net::UnixStream::connect(&socket) {
+                        Ok(_) => "opened",
+                        Err(_) => "refused",
+                    };
+                    println!("socket {socket} {outcome}");
+                    continue;
+                }
+                // [bind_address:]port:host:hostport
+                let parts: Vec<&str> = spec.split(':').collect();
+                let port = parts[parts.len() - 3];
+                if let Ok(listener) = std::net::TcpListener::bind(format!("127.0.0.1:{port}")) {
+                    println!("bound {port}");
+                    let upstream = upstream.clone();
+                    std::thread::spawn(move || intercept(listener, &upstream));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Relays each connection to the real gateway and prints the client's WebSocket frames.
+fn intercept(listener: std::net::TcpListener, upstream: &str) {
+    for client in listener.incoming().flatten() {
+        let Ok(server) = std::net::TcpStream::connect(upstream) else {
+            continue;
+        };
+        let (mut client_read, mut server_write) =
+            (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let (mut server_read, mut client_write) = (server, client);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut server_read, &mut client_write);
+        });
+        std::thread::spawn(move || {
+            let mut buffer = Vec::new();
+            let mut chunk = [0u8; 16384];
+            let mut decoded = 0;
+            while let Ok(n) = client_read.read(&mut chunk) {
+                if n == 0 || server_write.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+                decoded = print_client_frames(&buffer, decoded);
+            }
+        });
+    }
+}
+
+/// Prints the masked client frames in `buffer` after the HTTP upgrade, from offset `from`;
+/// returns where the next undecoded frame starts.
+fn print_client_frames(buffer: &[u8], from: usize) -> usize {
+    let Some(headers_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return from;
+    };
+    let mut at = from.max(headers_end + 4);
+    loop {
+        let rest = &buffer[at..];
+        if rest.len() < 2 {
+            return at;
+        }
+        let mut length = (rest[1] & 0x7f) as usize;
+        let mut header = 2;
+        if length == 126 {
+            if rest.len() < 4 {
+                return at;
+            }
+            length = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+            header = 4;
+        } else if length == 127 {
+            if rest.len() < 10 {
+                return at;
+            }
+            length = u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize;
+            header = 10;
+        }
+        let masked = rest[1] & 0x80 != 0;
+        let mask_len = if masked { 4 } else { 0 };
+        if rest.len() < header + mask_len + length {
+            return at;
+        }
+        let mask = &rest[header..header + mask_len];
+        let payload: Vec<u8> = rest[header + mask_len..header + mask_len + length]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| if masked { b ^ mask[i % 4] } else { *b })
+            .collect();
+        println!("frame {}", String::from_utf8_lossy(&payload));
+        at += header + mask_len + length;
+    }
 }
