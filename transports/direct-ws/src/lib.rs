@@ -4,10 +4,14 @@
 //! machine's real address. The URL rules are the macOS app's (E3): plaintext `ws://` only to
 //! loopback, private, link-local, CGNAT (Tailscale), `*.local` and `*.ts.net` hosts, unless
 //! the user sets the loudly-warned `allow_insecure_ws`; credentials never ride in the URL.
+//! A name is only as good as what it resolves to: `localhost` and `*.localhost` never go to
+//! DNS (they are loopback, RFC 6761, as browsers treat them), and plaintext to a `*.local` or
+//! `*.ts.net` name uses only the resolved addresses in that name's range.
 
 pub mod tls;
 
-use std::net::{IpAddr, SocketAddr};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,13 +115,10 @@ impl GatewayUrl {
             )
             .with_fix("remove them from the URL and put the secret in auth.token_file or auth.password_file"));
         }
-        if url
-            .query_pairs()
-            .any(|(k, _)| k.eq_ignore_ascii_case("token") || k.eq_ignore_ascii_case("password"))
-        {
-            return Err(TransportError::config(
-                "the gateway URL carries a token or password parameter; it would end up in logs and shell history",
-            )
+        if let Some((key, _)) = url.query_pairs().find(|(k, _)| is_credential_key(k)) {
+            return Err(TransportError::config(format!(
+                "the gateway URL carries a credential parameter `{key}` (a token or password); it would end up in logs and shell history"
+            ))
             .with_fix("remove it from the URL and put the secret in auth.token_file or auth.password_file"));
         }
         let host = match url.host() {
@@ -149,16 +150,12 @@ impl GatewayUrl {
     /// Whether plaintext `ws://` to this host is acceptable without the break-glass setting:
     /// loopback, RFC 1918, link-local, CGNAT 100.64/10 (Tailscale), IPv6 unique-local,
     /// `localhost`, `*.local` (mDNS) and `*.ts.net` (MagicDNS) — the macOS app's E3 rules.
+    /// For a name, what it resolves to is checked again at connect time ([`PlaintextName`]).
     pub fn plaintext_allowed(&self) -> bool {
-        let host = self.host.trim_end_matches('.').to_ascii_lowercase();
-        if host == "localhost"
-            || host.ends_with(".local")
-            || host.ends_with(".ts.net")
-            || host.ends_with(".localhost")
-        {
+        if self.plaintext_name().is_some() {
             return true;
         }
-        match host.parse::<IpAddr>() {
+        match self.host.parse::<IpAddr>() {
             Ok(IpAddr::V4(ip)) => {
                 let [a, b, ..] = ip.octets();
                 ip.is_loopback()
@@ -174,6 +171,20 @@ impl GatewayUrl {
                     || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_private())
             }
             Err(_) => false,
+        }
+    }
+
+    /// The class of a host name that plaintext is allowed to by name, if it is one.
+    pub fn plaintext_name(&self) -> Option<PlaintextName> {
+        let host = self.host.trim_end_matches('.').to_ascii_lowercase();
+        if host == "localhost" || host.ends_with(".localhost") {
+            Some(PlaintextName::Localhost)
+        } else if host.ends_with(".local") {
+            Some(PlaintextName::Mdns)
+        } else if host.ends_with(".ts.net") {
+            Some(PlaintextName::Tailnet)
+        } else {
+            None
         }
     }
 
@@ -196,9 +207,9 @@ impl GatewayUrl {
         )
     }
 
-    /// Whether the host is a loopback address or `localhost`.
+    /// Whether the host is a loopback address, `localhost` or `*.localhost`.
     pub fn is_loopback(&self) -> bool {
-        if self.host.eq_ignore_ascii_case("localhost") {
+        if self.plaintext_name() == Some(PlaintextName::Localhost) {
             return true;
         }
         self.host
@@ -207,11 +218,135 @@ impl GatewayUrl {
     }
 }
 
+/// Whether a query parameter's name looks like it carries a credential (`token`,
+/// `password`, `auth`, `api_key`, `bootstrapToken`, …).
+fn is_credential_key(key: &str) -> bool {
+    let key: String = key
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    matches!(
+        key.as_str(),
+        "auth"
+            | "authorization"
+            | "passwd"
+            | "pwd"
+            | "pass"
+            | "apikey"
+            | "credential"
+            | "credentials"
+    ) || ["token", "password", "secret"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+/// A host name that plaintext `ws://` is allowed to by its suffix, and the addresses it must
+/// then resolve to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaintextName {
+    /// `localhost`, `*.localhost`: loopback, answered without DNS (RFC 6761).
+    Localhost,
+    /// `*.local` (mDNS): loopback, private or link-local addresses.
+    Mdns,
+    /// `*.ts.net` (Tailscale MagicDNS): 100.64.0.0/10 or the tailnet's fd7a:115c:a1e0::/48.
+    Tailnet,
+}
+
+impl PlaintextName {
+    /// Whether `ip` is an address a name of this class may stand for.
+    pub fn admits(self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self, ip) {
+            (Self::Localhost, ip) => ip.is_loopback(),
+            (Self::Mdns, IpAddr::V4(v4)) => {
+                v4.is_loopback() || v4.is_private() || v4.is_link_local()
+            }
+            (Self::Mdns, IpAddr::V6(v6)) => {
+                let first = v6.segments()[0];
+                v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+            }
+            (Self::Tailnet, IpAddr::V4(v4)) => {
+                let [a, b, ..] = v4.octets();
+                a == 100 && (64..128).contains(&b)
+            }
+            (Self::Tailnet, IpAddr::V6(v6)) => v6.segments()[..3] == [0xfd7a, 0x115c, 0xa1e0],
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            Self::Localhost => "a loopback address",
+            Self::Mdns => "a loopback, private or link-local address",
+            Self::Tailnet => "a tailnet address (100.64.0.0/10 or fd7a:115c:a1e0::/48)",
+        }
+    }
+}
+
+/// The addresses to connect to for `url`. `localhost` names are loopback without asking
+/// `lookup` (DNS); for plaintext to a `*.local` or `*.ts.net` name (unless
+/// `insecure_ws_allowed`), only the resolved addresses in that name's range are kept, and
+/// none is a refusal that says what the name resolved to.
+pub async fn resolve_gateway<F, Fut>(
+    url: &GatewayUrl,
+    insecure_ws_allowed: bool,
+    lookup: F,
+) -> Result<Vec<SocketAddr>, TransportError>
+where
+    F: FnOnce(String, u16) -> Fut,
+    Fut: Future<Output = std::io::Result<Vec<SocketAddr>>>,
+{
+    let class = url.plaintext_name();
+    if class == Some(PlaintextName::Localhost) {
+        return Ok(vec![
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), url.port),
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), url.port),
+        ]);
+    }
+    let addrs = lookup(url.host.clone(), url.port).await.map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Resolve,
+            format!("cannot resolve {}: {e}", url.host),
+        )
+        .with_fix("check the host name in the gateway URL and this machine's DNS")
+    })?;
+    if addrs.is_empty() {
+        return Err(TransportError::new(
+            TransportErrorKind::Resolve,
+            format!("{} resolves to no address", url.host),
+        ));
+    }
+    let Some(class) = class.filter(|_| !url.tls && !insecure_ws_allowed) else {
+        return Ok(addrs);
+    };
+    let (admitted, foreign): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        addrs.into_iter().partition(|a| class.admits(a.ip()));
+    if !foreign.is_empty() {
+        tracing::warn!(host = %url.host, ?foreign, "ignoring addresses outside the range plaintext ws:// is allowed to");
+    }
+    if admitted.is_empty() {
+        let seen: Vec<String> = foreign.iter().map(|a| a.ip().to_string()).collect();
+        return Err(TransportError::config(format!(
+            "{} resolved to {}, not {}: plaintext ws:// is allowed to that name only inside that range, and the gateway token would otherwise cross the network unencrypted",
+            url.host,
+            seen.join(", "),
+            class.expected()
+        ))
+        .with_fix("check the name's DNS (or mDNS / MagicDNS) answer, use wss://, or the ssh-tunnel transport"));
+    }
+    Ok(admitted)
+}
+
 /// The `direct-ws` transport.
 pub struct DirectWs {
     url: GatewayUrl,
     connect_timeout: Duration,
     tls: Option<TlsSetup>,
+    /// `allow_insecure_ws`: plaintext to any address a name resolves to.
+    insecure_ws_allowed: bool,
 }
 
 impl std::fmt::Debug for DirectWs {
@@ -277,7 +412,14 @@ impl DirectWs {
             url,
             connect_timeout,
             tls,
+            insecure_ws_allowed: false,
         })
+    }
+
+    /// With `allow_insecure_ws`: a `*.local` / `*.ts.net` name may resolve anywhere.
+    pub fn allow_insecure_ws(mut self, allowed: bool) -> Self {
+        self.insecure_ws_allowed = allowed;
+        self
     }
 
     fn from_settings(
@@ -287,11 +429,14 @@ impl DirectWs {
         let settings = Self::parse_settings(settings)?;
         let url = GatewayUrl::parse(&settings.url)?;
         Self::check_url_policy(&url, &settings)?;
-        Ok(Arc::new(Self::with_tls(
-            url,
-            Duration::from_millis(settings.connect_timeout_ms),
-            &settings.tls,
-        )?))
+        Ok(Arc::new(
+            Self::with_tls(
+                url,
+                Duration::from_millis(settings.connect_timeout_ms),
+                &settings.tls,
+            )?
+            .allow_insecure_ws(settings.allow_insecure_ws),
+        ))
     }
 
     /// Parses the settings table.
@@ -430,24 +575,16 @@ impl DirectWs {
     }
 
     async fn resolve(&self) -> Result<Vec<SocketAddr>, TransportError> {
-        let target = (self.url.host.as_str(), self.url.port);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target)
-            .await
-            .map_err(|e| {
-                TransportError::new(
-                    TransportErrorKind::Resolve,
-                    format!("cannot resolve {}: {e}", self.url.host),
-                )
-                .with_fix("check the host name in the gateway URL and this machine's DNS")
-            })?
-            .collect();
-        if addrs.is_empty() {
-            return Err(TransportError::new(
-                TransportErrorKind::Resolve,
-                format!("{} resolves to no address", self.url.host),
-            ));
-        }
-        Ok(addrs)
+        resolve_gateway(
+            &self.url,
+            self.insecure_ws_allowed,
+            |host, port| async move {
+                tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map(Iterator::collect)
+            },
+        )
+        .await
     }
 }
 
@@ -653,6 +790,163 @@ mod tests {
             }
         }
         assert!(cases.len() >= 20);
+    }
+
+    #[test]
+    fn every_credential_looking_query_key_is_refused_without_echoing_its_value() {
+        for key in [
+            "auth",
+            "Auth",
+            "authorization",
+            "access_token",
+            "bootstrapToken",
+            "api-key",
+            "secret",
+            "client_secret",
+            "pwd",
+            "passwd",
+        ] {
+            let err = GatewayUrl::parse(&format!("ws://127.0.0.1:1/?{key}=s3cr3t")).unwrap_err();
+            assert_eq!(err.kind, TransportErrorKind::Config, "{key}");
+            assert!(err.to_string().contains(key), "{key}: {err}");
+            assert!(!err.to_string().contains("s3cr3t"), "{key}: {err}");
+        }
+        for harmless in ["session=main", "v=3", "mode=webchat"] {
+            GatewayUrl::parse(&format!("ws://127.0.0.1:1/?{harmless}")).unwrap();
+        }
+    }
+
+    /// A stand-in for DNS: answers `addrs` for any name, or panics when it must not be asked.
+    fn answer(
+        addrs: &'static [&'static str],
+    ) -> impl FnOnce(String, u16) -> std::future::Ready<std::io::Result<Vec<SocketAddr>>> {
+        move |_host, port| {
+            std::future::ready(Ok(addrs
+                .iter()
+                .map(|a| SocketAddr::new(a.parse().unwrap(), port))
+                .collect()))
+        }
+    }
+
+    async fn resolved(
+        url: &str,
+        insecure: bool,
+        addrs: &'static [&'static str],
+    ) -> Result<Vec<String>, TransportError> {
+        let url = GatewayUrl::parse(url).unwrap();
+        resolve_gateway(&url, insecure, answer(addrs))
+            .await
+            .map(|list| list.iter().map(|a| a.ip().to_string()).collect())
+    }
+
+    #[tokio::test]
+    async fn localhost_names_are_loopback_and_never_reach_dns() {
+        for url in [
+            "ws://evil.localhost:1",
+            "ws://localhost:1",
+            "wss://a.b.LOCALHOST.:1",
+        ] {
+            let url = GatewayUrl::parse(url).unwrap();
+            let addrs = resolve_gateway(&url, false, |host, _| {
+                panic!("{host} was sent to DNS");
+                #[allow(unreachable_code)]
+                std::future::ready(Ok(Vec::new()))
+            })
+            .await
+            .unwrap();
+            assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 1));
+            assert!(url.is_loopback());
+        }
+    }
+
+    #[tokio::test]
+    async fn plaintext_names_must_resolve_inside_their_range() {
+        // (url, allow_insecure_ws, DNS answer, expected: Ok(addresses kept) or Err(needle))
+        let cases: &[(&str, bool, &[&str], Result<&[&str], &str>)] = &[
+            (
+                "ws://gw.local",
+                false,
+                &["192.168.1.5"],
+                Ok(&["192.168.1.5"]),
+            ),
+            (
+                "ws://gw.local",
+                false,
+                &["fe80::1", "fd00::2"],
+                Ok(&["fe80::1", "fd00::2"]),
+            ),
+            (
+                "ws://gw.local",
+                false,
+                &["203.0.113.5", "10.0.0.7"],
+                Ok(&["10.0.0.7"]),
+            ),
+            (
+                "ws://gw.local",
+                false,
+                &["203.0.113.5"],
+                Err("203.0.113.5, not a loopback, private or link-local"),
+            ),
+            (
+                "ws://gw.local",
+                false,
+                &["100.64.0.1"],
+                Err("private or link-local"),
+            ),
+            (
+                "ws://box.tail1.ts.net",
+                false,
+                &["100.101.102.103"],
+                Ok(&["100.101.102.103"]),
+            ),
+            (
+                "ws://box.tail1.ts.net",
+                false,
+                &["fd7a:115c:a1e0::5"],
+                Ok(&["fd7a:115c:a1e0::5"]),
+            ),
+            (
+                "ws://box.tail1.ts.net",
+                false,
+                &["192.168.1.5"],
+                Err("tailnet address"),
+            ),
+            (
+                "ws://box.tail1.ts.net",
+                false,
+                &["fd00::5"],
+                Err("tailnet address"),
+            ),
+            // TLS protects the traffic, and the break-glass setting waives the range.
+            (
+                "wss://gw.local",
+                false,
+                &["203.0.113.5"],
+                Ok(&["203.0.113.5"]),
+            ),
+            (
+                "ws://gw.local",
+                true,
+                &["203.0.113.5"],
+                Ok(&["203.0.113.5"]),
+            ),
+            // Not a by-name exception: check_url_policy already decided.
+            ("ws://10.0.0.1", false, &["10.0.0.1"], Ok(&["10.0.0.1"])),
+        ];
+        for (url, insecure, answer, expected) in cases {
+            let outcome = resolved(url, *insecure, answer).await;
+            match (expected, outcome) {
+                (Ok(kept), Ok(got)) => assert_eq!(&got, kept, "{url} {answer:?}"),
+                (Err(needle), Err(e)) => {
+                    assert_eq!(e.kind, TransportErrorKind::Config, "{url}");
+                    assert!(e.to_string().contains(needle), "{url}: {e}");
+                    assert!(e.fix.is_some(), "{url}");
+                }
+                (expected, outcome) => {
+                    panic!("{url} {answer:?}: expected {expected:?}, got {outcome:?}")
+                }
+            }
+        }
     }
 
     #[test]
