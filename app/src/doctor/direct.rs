@@ -43,7 +43,10 @@ impl DirectRoute {
         };
         let timeout = Duration::from_millis(parsed.connect_timeout_ms).min(TCP_LIMIT);
         Ok(Self {
-            transport: Arc::new(DirectWs::with_tls(url.clone(), timeout, &parsed.tls)?),
+            transport: Arc::new(
+                DirectWs::with_tls(url.clone(), timeout, &parsed.tls)?
+                    .allow_insecure_ws(parsed.allow_insecure_ws),
+            ),
             url,
             trust,
         })

@@ -167,8 +167,14 @@ impl GatewayError {
 
     /// The error as JSON for `--json` output: layer, message, code and fix.
     pub fn to_json(&self) -> Value {
+        // A transport failure names its own layer (dns, tls, host-key, …), as the one-line
+        // text does; `layer()` folds them into `connect` for the retry decision only.
+        let layer = match self {
+            Self::Transport(e) => e.kind.layer(),
+            _ => self.layer().as_str(),
+        };
         serde_json::json!({
-            "layer": self.layer(),
+            "layer": layer,
             "message": self.to_string(),
             "code": self.code(),
             "fix": self.fix(),
@@ -394,5 +400,22 @@ mod tests {
         assert_eq!(err.code(), Some("MISSING_SCOPE"));
         assert!(err.fix().unwrap().contains("operator.read"));
         assert_eq!(err.to_json()["layer"], "rpc");
+    }
+
+    /// The JSON names the same layer as the one-line text (`dns: cannot resolve …`).
+    #[test]
+    fn a_transport_failure_keeps_its_own_layer_in_json() {
+        use crate::transport::TransportErrorKind;
+        for (kind, layer) in [
+            (TransportErrorKind::Resolve, "dns"),
+            (TransportErrorKind::Tls, "tls"),
+            (TransportErrorKind::HostTrust, "host-key"),
+            (TransportErrorKind::Connect, "connect"),
+            (TransportErrorKind::Config, "config"),
+        ] {
+            let err = GatewayError::Transport(TransportError::new(kind, "x"));
+            assert_eq!(err.to_json()["layer"], layer, "{kind:?}");
+            assert_eq!(err.to_json()["layer"], kind.layer());
+        }
     }
 }
