@@ -79,8 +79,22 @@ pub fn ssh_tunnel(settings: &Settings) -> Result<Option<Arc<SshTunnel>>, Failure
 pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool) -> Result<()> {
     let options = connect::operator_options(global, settings).await?;
     let mut steps = Vec::new();
+    // Keywords of the SSH config that `ssh` would act on but the in-process client does not
+    // (the system ssh of the openssh backend reads the file itself).
+    let mut ignored: Option<(String, Vec<String>)> = None;
     match ssh_tunnel(settings)? {
         Some(tunnel) => {
+            if tunnel.openssh().is_none() {
+                if let Ok((resolved, _)) = tunnel.resolve() {
+                    let file = tunnel
+                        .settings()
+                        .ssh_config
+                        .as_ref()
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_else(|| "~/.ssh/config".into());
+                    ignored = Some((file, resolved.ignored));
+                }
+            }
             let started = Instant::now();
             let reached = match tunnel.openssh() {
                 Some(ssh) => ssh.run("true", Duration::from_secs(30)).await.map(|_| {
@@ -128,7 +142,11 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
     }
     let ok = steps.iter().all(|s| s.ok);
     if global.json {
-        println!("{}", json!({"ok": ok, "steps": steps}));
+        let mut report = json!({"ok": ok, "steps": steps});
+        if let Some((file, keywords)) = &ignored {
+            report["ignoredSshConfig"] = json!({"file": file, "keywords": keywords});
+        }
+        println!("{report}");
     } else {
         for s in &steps {
             println!(
@@ -144,6 +162,13 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
         }
         if steps.len() == 1 && steps[0].ok {
             println!("(no SSH steps: this profile connects directly)");
+        }
+        if let Some((file, keywords)) = ignored.filter(|(_, k)| !k.is_empty()) {
+            println!(
+                "note: {file} sets keywords for this host that ssh would act on but clawlink's in-process SSH ignores: {}. \
+                 To have them applied, use the system ssh: backend = \"openssh\" in [PROFILE.transports.ssh_tunnel]",
+                keywords.join(", ")
+            );
         }
     }
     if ok {

@@ -253,7 +253,9 @@ fn an_ssh_config_alias_supplies_hostname_port_user_and_identity() {
     std::fs::write(
         home.join(".ssh/config"),
         format!(
-            "Host gateway-box\n  HostName {}\n  Port {}\n  User claw\n  IdentityFile {}\n  IdentitiesOnly yes\n",
+            "Host gateway-box\n  HostName {}\n  Port {}\n  User claw\n  IdentityFile {}\n  IdentitiesOnly yes\n\
+             # What ssh would act on but the in-process client does not: `test` lists them all.\n\
+             ForwardAgent yes\n  Compression yes\n  LocalForward 9999 127.0.0.1:1\n  Ciphers aes256-ctr\n  RemoteCommand echo hi\n",
             peers.var("OCPEER_SSH_HOST"),
             peers.var("OCPEER_SSH_PORT"),
             peers.var("OCPEER_SSH_KEY")
@@ -279,6 +281,39 @@ fn an_ssh_config_alias_supplies_hostname_port_user_and_identity() {
         report["steps"][0]["data"]["endpoint"],
         format!("claw@127.0.0.1:{}", peers.var("OCPEER_SSH_PORT"))
     );
+    let ignored = [
+        "ciphers",
+        "compression",
+        "forwardagent",
+        "localforward",
+        "remotecommand",
+    ];
+    assert_eq!(
+        report["ignoredSshConfig"]["keywords"],
+        json!(ignored),
+        "{report}"
+    );
+    let out = clawlink_in_home(
+        &home,
+        &[
+            "--ssh",
+            "gateway-box",
+            "--remote-port",
+            peers.var("OCPEER_GATEWAY_PORT"),
+            "--token-file",
+            &token,
+            "test",
+        ],
+    );
+    let (stdout, _) = text(&out);
+    let note = stdout
+        .lines()
+        .find(|l| l.starts_with("note: ~/.ssh/config"))
+        .unwrap_or_else(|| panic!("no note about ignored keywords: {stdout}"));
+    for keyword in ignored {
+        assert!(note.contains(keyword), "{keyword}: {note}");
+    }
+    assert!(note.contains("backend = \"openssh\""), "{note}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ssh2_config::{ParseRule, SshConfig};
+use ssh2_config::{HostParams, ParseRule, SshConfig};
 
 use crate::target::SshTarget;
 
@@ -100,7 +100,6 @@ const HANDLED_EXTRA: &[&str] = &[
     "controlpath",
     "controlpersist",
     "exitonforwardfailure",
-    "localforward",
     "hashknownhosts",
     "loglevel",
     "forkafterauthentication",
@@ -112,6 +111,46 @@ const HANDLED_EXTRA: &[&str] = &[
     "preferredauthentications",
     "checkhostip",
 ];
+
+/// Keywords ssh2-config parses into fields that change what `ssh` would do, but that the
+/// in-process client does not apply, when the config sets them for this host. (Setting one
+/// to what clawlink does anyway, e.g. `ForwardAgent no`, changes nothing and is not listed.)
+fn unapplied_native(params: &HostParams) -> Vec<&'static str> {
+    let yes = |v: Option<bool>| v == Some(true);
+    [
+        (yes(params.add_keys_to_agent), "addkeystoagent"),
+        (params.bind_address.is_some(), "bindaddress"),
+        (params.bind_interface.is_some(), "bindinterface"),
+        (
+            !params.ca_signature_algorithms.is_default(),
+            "casignaturealgorithms",
+        ),
+        (params.certificate_file.is_some(), "certificatefile"),
+        (!params.ciphers.is_default(), "ciphers"),
+        (yes(params.compression), "compression"),
+        (params.connection_attempts.is_some(), "connectionattempts"),
+        (yes(params.forward_agent), "forwardagent"),
+        (
+            !params.host_key_algorithms.is_default(),
+            "hostkeyalgorithms",
+        ),
+        (!params.kex_algorithms.is_default(), "kexalgorithms"),
+        (!params.mac.is_default(), "macs"),
+        (
+            !params.pubkey_accepted_algorithms.is_default(),
+            "pubkeyacceptedalgorithms",
+        ),
+        (
+            params.pubkey_authentication == Some(false),
+            "pubkeyauthentication",
+        ),
+        (!params.remote_forward.is_empty(), "remoteforward"),
+        (params.tcp_keep_alive == Some(false), "tcpkeepalive"),
+    ]
+    .into_iter()
+    .filter_map(|(set, keyword)| set.then_some(keyword))
+    .collect()
+}
 
 /// Reads the config file (if it exists) and resolves `target`.
 pub fn resolve(
@@ -201,8 +240,10 @@ pub fn resolve(
         .keys()
         .filter(|k| !HANDLED_EXTRA.contains(&k.as_str()))
         .cloned()
+        .chain(unapplied_native(&params).into_iter().map(str::to_owned))
         .collect();
     ignored.sort();
+    ignored.dedup();
     Ok(Resolved {
         alias: target.host.clone(),
         host_name,
@@ -258,6 +299,36 @@ mod tests {
         assert_eq!(r.keepalive_count, Some(2));
         assert_eq!(r.ignored, vec!["proxycommand".to_string()]);
         assert_eq!(r.agent_socket, Some(PathBuf::from("/run/agent.sock")));
+    }
+
+    /// Every keyword that would make `ssh` behave differently is reported, whether
+    /// ssh2-config parses it into a field or leaves it unsupported.
+    #[test]
+    fn every_behaviour_changing_keyword_is_reported_as_ignored() {
+        let home = scratch(
+            "ignored",
+            "Host gw\n  ForwardAgent yes\n  Compression yes\n  LocalForward 9999 127.0.0.1:1\n  Ciphers aes256-ctr\n  RemoteCommand echo hi\n  RemoteForward 9998 127.0.0.1:2\n  ProxyCommand nc %h %p\n  BatchMode yes\n  User claw\n",
+        );
+        let r = resolve(&SshTarget::parse("gw").unwrap(), None, &env(&home)).unwrap();
+        assert_eq!(
+            r.ignored,
+            [
+                "ciphers",
+                "compression",
+                "forwardagent",
+                "localforward",
+                "proxycommand",
+                "remotecommand",
+                "remoteforward"
+            ]
+        );
+        // Settings equal to what clawlink does anyway are not noise.
+        let home = scratch(
+            "ignored-off",
+            "Host gw\n  ForwardAgent no\n  Compression no\n",
+        );
+        let r = resolve(&SshTarget::parse("gw").unwrap(), None, &env(&home)).unwrap();
+        assert!(r.ignored.is_empty(), "{:?}", r.ignored);
     }
 
     #[test]
