@@ -26,6 +26,44 @@ pub type TransportFactory = fn(
 pub type FeatureFactory =
     fn(settings: &serde_json::Value) -> Result<Box<dyn Feature>, FeatureError>;
 
+/// The keys of a settings struct, read from its `Deserialize` implementation (what serde
+/// itself accepts), so that error hints and documentation tests cannot drift from the struct.
+/// Empty for a type that is not a plain struct.
+pub fn settings_keys<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+
+    /// A deserializer that only records the field list serde asks a struct for.
+    struct Capture<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> de::Deserializer<'de> for Capture<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("fields captured"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Capture(&mut fields));
+    fields
+}
+
 /// A transport, as it registers itself.
 #[derive(Debug)]
 pub struct TransportDescriptor {
@@ -124,6 +162,19 @@ fn find_duplicates<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_keys_are_the_struct_fields_serde_accepts() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Example {
+            url: String,
+            #[serde(default, rename = "timeout_ms")]
+            timeout: u64,
+        }
+        assert_eq!(settings_keys::<Example>(), ["url", "timeout_ms"]);
+        assert!(settings_keys::<u32>().is_empty());
+    }
 
     #[test]
     fn duplicates_are_named_with_their_count() {

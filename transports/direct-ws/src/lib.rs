@@ -28,16 +28,21 @@ pub const NAME: &str = "direct-ws";
 /// The gateway's default port.
 pub const DEFAULT_PORT: u16 = 18789;
 
+/// The settings table as `clawlink transports` shows it: every key of [`Settings`] and
+/// [`TlsSettings`] (a test checks that none is missing).
+pub const EXAMPLE_CONFIG: &str = "url = \"wss://gateway.example.ts.net\"     # or ws://127.0.0.1:18789, ws://<LAN or tailnet host>:18789\n\
+# connect_timeout_ms = 10000 # TCP connect and TLS handshake, each\n\
+# allow_insecure_ws = false  # plaintext ws:// to a public host: never, unless you really mean it\n\
+# [PROFILE.transports.direct_ws.tls]\n\
+# spki_sha256 = \"…\"        # public-key pin (survives renewal); `clawlink tls trust URL` writes it\n\
+# fingerprint = \"sha256:…\" # leaf certificate pin, as the openclaw CLI's --tls-fingerprint\n\
+# ca_file = \"/path/ca.pem\"  # a private CA";
+
 clawlink_core::inventory::submit! {
     TransportDescriptor {
         name: NAME,
         summary: "connect straight to the gateway URL (local mode, LAN, tailnet); the gateway sees this machine's address",
-        example_config: "url = \"wss://gateway.example.ts.net\"     # or ws://127.0.0.1:18789, ws://<LAN or tailnet host>:18789\n\
-# [PROFILE.transports.direct_ws.tls]\n\
-# spki_sha256 = \"…\"        # public-key pin (survives renewal); `clawlink tls trust URL` writes it\n\
-# fingerprint = \"sha256:…\" # leaf certificate pin, as the openclaw CLI's --tls-fingerprint\n\
-# ca_file = \"/path/ca.pem\"  # a private CA\n\
-# allow_insecure_ws = false  # plaintext ws:// to a public host: never, unless you really mean it",
+        example_config: EXAMPLE_CONFIG,
         factory: DirectWs::from_settings,
     }
 }
@@ -442,8 +447,17 @@ impl DirectWs {
     /// Parses the settings table.
     pub fn parse_settings(settings: &serde_json::Value) -> Result<Settings, TransportError> {
         serde_json::from_value(settings.clone()).map_err(|e| {
-            TransportError::config(format!("transports.direct_ws: {e}"))
-                .with_fix("valid keys: url, connect_timeout_ms, allow_insecure_ws, tls.{ca_file,fingerprint,spki_sha256} (see `clawlink transports`)")
+            use clawlink_core::registry::settings_keys;
+            TransportError::config(format!("transports.direct_ws: {e}")).with_fix(format!(
+                "valid keys: {}, tls.{{{}}} (see `clawlink transports`)",
+                settings_keys::<Settings>()
+                    .iter()
+                    .filter(|k| **k != "tls")
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                settings_keys::<TlsSettings>().join(",")
+            ))
         })
     }
 
@@ -976,6 +990,38 @@ mod tests {
         assert_eq!(err.kind, TransportErrorKind::Connect);
         assert!(err.kind.is_retryable());
         assert!(err.fix.unwrap().contains("openclaw gateway run"));
+    }
+
+    #[test]
+    fn every_setting_is_in_the_example_and_the_error_hint() {
+        use clawlink_core::registry::settings_keys;
+        let keys: Vec<&str> = settings_keys::<Settings>()
+            .iter()
+            .chain(settings_keys::<TlsSettings>())
+            .copied()
+            .filter(|k| *k != "tls")
+            .collect();
+        assert_eq!(keys.len(), 6, "{keys:?}");
+        for key in &keys {
+            assert!(
+                EXAMPLE_CONFIG
+                    .lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))),
+                "{key} missing from the example config"
+            );
+        }
+        let tls_table = EXAMPLE_CONFIG.find("direct_ws.tls]").unwrap();
+        for key in settings_keys::<Settings>().iter().filter(|k| **k != "tls") {
+            let at = EXAMPLE_CONFIG.find(&format!("{key} =")).unwrap();
+            assert!(at < tls_table, "{key} is shown inside the tls table");
+        }
+        let error = DirectWs::parse_settings(&serde_json::json!({"ulr": "x"})).unwrap_err();
+        for key in &keys {
+            assert!(
+                error.fix.as_deref().unwrap().contains(key),
+                "{key}: {error:?}"
+            );
+        }
     }
 
     #[test]

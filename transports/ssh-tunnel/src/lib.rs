@@ -47,20 +47,27 @@ pub(crate) trait Stream:
 }
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
-clawlink_core::inventory::submit! {
-    TransportDescriptor {
-        name: NAME,
-        summary: "the gateway's WebSocket through an in-process SSH connection (like ssh -N -L, no child process); the default for remote mode",
-        example_config: "target = \"claw@gateway-host\"          # user@host[:port], [v6]:port, ssh://…, or a ~/.ssh/config alias\n\
+/// The settings table as `clawlink transports` shows it: every key of [`SshSettings`]
+/// (a test checks that none is missing).
+pub const EXAMPLE_CONFIG: &str = "target = \"claw@gateway-host\"          # user@host[:port], [v6]:port, ssh://…, or a ~/.ssh/config alias\n\
 # identity_file = \"~/.ssh/id_ed25519\"   # like ssh -i: only this key\n\
 # remote_port = 18789                   # the gateway's port on the remote host\n\
 # local_port = 18789                    # clawlink tunnel's preferred local port\n\
 # project_root = \"~/openclaw\"           # for remote CLI commands\n\
 # cli_path = \"~/openclaw/openclaw.mjs\"\n\
 # host_key_policy = \"strict\"            # strict | accept-new | openssh | SHA256:…\n\
-# keepalive_interval_s = 15\n\
-# keepalive_count = 3\n\
-# backend = \"russh\"                    # or \"openssh\": the system ssh binary",
+# keepalive_interval_s = 15             # like ServerAliveInterval\n\
+# keepalive_count = 3                   # like ServerAliveCountMax\n\
+# connect_timeout_ms = 10000            # TCP connect and SSH handshake, each (like ConnectTimeout)\n\
+# ssh_config = \"~/.ssh/config\"          # another SSH config file (like ssh -F)\n\
+# known_hosts_file = \"~/.ssh/known_hosts\" # another known_hosts file, read and written (like UserKnownHostsFile)\n\
+# backend = \"russh\"                    # or \"openssh\": the system ssh binary";
+
+clawlink_core::inventory::submit! {
+    TransportDescriptor {
+        name: NAME,
+        summary: "the gateway's WebSocket through an in-process SSH connection (like ssh -N -L, no child process); the default for remote mode",
+        example_config: EXAMPLE_CONFIG,
         factory: SshTunnel::from_settings,
     }
 }
@@ -183,9 +190,12 @@ impl SshTunnel {
     pub fn parse_settings(settings: &serde_json::Value) -> Result<SshSettings, TransportError> {
         serde_json::from_value(settings.clone()).map_err(|e| {
             let hint = if settings.get("target").is_none() {
-                "set the SSH target: `target = \"user@host\"` in [PROFILE.transports.ssh_tunnel], or --ssh TARGET"
+                "set the SSH target: `target = \"user@host\"` in [PROFILE.transports.ssh_tunnel], or --ssh TARGET".to_owned()
             } else {
-                "valid keys: target, identity_file, remote_port, local_port, project_root, cli_path, host_key_policy, keepalive_interval_s, keepalive_count, connect_timeout_ms, ssh_config, known_hosts_file"
+                format!(
+                    "valid keys: {} (see `clawlink transports`)",
+                    clawlink_core::registry::settings_keys::<SshSettings>().join(", ")
+                )
             };
             TransportError::config(format!("transports.{}: {e}", NAME.replace('-', "_"))).with_fix(hint)
         })
@@ -499,6 +509,79 @@ impl Transport for SshTunnel {
         }
         if let Some(child) = self.openssh_forward.lock().await.take() {
             child.stop().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clawlink_core::registry::settings_keys;
+
+    #[test]
+    fn every_setting_is_in_the_example_and_the_error_hint() {
+        let keys = settings_keys::<SshSettings>();
+        assert_eq!(keys.len(), 13, "{keys:?}");
+        for key in keys {
+            assert!(
+                EXAMPLE_CONFIG
+                    .lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))),
+                "{key} missing from the example config"
+            );
+        }
+        let error = SshTunnel::parse_settings(&serde_json::json!({"target": "a@b", "bakend": 1}))
+            .unwrap_err();
+        for key in keys {
+            assert!(
+                error.fix.as_deref().unwrap().contains(key),
+                "{key}: {error:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ssh_handshake_that_never_finishes_names_the_timeout_the_path_and_doctor() {
+        // A server that accepts TCP and then says nothing, like a proxy swallowing SSH.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                accepted.push(socket);
+            }
+        });
+        let settings = SshTunnel::parse_settings(&serde_json::json!({
+            "target": format!("me@127.0.0.1:{port}"),
+            "connect_timeout_ms": 300,
+        }))
+        .unwrap();
+        let home = std::env::temp_dir().join(format!("clawlink-ssh-silent-{}", std::process::id()));
+        let env = SshEnv {
+            home: home.clone(),
+            local_user: "me".into(),
+            auth_sock: None,
+        };
+        let tunnel = SshTunnel::with_env(
+            settings,
+            Arc::new(clawlink_core::prompt::NonInteractive),
+            env,
+        )
+        .unwrap();
+        let Err(error) = tunnel.open_session().await else {
+            panic!("a silent server completed an SSH handshake");
+        };
+        held.abort();
+        assert_eq!(error.kind, TransportErrorKind::Connect);
+        assert!(error.message.contains("handshake"), "{error:?}");
+        let fix = error.fix.unwrap();
+        for needle in [
+            "connect_timeout_ms",
+            "ConnectTimeout",
+            "network path",
+            "clawlink doctor",
+        ] {
+            assert!(fix.contains(needle), "{needle}: {fix}");
         }
     }
 }
