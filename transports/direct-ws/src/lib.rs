@@ -876,7 +876,13 @@ mod tests {
     #[tokio::test]
     async fn plaintext_names_must_resolve_inside_their_range() {
         // (url, allow_insecure_ws, DNS answer, expected: Ok(addresses kept) or Err(needle))
-        let cases: &[(&str, bool, &[&str], Result<&[&str], &str>)] = &[
+        type Case = (
+            &'static str,
+            bool,
+            &'static [&'static str],
+            Result<&'static [&'static str], &'static str>,
+        );
+        let cases: &[Case] = &[
             (
                 "ws://gw.local",
                 false,
