@@ -431,6 +431,30 @@ fn cli_names_the_failing_layer() {
     let out = clawlink(&dir, &["--url", "wss://user:pw@example.com", "status"]);
     assert_eq!(out.status.code(), Some(2));
 
+    // The JSON error names the same layer as the text line (a name that does not resolve
+    // is `dns`, not the `connect` it is retried as).
+    let token = secret_file(&dir, "token", "unused");
+    for json in [false, true] {
+        let mut args = vec![
+            "--url",
+            "wss://nonexistent.invalid",
+            "--token-file",
+            token.to_str().unwrap(),
+            "status",
+        ];
+        if json {
+            args.insert(0, "--json");
+        }
+        let out = clawlink(&dir, &args);
+        assert_eq!(out.status.code(), Some(1));
+        let (stdout, stderr) = text(&out);
+        assert!(stderr.starts_with("clawlink: dns: "), "{stderr}");
+        if json {
+            let report: Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(report["error"]["layer"], "dns", "{report}");
+        }
+    }
+
     std::fs::write(
         dir.join("clawlink.toml"),
         "[default]\nmode = \"remote\"\ntransport = \"carrier-pigeon\"\n",
@@ -456,6 +480,22 @@ fn cli_lists_transports_and_features_and_shows_config_with_masked_secrets() {
         .map(|d| d["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["direct-ws", "ssh-tunnel"]);
+    // Every setting is shown, including the ones the README once forgot.
+    for key in [
+        "connect_timeout_ms",
+        "ssh_config",
+        "known_hosts_file",
+        "backend",
+    ] {
+        assert!(
+            list[1]["example"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{key} =")),
+            "{key}: {}",
+            list[1]["example"]
+        );
+    }
 
     let out = clawlink(&dir, &["--json", "features"]);
     assert!(out.status.success());
