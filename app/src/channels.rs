@@ -590,7 +590,10 @@ mod tests {
             "warnings": ["w\u{1b}[2J"]
         });
         let table = status_table(&status_rows(&payload), &payload);
-        assert!(!table.contains(['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}']), "{table:?}");
+        assert!(
+            !table.contains(['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}']),
+            "{table:?}"
+        );
         // One header, one row, one issue, one warning: no forged line.
         assert_eq!(table.lines().count(), 4, "{table}");
         assert!(table.contains("Evil\u{fffd}]0;pwned"), "{table}");

@@ -78,7 +78,8 @@ pub async fn status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
         );
         println_safe!(
             "Server    openclaw {}, protocol {}{uptime}",
-            hello.server.version, hello.protocol
+            hello.server.version,
+            hello.protocol
         );
         println_safe!(
             "Auth      {} · {}",

@@ -383,7 +383,11 @@ mod tests {
             r#"{{"time":"2026\u001b[41m","_meta":{{"logLevelName":"WARN{osc}","name":"{{\"subsystem\":\"gw\\u001b[2J\"}}"}},"message":"hi{osc}\nforged"}}"#
         );
         let record = parse_record(&line).expect("a JSON record");
-        for field in [&record.message, record.time.as_ref().unwrap(), record.subsystem.as_ref().unwrap()] {
+        for field in [
+            &record.message,
+            record.time.as_ref().unwrap(),
+            record.subsystem.as_ref().unwrap(),
+        ] {
             assert!(field.contains('\x1b'), "{record:?}");
         }
         for color in [false, true] {
@@ -393,7 +397,10 @@ mod tests {
                 .iter()
                 .fold(own_colours, |s, c| s.replace(&format!("\x1b[{c}m"), ""));
             assert!(!own_colours.contains('\x1b'), "{shown:?}");
-            assert!(!shown.contains('\x07') && !shown.contains('\n'), "{shown:?}");
+            assert!(
+                !shown.contains('\x07') && !shown.contains('\n'),
+                "{shown:?}"
+            );
             assert!(shown.contains("pwned"), "{shown:?}");
         }
         let plain = readable_line("plain \x1b]0;pwned\x07 \u{9b}31m line", true);

@@ -22,4 +22,3 @@ macro_rules! eprintln_safe {
 
 pub(crate) use eprintln_safe;
 pub(crate) use println_safe;
-

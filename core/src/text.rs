@@ -71,7 +71,10 @@ mod tests {
     fn plain_text_is_borrowed_unchanged() {
         let text = "openclaw 2026.9.6 — ok · 3 channels ⠋ ünïcödé";
         assert!(matches!(terminal_safe(text), Cow::Borrowed(t) if t == text));
-        assert!(matches!(terminal_safe_lines("a\n\tb"), Cow::Borrowed("a\n\tb")));
+        assert!(matches!(
+            terminal_safe_lines("a\n\tb"),
+            Cow::Borrowed("a\n\tb")
+        ));
     }
 
     #[test]
@@ -80,7 +83,10 @@ mod tests {
         let shown = terminal_safe(hostile);
         assert!(!has_escape(&shown), "{shown:?}");
         assert!(!shown.contains('\x07'), "{shown:?}");
-        assert_eq!(shown, "2026.9.6\u{fffd}]0;pwned\u{fffd}\u{fffd}[31mred\u{fffd}[0m");
+        assert_eq!(
+            shown,
+            "2026.9.6\u{fffd}]0;pwned\u{fffd}\u{fffd}[31mred\u{fffd}[0m"
+        );
         assert!(!has_escape(&terminal_safe_lines(hostile)));
     }
 
@@ -95,11 +101,11 @@ mod tests {
     fn bidi_overrides_and_isolates_are_replaced() {
         // "Trojan Source": RLO makes "txt.exe" display as "exe.txt".
         let shown = terminal_safe("invoice\u{202e}txt.exe \u{2066}x\u{2069} \u{202a}");
+        assert_eq!(shown, "invoice\u{fffd}txt.exe \u{fffd}x\u{fffd} \u{fffd}");
         assert_eq!(
-            shown,
-            "invoice\u{fffd}txt.exe \u{fffd}x\u{fffd} \u{fffd}"
+            terminal_safe_lines("\u{2067}a\u{202d}"),
+            "\u{fffd}a\u{fffd}"
         );
-        assert_eq!(terminal_safe_lines("\u{2067}a\u{202d}"), "\u{fffd}a\u{fffd}");
     }
 
     #[test]

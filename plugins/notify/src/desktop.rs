@@ -310,10 +310,8 @@ mod freedesktop {
                 let (summary, body) = summary_and_body(notification);
                 // The summary is plain text by the specification; the body is markup when
                 // the server says so, and the sender's text must not become markup.
-                let capabilities: Vec<String> = proxy
-                    .call("GetCapabilities", &())
-                    .await
-                    .unwrap_or_default();
+                let capabilities: Vec<String> =
+                    proxy.call("GetCapabilities", &()).await.unwrap_or_default();
                 let body = if capabilities.iter().any(|c| c == "body-markup") {
                     markup_escaped(body)
                 } else {
@@ -366,9 +364,7 @@ impl NotificationCenter {
     /// The AppleScript that posts `notification` (strings quoted for AppleScript).
     pub fn script(notification: &Notification) -> String {
         let quote = |s: &str| {
-            let escaped: String = terminal_safe(s)
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"");
+            let escaped: String = terminal_safe(s).replace('\\', "\\\\").replace('"', "\\\"");
             format!("\"{escaped}\"")
         };
         let mut script = format!(
@@ -504,7 +500,10 @@ mod tests {
             markup_escaped(r#"<a href="https://evil">bank</a> & <img src="x">"#),
             r#"&lt;a href="https://evil"&gt;bank&lt;/a&gt; &amp; &lt;img src="x"&gt;"#
         );
-        assert!(matches!(markup_escaped("plain text"), Cow::Borrowed("plain text")));
+        assert!(matches!(
+            markup_escaped("plain text"),
+            Cow::Borrowed("plain text")
+        ));
         // Already-escaped text stays literal: the user sees "&amp;", as it was sent.
         assert_eq!(markup_escaped("&amp;"), "&amp;amp;");
     }
@@ -512,7 +511,10 @@ mod tests {
     #[test]
     fn overlay_and_script_text_lose_escapes_and_bidi_overrides() {
         let line = show_overlay(&note("\u{202e}gnp.exe", "\x1b]0;pwned\x07\u{9b}2J"));
-        assert!(!line.contains(['\x1b', '\x07', '\u{9b}', '\u{202e}']), "{line:?}");
+        assert!(
+            !line.contains(['\x1b', '\x07', '\u{9b}', '\u{202e}']),
+            "{line:?}"
+        );
         let script = NotificationCenter::script(&note("\u{202e}t", "\x1b[31m"));
         assert!(!script.contains(['\x1b', '\u{202e}']), "{script:?}");
     }
