@@ -1,10 +1,14 @@
 //! A hostile gateway (in process) whose every string carries terminal escape sequences (an OSC
 //! title-set, colours, the one-byte CSI, a bidi override): clawlink's human output of
-//! `status`, `health`, `logs`, `channels status`, `voicewake triggers` and its error messages
-//! reaches the terminal without any of them, while `--json` keeps the gateway's text exact.
+//! `status`, `health`, `logs`, `channels status`, `voicewake triggers`, its error messages and
+//! the agent's status line reaches the terminal without any of them, while `--json` keeps the
+//! gateway's text exact.
 
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
+use clawlink_tests::agent::RunningAgent;
 use clawlink_tests::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -189,4 +193,47 @@ async fn json_output_keeps_the_gateways_text_exact() {
     // …and the value is the gateway's, unfiltered.
     let status: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(status["server"]["version"], evil("2026.9.6"), "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agents_status_line_and_live_status_stay_clean() {
+    let url = hostile_gateway().await;
+    tokio::task::spawn_blocking(move || {
+        let dir = scratch_dir("hostile-agent");
+        let token = secret_file(&dir, "token", "hostile-test-token");
+        let args: Vec<String> = vec![
+            "--url".into(),
+            url,
+            "--token-file".into(),
+            token.display().to_string(),
+        ];
+        let mut agent = RunningAgent::start(&dir, &args, &[]);
+        // The status line quotes the health summary, which quotes the gateway's event-loop
+        // reasons: wait (bounded) until the agent has printed it.
+        let started = Instant::now();
+        while !agent.output("up.out").contains("gc pause") {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no health in the status line: {}\n{}",
+                agent.output("up.out"),
+                agent.output("up.err")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (up_out, up_err) = (agent.output("up.out"), agent.output("up.err"));
+        assert_neutered("up", &up_out, &up_err, &up_out);
+        // `status` answered by the running agent (its live status, not a connection).
+        let out = agent.run(&["status"]);
+        let (stdout, stderr) = text(&out);
+        assert!(
+            stdout.starts_with("Agent     running"),
+            "{stdout}\n{stderr}"
+        );
+        assert_neutered("status (agent)", &stdout, &stderr, &stdout);
+        assert!(agent.terminate().success());
+        let (up_out, up_err) = (agent.output("up.out"), agent.output("up.err"));
+        assert_neutered("up", &up_out, &up_err, &up_out);
+    })
+    .await
+    .unwrap();
 }
