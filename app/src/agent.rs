@@ -438,6 +438,8 @@ async fn show_status(global: &GlobalArgs, agent: &Agent) {
         let connected = state.borrow().is_connected();
         let (stable, _) = status_line(agent, true);
         let (line, colour) = status_line(agent, false);
+        // The line quotes the gateway (errors, health): see clawlink_core::text.
+        let line = clawlink_core::text::terminal_safe(&line).into_owned();
         if global.json {
             if stable != last_stable {
                 let out = json!({
@@ -610,9 +612,9 @@ pub async fn health(global: &GlobalArgs, settings: &Settings) -> Result<()> {
             .and_then(Value::as_u64)
             .map(|p| format!(" (ping {p} ms)"))
             .unwrap_or_default();
-        println!("{state}: {summary}{ping}");
+        crate::terminal::println_safe!("{state}: {summary}{ping}");
         if let Some(detail) = details.get("detail").and_then(Value::as_str) {
-            println!("  {detail}");
+            crate::terminal::println_safe!("  {detail}");
         }
     }
     if state == "ok" {

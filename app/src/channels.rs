@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clawlink_core::gateway::{GatewayClient, GatewayError, RequestOptions};
+use clawlink_core::text::terminal_safe;
 use serde_json::{json, Map, Value};
 
 use crate::cli::{ChannelLoginArgs, GlobalArgs};
@@ -18,6 +19,7 @@ use crate::failure::Failure;
 use crate::human::age;
 use crate::qr;
 use crate::settings::Settings;
+use crate::terminal::println_safe;
 
 /// What the official app asks `web.login.start` for: the time the gateway may take to get a
 /// QR code from WhatsApp.
@@ -148,7 +150,7 @@ fn linked(global: &GlobalArgs, message: &str) -> Result<()> {
             json!({"ok": true, "connected": true, "message": message})
         );
     } else {
-        println!(
+        println_safe!(
             "{}",
             if message.is_empty() {
                 "Linked."
@@ -202,7 +204,7 @@ fn show_qr(global: &GlobalArgs, url: &str, message: &str, args: &ChannelLoginArg
         )?;
         writeln!(out)?;
         if !message.is_empty() {
-            writeln!(out, "{message}")?;
+            writeln!(out, "{}", terminal_safe(message))?;
         }
         if let Some(path) = &args.png {
             writeln!(
@@ -404,6 +406,8 @@ fn status_table(rows: &[StatusRow], payload: &Value) -> String {
                     r.auth_age_ms.map(age).unwrap_or_else(|| "-".into()),
                     r.last_error.clone().unwrap_or_else(|| "-".into()),
                 ]
+                // The gateway's words: see clawlink_core::text.
+                .map(|cell| terminal_safe(&cell).into_owned())
             })
             .collect();
         let header = [
@@ -437,8 +441,8 @@ fn status_table(rows: &[StatusRow], payload: &Value) -> String {
         }
     }
     for issue in payload["statusIssues"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "issue: {} {} ({}): {}{}\n",
+        out.push_str(&terminal_safe(&format!(
+            "issue: {} {} ({}): {}{}",
             issue["channel"].as_str().unwrap_or("?"),
             issue["accountId"].as_str().unwrap_or("?"),
             issue["kind"].as_str().unwrap_or("?"),
@@ -447,10 +451,12 @@ fn status_table(rows: &[StatusRow], payload: &Value) -> String {
                 .as_str()
                 .map(|f| format!(" — fix: {f}"))
                 .unwrap_or_default()
-        ));
+        )));
+        out.push('\n');
     }
     for warning in payload["warnings"].as_array().into_iter().flatten() {
-        out.push_str(&format!("warning: {}\n", warning.as_str().unwrap_or("?")));
+        let warning = terminal_safe(warning.as_str().unwrap_or("?"));
+        out.push_str(&format!("warning: {warning}\n"));
     }
     out
 }
@@ -572,6 +578,25 @@ mod tests {
             table.contains("issue: whatsapp work (auth): not linked — fix: run login"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn the_gateways_words_in_the_table_cannot_drive_the_terminal() {
+        let payload = json!({
+            "channelOrder": ["evil"],
+            "channelLabels": {"evil": "Evil\u{1b}]0;pwned\u{7}"},
+            "channels": {"evil": {"configured": true, "lastError": "bad\nCHANNEL forged\u{9b}2J"}},
+            "statusIssues": [{"channel": "evil\u{1b}[31m", "message": "m\u{202e}x"}],
+            "warnings": ["w\u{1b}[2J"]
+        });
+        let table = status_table(&status_rows(&payload), &payload);
+        assert!(
+            !table.contains(['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}']),
+            "{table:?}"
+        );
+        // One header, one row, one issue, one warning: no forged line.
+        assert_eq!(table.lines().count(), 4, "{table}");
+        assert!(table.contains("Evil\u{fffd}]0;pwned"), "{table}");
     }
 
     #[test]

@@ -187,7 +187,7 @@ async fn list_outbox(global: &GlobalArgs, settings: &Settings) -> Result<()> {
             .as_deref()
             .map(|e| format!(" — last attempt: {e}"))
             .unwrap_or_default();
-        println!(
+        crate::terminal::println_safe!(
             "  {}  {session}  {} attempt(s)  {}{error}",
             entry.idempotency_key,
             entry.attempts,

@@ -15,6 +15,7 @@ use crate::connect;
 use crate::failure::Failure;
 use crate::keyring_store::{self, SecretKind};
 use crate::settings::{self, Settings};
+use crate::terminal::println_safe;
 
 /// `clawlink status`: the running agent's live state when an agent for this profile runs;
 /// otherwise connect, then `status` and `health` side by side.
@@ -70,24 +71,25 @@ pub async fn status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
             .and_then(Value::as_u64)
             .map(|ms| format!(", up {}", human_duration(Duration::from_millis(ms))))
             .unwrap_or_default();
-        println!(
+        println_safe!(
             "Gateway   {} ({}) — connected in {connect_ms} ms",
             transport.describe(),
             transport.name()
         );
-        println!(
+        println_safe!(
             "Server    openclaw {}, protocol {}{uptime}",
-            hello.server.version, hello.protocol
+            hello.server.version,
+            hello.protocol
         );
-        println!(
+        println_safe!(
             "Auth      {} · {}",
             hello.auth.method.as_deref().unwrap_or("unknown"),
             hello.auth.scopes.join(", ")
         );
-        println!("Health    {}", health_line(&health, health_ms));
-        println!("Agents    {}", agents_line(&health));
+        println_safe!("Health    {}", health_line(&health, health_ms));
+        println_safe!("Agents    {}", agents_line(&health));
         if let Some(err) = status.get("error") {
-            println!(
+            println_safe!(
                 "Status    unavailable: {}",
                 err["message"].as_str().unwrap_or("?")
             );
@@ -105,7 +107,7 @@ fn print_agent_status(live: &Value) {
         .and_then(Value::as_u64)
         .map(|ms| human_duration(Duration::from_millis(ms)))
         .unwrap_or_default();
-    println!(
+    println_safe!(
         "Agent     running (pid {}, up {uptime}) · profile {} · {}",
         live.get("pid").and_then(Value::as_u64).unwrap_or(0),
         text("/profile"),
@@ -124,7 +126,7 @@ fn print_agent_status(live: &Value) {
             connection.push_str(&format!(" (last error: {error})"));
         }
     }
-    println!(
+    println_safe!(
         "Gateway   {} ({}) — {connection}",
         text("/transport/describe"),
         text("/transport/name")
@@ -144,11 +146,11 @@ fn print_agent_status(live: &Value) {
             })
             .collect();
         if !list.is_empty() {
-            println!("Local     {}", list.join(", "));
+            println_safe!("Local     {}", list.join(", "));
         }
     }
     if let Some(version) = live.pointer("/server/version").and_then(Value::as_str) {
-        println!(
+        println_safe!(
             "Server    openclaw {version}, protocol {}",
             live.get("protocol").and_then(Value::as_u64).unwrap_or(0)
         );
@@ -160,15 +162,15 @@ fn print_agent_status(live: &Value) {
             .and_then(Value::as_u64)
             .map(|p| format!(" · ping {p} ms"))
             .unwrap_or_default();
-        println!("Health    {} — {}{ping}", field("state"), field("summary"));
+        println_safe!("Health    {} — {}{ping}", field("state"), field("summary"));
         if !field("detail").is_empty() {
-            println!("          {}", field("detail"));
+            println_safe!("          {}", field("detail"));
         }
         if !field("authSource").is_empty() {
-            println!("Auth      {}", field("authSource"));
+            println_safe!("Auth      {}", field("authSource"));
         }
         let heartbeat = health.get("heartbeat").filter(|h| !h.is_null());
-        println!(
+        println_safe!(
             "Heartbeat {}",
             match heartbeat {
                 None => "none yet".to_owned(),
@@ -188,7 +190,7 @@ fn print_agent_status(live: &Value) {
         .into_iter()
         .flatten()
     {
-        println!(
+        println_safe!(
             "Feature   {:<10} {} — {}",
             feature["name"].as_str().unwrap_or("?"),
             feature["state"].as_str().unwrap_or("?"),

@@ -13,6 +13,7 @@ use crate::cli::GlobalArgs;
 use crate::failure::Failure;
 use crate::keyring_store::{self, SecretKind};
 use crate::prompt::AppPrompter;
+use crate::secret_env;
 use crate::settings::{expand_home, Settings};
 use crate::state;
 
@@ -55,14 +56,14 @@ pub async fn credentials(
     let mut sources = SecretSources::default();
     let token = pick(
         conn.token_file.as_ref(),
-        "CLAWLINK_TOKEN",
+        secret_env::TOKEN,
         auth.token_file.as_ref(),
         "the token file",
         &mut sources.token,
     )?;
     let password = pick(
         conn.password_file.as_ref(),
-        "CLAWLINK_PASSWORD",
+        secret_env::PASSWORD,
         auth.password_file.as_ref(),
         "the password file",
         &mut sources.password,
@@ -93,11 +94,10 @@ fn pick(
         *source = Some(format!("file {} (command line)", path.display()));
         return state::read_secret_file(&path, what).map(Some);
     }
-    if let Ok(value) = std::env::var(env_var) {
-        if !value.is_empty() {
-            *source = Some(format!("environment variable {env_var}"));
-            return Ok(Some(SecretString::from(value)));
-        }
+    // Read at start-up and removed from the environment (secret_env).
+    if let Some(value) = secret_env::get(env_var) {
+        *source = Some(format!("environment variable {env_var}"));
+        return Ok(Some(value.clone()));
     }
     if let Some(path) = profile {
         let path = expand_home(path);

@@ -228,9 +228,10 @@ fn print_text(rows: &[Row]) {
             Status::Info => "i",
         };
         let ms = row.ms.map(|m| format!("{m} ms")).unwrap_or_default();
-        println!("{mark} {:<14} {:>8}  {}", row.layer, ms, row.detail);
+        // Details quote the gateway, the SSH host or whatever answered: see clawlink_core::text.
+        crate::terminal::println_safe!("{mark} {:<14} {:>8}  {}", row.layer, ms, row.detail);
         if let Some(fix) = &row.fix {
-            println!("  {:<14} {:>8}  fix: {fix}", "", "");
+            crate::terminal::println_safe!("  {:<14} {:>8}  fix: {fix}", "", "");
         }
     }
     if rows.iter().all(|r| r.status != Status::Failed) {

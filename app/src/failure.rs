@@ -4,6 +4,7 @@
 //! configuration error (something the user must change before retrying makes sense).
 
 use clawlink_core::gateway::{GatewayError, Layer};
+use clawlink_core::text::terminal_safe_lines;
 use clawlink_core::transport::{TransportError, TransportErrorKind};
 
 /// An error the app reports to the user and exits with.
@@ -113,7 +114,8 @@ pub fn report(error: &anyhow::Error, json: bool) -> u8 {
                 );
             }
             if !failure.message.is_empty() {
-                eprintln!("clawlink: {failure}");
+                // Messages quote the gateway's and the SSH host's words: see clawlink_core::text.
+                eprintln!("clawlink: {}", terminal_safe_lines(&failure.to_string()));
             }
             failure.exit_code
         }
@@ -124,7 +126,7 @@ pub fn report(error: &anyhow::Error, json: bool) -> u8 {
                     serde_json::json!({"ok": false, "error": {"layer": "internal", "message": format!("{error:#}")}})
                 );
             }
-            eprintln!("clawlink: {error:#}");
+            eprintln!("clawlink: {}", terminal_safe_lines(&format!("{error:#}")));
             1
         }
     }

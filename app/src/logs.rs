@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clawlink_core::gateway::{GatewayClient, GatewayError, RequestOptions};
+use clawlink_core::text::terminal_safe;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -21,6 +22,7 @@ use crate::cli::{GlobalArgs, LogsArgs};
 use crate::connect;
 use crate::failure::Failure;
 use crate::settings::Settings;
+use crate::terminal::eprintln_safe;
 
 /// How often a follow polls (the Control UI and `openclaw logs --follow` use 1 s too).
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -155,7 +157,7 @@ async fn fetch(client: &GatewayClient, params: Value, follow: bool) -> Result<Ta
             }
             Err(e) if follow && transient(&e) => {
                 if waiting_since.is_none() {
-                    eprintln!(
+                    eprintln_safe!(
                         "clawlink: {e}; waiting for the gateway to come back (Ctrl-C to stop)"
                     );
                     waiting_since = Some(std::time::Instant::now());
@@ -207,7 +209,7 @@ impl Printer {
 
     /// Notices go to stderr, so that stdout stays pure log lines (and pure JSON).
     fn notice(&self, text: &str) {
-        eprintln!("clawlink: {text}");
+        eprintln!("clawlink: {}", terminal_safe(text));
     }
 }
 
@@ -292,10 +294,11 @@ fn parse_record(line: &str) -> Option<Record> {
 }
 
 /// `2026-11-24 19:42:23.497+00:00 warn  gateway/ws  unauthorized conn=…`; non-JSON lines as
-/// they are.
+/// they are. Every field is the remote side's text: it goes through `terminal_safe` before
+/// our own colours are added, so that it can neither drive the terminal nor start a line.
 fn readable_line(line: &str, color: bool) -> String {
     let Some(record) = parse_record(line) else {
-        return line.to_owned();
+        return terminal_safe(line).into_owned();
     };
     let paint = |code: &str, text: &str| {
         if color && !code.is_empty() && !text.is_empty() {
@@ -304,7 +307,7 @@ fn readable_line(line: &str, color: bool) -> String {
             text.to_owned()
         }
     };
-    let level = record.level.unwrap_or_default();
+    let level = terminal_safe(&record.level.unwrap_or_default()).into_owned();
     let level_color = match level.as_str() {
         "error" | "fatal" => "31",
         "warn" => "33",
@@ -318,28 +321,15 @@ fn readable_line(line: &str, color: bool) -> String {
     };
     let mut parts = Vec::new();
     if let Some(time) = record.time {
-        parts.push(paint("2", &time.replacen('T', " ", 1)));
+        parts.push(paint("2", &terminal_safe(&time.replacen('T', " ", 1))));
     }
     if !level.is_empty() {
         parts.push(paint(level_color, &format!("{level:<5}")));
     }
     if let Some(subsystem) = record.subsystem {
-        parts.push(paint("36", &subsystem));
+        parts.push(paint("36", &terminal_safe(&subsystem)));
     }
-    // The message is the remote side's text: keep its control characters (escape sequences
-    // included) away from our terminal.
-    let message: String = record
-        .message
-        .chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect();
-    parts.push(paint(message_color, &message));
+    parts.push(paint(message_color, &terminal_safe(&record.message)));
     parts.join(" ")
 }
 
@@ -383,5 +373,37 @@ mod tests {
         assert_eq!(json_line(RECORD), RECORD);
         assert_eq!(json_line("plain"), r#"{"message":"plain"}"#);
         assert_eq!(json_line("[1,2]"), r#"{"message":"[1,2]"}"#);
+    }
+
+    #[test]
+    fn no_field_of_a_hostile_record_reaches_the_terminal_raw() {
+        // JSON escapes: the record carries real ESC and BEL characters once parsed.
+        let osc = "\\u001b]0;pwned\\u0007";
+        let line = format!(
+            r#"{{"time":"2026\u001b[41m","_meta":{{"logLevelName":"WARN{osc}","name":"{{\"subsystem\":\"gw\\u001b[2J\"}}"}},"message":"hi{osc}\nforged"}}"#
+        );
+        let record = parse_record(&line).expect("a JSON record");
+        for field in [
+            &record.message,
+            record.time.as_ref().unwrap(),
+            record.subsystem.as_ref().unwrap(),
+        ] {
+            assert!(field.contains('\x1b'), "{record:?}");
+        }
+        for color in [false, true] {
+            let shown = readable_line(&line, color);
+            let own_colours = shown.replace("\x1b[0m", "").replace("\x1b[2m", "");
+            let own_colours = ["31", "32", "33", "36"]
+                .iter()
+                .fold(own_colours, |s, c| s.replace(&format!("\x1b[{c}m"), ""));
+            assert!(!own_colours.contains('\x1b'), "{shown:?}");
+            assert!(
+                !shown.contains('\x07') && !shown.contains('\n'),
+                "{shown:?}"
+            );
+            assert!(shown.contains("pwned"), "{shown:?}");
+        }
+        let plain = readable_line("plain \x1b]0;pwned\x07 \u{9b}31m line", true);
+        assert_eq!(plain, "plain \u{fffd}]0;pwned\u{fffd} \u{fffd}31m line");
     }
 }

@@ -22,10 +22,12 @@ mod qr;
 mod remote;
 #[cfg(feature = "transport-ssh")]
 mod remote_exec;
+mod secret_env;
 mod service;
 mod settings;
 mod signals;
 mod state;
+mod terminal;
 #[cfg(feature = "transport-ws")]
 mod tls_trust;
 mod voicewake;
@@ -49,6 +51,8 @@ fn secret_kind(password: bool) -> SecretKind {
 }
 
 fn main() -> ExitCode {
+    // Before anything else, while this is the only thread: no child may inherit the secrets.
+    secret_env::take_from_environment();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

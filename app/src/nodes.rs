@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use clawlink_core::gateway::{GatewayClient, GatewayError, RequestOptions};
+use clawlink_core::text::terminal_safe;
 use serde_json::{json, Map, Value};
 
 use crate::cli::GlobalArgs;
@@ -520,12 +521,13 @@ pub fn render_list(rows: &[NodeRow]) -> String {
     for node in rows.iter().filter(|n| n.is_pending()) {
         if let Some(request) = &node.pending_request {
             out.push_str(&format!(
-                "Approval pending for {}: run `clawlink nodes approve {request}` (commands: {})\n",
-                clean(node.label()),
+                "Approval pending for {}: run `clawlink nodes approve {}` (commands: {})\n",
+                terminal_safe(node.label()),
+                terminal_safe(request),
                 if node.pending_commands.is_empty() {
                     "-".into()
                 } else {
-                    node.pending_commands.join(", ")
+                    terminal_safe(&node.pending_commands.join(", ")).into_owned()
                 }
             ));
         }
@@ -604,7 +606,7 @@ pub fn render_describe(node: &NodeRow) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (key, value) in rows {
-        out.push_str(&format!("{key:<width$}  {}\n", clean(&value)));
+        out.push_str(&format!("{key:<width$}  {}\n", terminal_safe(&value)));
     }
     out.push_str("\nPermissions\n");
     let states = node.permission_states();
@@ -614,7 +616,7 @@ pub fn render_describe(node: &NodeRow) -> String {
         .max()
         .unwrap_or(0);
     for (key, state) in states {
-        out.push_str(&format!("  {:<width$}  {state}\n", clean(&key)));
+        out.push_str(&format!("  {:<width$}  {state}\n", terminal_safe(&key)));
     }
     if node.permissions.is_none() {
         out.push_str("  (the node reports no permission map)\n");
@@ -749,15 +751,15 @@ async fn decide(
             .collect();
         println!(
             "approved {request} for {}: {}; the node uses them once it reconnects",
-            clean(&label),
+            terminal_safe(&label),
             if commands.is_empty() {
                 "no commands".into()
             } else {
-                commands.join(", ")
+                terminal_safe(&commands.join(", ")).into_owned()
             }
         );
     } else {
-        println!("rejected {request} for {}", clean(&label));
+        println!("rejected {request} for {}", terminal_safe(&label));
     }
     Ok(())
 }
@@ -961,18 +963,11 @@ fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
 }
 
-/// Text from the network, without control characters that would drive the terminal.
-fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
 /// Left-aligned columns, two spaces apart.
 fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.iter().map(|c| clean(c)).collect())
+        .map(|r| r.iter().map(|c| terminal_safe(c).into_owned()).collect())
         .collect();
     let widths: Vec<usize> = headers
         .iter()
@@ -1312,7 +1307,7 @@ mod tests {
                 vec!["long".into(), "z".into()],
             ],
         );
-        assert_eq!(text, "A     BB\nx     y\nlong  z\n");
+        assert_eq!(text, "A     BB\nx\u{fffd}    y\nlong  z\n");
         assert_eq!(age(61_000), "1m");
     }
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use clawlink_core::prompt::{Confirmation, Prompter};
+use clawlink_core::text::terminal_safe;
 use secrecy::SecretString;
 
 use crate::failure::Failure;
@@ -41,10 +42,11 @@ impl Prompter for AppPrompter {
         let question = question.clone();
         tokio::task::spawn_blocking(move || {
             let mut err = std::io::stderr().lock();
+            // Details name what the SSH host presented: see clawlink_core::text.
             for line in &question.details {
-                let _ = writeln!(err, "  {line}");
+                let _ = writeln!(err, "  {}", terminal_safe(line));
             }
-            let _ = write!(err, "{} [y/N] ", question.question);
+            let _ = write!(err, "{} [y/N] ", terminal_safe(&question.question));
             let _ = err.flush();
             let mut answer = String::new();
             if std::io::stdin().lock().read_line(&mut answer).is_err() {

@@ -149,7 +149,7 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
         println!("{report}");
     } else {
         for s in &steps {
-            println!(
+            crate::terminal::println_safe!(
                 "{:<11} {:<6} {:>6} ms  {}",
                 s.step,
                 if s.ok { "ok" } else { "FAILED" },
@@ -157,7 +157,7 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
                 s.detail
             );
             if let Some(fix) = &s.fix {
-                println!("{:<11} {:<6} {:>9}  fix: {fix}", "", "", "");
+                crate::terminal::println_safe!("{:<11} {:<6} {:>9}  fix: {fix}", "", "", "");
             }
         }
         if steps.len() == 1 && steps[0].ok {

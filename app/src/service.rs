@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::cli::GlobalArgs;
 use crate::failure::Failure;
+use crate::secret_env;
 use crate::settings::{self, expand_home, Settings};
 use crate::state;
 
@@ -419,16 +420,23 @@ impl Host {
                 Some("run the command from an existing directory".into()),
             )
         })?;
-        let names = ["CLAWLINK_TOKEN", "CLAWLINK_PASSWORD", "HOME"]
+        let names = ["HOME"]
             .into_iter()
             .chain(CARRIED_PATH_VARIABLES.iter().copied())
             .chain(["XDG_CONFIG_HOME", "XDG_DATA_HOME"]);
+        // The secret variables left the environment at start-up (secret_env); only whether
+        // they were set matters here, so their values are not copied.
+        let secrets_set = [secret_env::TOKEN, secret_env::PASSWORD]
+            .into_iter()
+            .filter(|name| secret_env::get(name).is_some())
+            .map(|name| (name.to_owned(), OsString::from("(set)")));
         let vars = names
             .filter_map(|name| {
                 std::env::var_os(name)
                     .filter(|v| !v.is_empty())
                     .map(|v| (name.to_owned(), v))
             })
+            .chain(secrets_set)
             .collect();
         Ok(Host {
             exe,

@@ -128,6 +128,7 @@ mod imp {
     use crate::control::Request;
     use crate::failure::Failure;
     use crate::settings::Settings;
+    use crate::terminal::{eprintln_safe, println_safe};
 
     /// The app's timeout for trigger edits.
     const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,10 +170,10 @@ mod imp {
             println!("{}", json!({"triggers": triggers, "notes": notes}));
         } else {
             for trigger in &triggers {
-                println!("{trigger}");
+                println_safe!("{trigger}");
             }
             for note in &notes {
-                eprintln!("note: {note}");
+                eprintln_safe!("note: {note}");
             }
         }
         Ok(())
@@ -257,7 +258,7 @@ mod imp {
             println!("{config}");
             return Ok(());
         }
-        println!(
+        println_safe!(
             "default: {}",
             describe_target(config.get("defaultTarget").unwrap_or(&Value::Null))
         );
@@ -270,7 +271,7 @@ mod imp {
             println!("no routes: every trigger goes to the default");
         }
         for route in routes {
-            println!(
+            println_safe!(
                 "{} → {}",
                 route.get("trigger").and_then(Value::as_str).unwrap_or("?"),
                 describe_target(route.get("target").unwrap_or(&Value::Null))
@@ -342,7 +343,7 @@ mod imp {
         if global.json {
             println!("{}", json!(detection));
         } else {
-            println!("{}", describe(&detection));
+            println_safe!("{}", describe(&detection));
             if detection.stage == Stage::Accepted {
                 println!("the run is still going; `clawlink voicewake recent` shows how it ends");
             }
@@ -488,7 +489,7 @@ mod imp {
                 if global.json {
                     println!("{}", json!({"event": "source", "source": recent["source"]}));
                 } else {
-                    eprintln!("{} source {source_line}", clock());
+                    eprintln_safe!("{} source {source_line}", clock());
                 }
                 source_shown = source_line;
             }
@@ -504,7 +505,7 @@ mod imp {
                         .as_array()
                         .map(|a| a.iter().filter_map(Value::as_str).collect())
                         .unwrap_or_default();
-                    eprintln!(
+                    eprintln_safe!(
                         "{} triggers ({}): {}",
                         clock(),
                         recent["triggersFrom"].as_str().unwrap_or("?"),
@@ -527,7 +528,7 @@ mod imp {
                     line["event"] = json!("detection");
                     println!("{line}");
                 } else {
-                    println!("{} {}", clock(), describe(&detection));
+                    println_safe!("{} {}", clock(), describe(&detection));
                 }
             }
             let source_done = matches!(
@@ -584,7 +585,7 @@ mod imp {
             println!("nothing heard yet");
         }
         for d in detections {
-            println!("#{} {}", d.id, describe(&d));
+            println_safe!("#{} {}", d.id, describe(&d));
         }
         Ok(())
     }

@@ -1,14 +1,16 @@
 //! clawlink-core: the registries, traits, gateway client and config model every clawlink crate shares.
 //!
 //! Architecture invariant: this crate knows nothing of SSH, QUIC, TLS, figment, clap or the
-//! terminal. Transports hand it a byte stream; the app hands it settings as JSON values and
-//! secrets as [`secrecy::SecretString`]. It does not read configuration files or the environment.
+//! terminal (beyond [`text`], which only filters strings that some crate will show there).
+//! Transports hand it a byte stream; the app hands it settings as JSON values and secrets as
+//! [`secrecy::SecretString`]. It does not read configuration files or the environment.
 
 pub mod config;
 pub mod feature;
 pub mod gateway;
 pub mod prompt;
 pub mod registry;
+pub mod text;
 pub mod transport;
 
 pub use secrecy::{ExposeSecret, SecretString};

@@ -1,4 +1,4 @@
-//! clawlink as a gateway node (feature `notify`) against the real gateway: `clawlink up` self-approves its `system.notify` surface, the real openclaw CLI lists and notifies it, a recording org.freedesktop.Notifications server on a private session bus receives summary, body, urgency and the sound hints; without a server the node says so and fails fast.
+//! clawlink as a gateway node (feature `notify`) against the real gateway: `clawlink up` self-approves its `system.notify` surface, the real openclaw CLI lists and notifies it, a recording org.freedesktop.Notifications server on a private session bus receives summary, body (markup escaped), urgency and the sound hints; without a server the node says so and fails fast.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -112,7 +112,8 @@ impl Recorder {
     }
 
     fn get_capabilities(&self) -> Vec<String> {
-        vec!["body".into(), "sound".into()]
+        // body-markup: the server reads bodies as markup, as GNOME Shell, KDE and dunst do.
+        vec!["body".into(), "body-markup".into(), "sound".into()]
     }
 
     fn get_server_information(&self) -> (String, String, String, String) {
@@ -393,6 +394,22 @@ fn clawlink_up_as_a_node_shows_notifications_with_sound() {
     assert!(out.status.success(), "{}", text(&out).1);
     // A notification without a title shows its body as the summary.
     assert_eq!(server.wait_for("quiet").urgency, Some(0));
+
+    // The sender's markup reaches a markup server as text: it is shown, not obeyed.
+    let out = agent.run(&[
+        "notify",
+        "--node",
+        &name,
+        "--title",
+        "Markup",
+        "--body",
+        r#"<a href="https://evil.example">your bank</a> & <b>more</b>"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(
+        server.wait_for("Markup").body,
+        r#"&lt;a href="https://evil.example"&gt;your bank&lt;/a&gt; &amp; &lt;b&gt;more&lt;/b&gt;"#
+    );
 
     // An unknown sound is refused by the node, which lists the names it knows.
     let out = agent.run(&[

@@ -1,4 +1,4 @@
-//! Voice Wake against the real gateway and stub model: the gateway's triggers (get, set/add/remove, live changes, the local mirror), the text path through stdin, trigger-only, push-to-talk `send`, the supervised recognizer command, and real speech (espeak-ng) recognised by pocketsphinx.
+//! Voice Wake against the real gateway and stub model: the gateway's triggers (get, set/add/remove, live changes, the local mirror), the text path through stdin, trigger-only, push-to-talk `send`, the supervised recognizer command (which inherits no gateway secret), and real speech (espeak-ng) recognised by pocketsphinx.
 //!
 //! The trigger list is the gateway's global state, shared by every test here: tests that
 //! change it hold the write side of [`TRIGGERS`] and restore the defaults; tests that need
@@ -595,6 +595,55 @@ fn the_recognizer_command_is_supervised_and_never_left_behind() {
             "process {process} outlived the agent"
         );
     }
+}
+
+#[test]
+fn the_gateway_token_from_the_environment_reaches_no_child() {
+    let _lock = read_lock();
+    let dir = scratch_dir("vw-child-env");
+    let dump = dir.join("recognizer.env");
+    let config = dir.join("clawlink.toml");
+    let command = json!(["sh", "-c", format!("env > '{}'", dump.display())]);
+    std::fs::write(
+        &config,
+        format!(
+            "[default.features.voicewake]\nenabled = true\nsource = \"command\"\nrestart = \"never\"\ncommand = {command}\n"
+        ),
+    )
+    .unwrap();
+    // The token only in the environment: no --token-file, no auth.token_file.
+    let token = Peers::get().var("OCPEER_GATEWAY_TOKEN").to_owned();
+    let args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--url".into(),
+        Peers::get().gateway_url().into(),
+    ];
+    let mut agent = RunningAgent::start(&dir, &args, &[("CLAWLINK_TOKEN".into(), token.clone())]);
+    // Connected (so the agent authenticated with the token it took from the environment)
+    // and the recognizer ran to its end.
+    let status = agent.wait_for(
+        "connected, the recognizer ended",
+        Duration::from_secs(30),
+        |s| {
+            s["connection"]["phase"] == "connected"
+                && voicewake_details(s)["source"]["state"] == "ended"
+        },
+    );
+    assert_eq!(
+        voicewake_details(&status)["source"]["lastExit"],
+        "exit code 0"
+    );
+    let environment = std::fs::read_to_string(&dump).unwrap();
+    assert!(
+        environment.contains("CLAWLINK_VOICEWAKE_TRIGGERS="),
+        "not the recognizer's environment: {environment}"
+    );
+    assert!(
+        !environment.contains(&token) && !environment.contains("CLAWLINK_TOKEN="),
+        "the recognizer inherited the gateway token"
+    );
+    assert!(agent.terminate().success(), "{}", agent.output("up.err"));
 }
 
 /// Where `cargo xtask peer install` puts the recognizer launcher.

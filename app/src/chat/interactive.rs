@@ -252,8 +252,9 @@ impl Session {
                 "assistant" => "\x1b[1magent ›\x1b[0m".to_owned(),
                 other => format!("\x1b[2m[{other}]\x1b[0m"),
             };
+            self.printer.write_own(&format!("{who} "));
             self.printer
-                .write_text(&format!("{who} {}\n", line.text.trim_end()));
+                .write_text(&format!("{}\n", line.text.trim_end()));
         }
     }
 
@@ -391,7 +392,7 @@ impl Session {
                 return;
             }
         };
-        self.printer.write_text("\x1b[1magent ›\x1b[0m ");
+        self.printer.write_own("\x1b[1magent ›\x1b[0m ");
         let mut streamed = 0usize;
         let printer = &mut self.printer;
         let mut observe = |update: ChatUpdate| {

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use clawlink_core::text::terminal_safe_lines;
 use clawlink_feature_webchat::client::{ChatUpdate, Outcome};
 use clawlink_feature_webchat::stream::TextChange;
 use serde_json::{json, Value};
@@ -64,8 +65,14 @@ impl Printer {
         let _ = out.flush();
     }
 
-    /// Writes reply text to stdout.
+    /// Writes text from the gateway (a reply, history, session titles) to stdout: it goes
+    /// through `terminal_safe_lines` (lines and tabs kept, escape sequences not).
     pub(crate) fn write_text(&mut self, text: &str) {
+        self.write_own(&terminal_safe_lines(text));
+    }
+
+    /// Writes our own text to stdout, our own colour codes included.
+    pub(crate) fn write_own(&mut self, text: &str) {
         if text.is_empty() {
             return;
         }
@@ -84,15 +91,17 @@ impl Printer {
 
     /// A dim note on the notes channel.
     pub(crate) fn note(&mut self, text: &str) {
+        // Notes quote the gateway (errors, tool activity): their lines, not their escapes.
+        let text = terminal_safe_lines(text);
         let shown = if self.dim {
             format!("\x1b[2m{text}\x1b[0m")
         } else {
-            text.to_owned()
+            text.into_owned()
         };
         match self.notes {
             Notes::Stdout => {
                 self.end_line();
-                self.write_text(&format!("{shown}\n"));
+                self.write_own(&format!("{shown}\n"));
             }
             Notes::Stderr => {
                 let mut err = std::io::stderr().lock();

@@ -15,11 +15,13 @@
 //! The session bus address comes from the environment (`DBUS_SESSION_BUS_ADDRESS`, else
 //! `$XDG_RUNTIME_DIR/bus`), as for every D-Bus client.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use clawlink_core::text::terminal_safe;
 use serde_json::{json, Value};
 
 use crate::request::Urgency;
@@ -120,17 +122,34 @@ pub fn show_overlay(notification: &Notification) -> String {
         (false, true) => notification.title.clone(),
         _ => notification.body.clone(),
     };
-    // Control characters from the network must not drive the terminal.
-    let text: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    // Text from the network must not drive the terminal.
+    let text = terminal_safe(&text);
     let line = format!(
         "clawlink notification [{}]: {text}",
         notification.urgency.as_str()
     );
     eprintln!("{line}");
     line
+}
+
+/// `body` as plain text for a server that reads the body as markup (the `body-markup`
+/// capability: a subset of HTML with `<b>`, `<a href>`, `<img>`…): the sender's `<`, `>` and
+/// `&` are shown, not obeyed. Servers without the capability show the body as it is.
+#[cfg_attr(target_os = "macos", allow(dead_code))]
+fn markup_escaped(body: &str) -> Cow<'_, str> {
+    if !body.contains(['&', '<', '>']) {
+        return Cow::Borrowed(body);
+    }
+    let mut out = String::with_capacity(body.len() + 16);
+    for c in body.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// The freedesktop summary/body pair: a notification without a title shows its body as the
@@ -153,7 +172,10 @@ mod freedesktop {
     use async_trait::async_trait;
     use zbus::zvariant::Value;
 
-    use super::{summary_and_body, Availability, DeliveryError, DesktopNotifier, Notification};
+    use super::{
+        markup_escaped, summary_and_body, Availability, DeliveryError, DesktopNotifier,
+        Notification,
+    };
 
     const SERVICE: &str = "org.freedesktop.Notifications";
     const PATH: &str = "/org/freedesktop/Notifications";
@@ -286,6 +308,16 @@ mod freedesktop {
                 }
                 let proxy = Self::proxy(&connection).await?;
                 let (summary, body) = summary_and_body(notification);
+                // The summary is plain text by the specification; the body is markup when
+                // the server says so, and the sender's text must not become markup.
+                let capabilities: Vec<String> =
+                    proxy.call("GetCapabilities", &()).await.unwrap_or_default();
+                let body = if capabilities.iter().any(|c| c == "body-markup") {
+                    markup_escaped(body)
+                } else {
+                    body.into()
+                };
+                let body: &str = &body;
                 let sound_file = notification
                     .sound_file
                     .as_ref()
@@ -332,12 +364,7 @@ impl NotificationCenter {
     /// The AppleScript that posts `notification` (strings quoted for AppleScript).
     pub fn script(notification: &Notification) -> String {
         let quote = |s: &str| {
-            let escaped: String = s
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect::<String>()
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"");
+            let escaped: String = terminal_safe(s).replace('\\', "\\\\").replace('"', "\\\"");
             format!("\"{escaped}\"")
         };
         let mut script = format!(
@@ -458,10 +485,38 @@ mod tests {
     #[test]
     fn overlay_lines_and_summaries() {
         let line = show_overlay(&note("Ping", "body\x1b[31m"));
-        assert_eq!(line, "clawlink notification [normal]: Ping — body [31m");
+        assert_eq!(
+            line,
+            "clawlink notification [normal]: Ping — body\u{fffd}[31m"
+        );
         assert!(show_overlay(&note("", "only body")).ends_with(": only body"));
         assert_eq!(summary_and_body(&note("", "b")), ("b", ""));
         assert_eq!(summary_and_body(&note("t", "b")), ("t", "b"));
+    }
+
+    #[test]
+    fn markup_in_a_body_is_escaped_for_markup_servers() {
+        assert_eq!(
+            markup_escaped(r#"<a href="https://evil">bank</a> & <img src="x">"#),
+            r#"&lt;a href="https://evil"&gt;bank&lt;/a&gt; &amp; &lt;img src="x"&gt;"#
+        );
+        assert!(matches!(
+            markup_escaped("plain text"),
+            Cow::Borrowed("plain text")
+        ));
+        // Already-escaped text stays literal: the user sees "&amp;", as it was sent.
+        assert_eq!(markup_escaped("&amp;"), "&amp;amp;");
+    }
+
+    #[test]
+    fn overlay_and_script_text_lose_escapes_and_bidi_overrides() {
+        let line = show_overlay(&note("\u{202e}gnp.exe", "\x1b]0;pwned\x07\u{9b}2J"));
+        assert!(
+            !line.contains(['\x1b', '\x07', '\u{9b}', '\u{202e}']),
+            "{line:?}"
+        );
+        let script = NotificationCenter::script(&note("\u{202e}t", "\x1b[31m"));
+        assert!(!script.contains(['\x1b', '\u{202e}']), "{script:?}");
     }
 
     #[test]
