@@ -211,7 +211,8 @@ fn init_logging(global: &GlobalArgs) {
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // stderr, keeping clear of `up`'s status line when one is on the terminal.
+        .with_writer(agent::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match global.log_format {
