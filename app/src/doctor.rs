@@ -877,7 +877,7 @@ fn summarize_health(health: &Value) -> String {
     }
     if let Some(errors) = health.pointer("/plugins/errors").and_then(Value::as_array) {
         if !errors.is_empty() {
-            parts.push(format!("{} plugin error(s)", errors.len()));
+            parts.push(crate::human::count(errors.len() as u64, "plugin error"));
         }
     }
     parts.join(" · ")
