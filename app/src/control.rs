@@ -96,12 +96,13 @@ pub fn runtime_dir() -> PathBuf {
     match crate::state::data_dir() {
         Ok(data) => {
             let private = data.join("run");
-            tracing::warn!(
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| tracing::warn!(
                 "not using {} for the control socket: {reason}; using {} instead \
                  (fix: have its owner or root remove it, or set XDG_RUNTIME_DIR)",
                 shared.display(),
                 private.display()
-            );
+            ));
             private
         }
         // `bind` and the clients refuse the shared one with the reason.

@@ -774,3 +774,52 @@ fn write_private(path: &Path, text: &str) {
 fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn the_profiles_own_agent_holding_its_port_is_the_healthy_case() {
+    use clawlink_tests::agent::RunningAgent;
+    let home = ssh_home("doctor-agent");
+    let token = token_file(&home);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let args: Vec<String> = ssh_args("claw")
+        .into_iter()
+        .chain(["--local-port".into(), port.clone(), "--token-file".into(), token])
+        .collect();
+    let mut agent = RunningAgent::start(&home, &args, &[]);
+    agent.wait_for("connected", std::time::Duration::from_secs(30), |s| {
+        s["connection"]["phase"] == "connected"
+    });
+    let out = agent.run(&["--json", "doctor"]);
+    let (stdout, stderr) = text(&out);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("doctor printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    assert_shape(&report);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["ok"], true, "{report:#}");
+    let local = layer(&report, "local-port");
+    assert_eq!(local["status"], "ok", "{report:#}");
+    assert!(
+        detail_of(&report, "local-port").contains(&format!(
+            "127.0.0.1:{port} is this profile's agent's gateway forward (pid {}",
+            agent.pid()
+        )),
+        "{report:#}"
+    );
+    // The forward was checked end to end (without credentials).
+    assert!(
+        local["data"]["throughForward"]
+            .as_str()
+            .unwrap()
+            .contains("connect.challenge"),
+        "{report:#}"
+    );
+    for later in ["gateway-port", "websocket", "protocol", "auth", "health"] {
+        assert_eq!(layer(&report, later)["status"], "ok", "{later}: {report:#}");
+    }
+    assert!(agent.terminate().success());
+}
