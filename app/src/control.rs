@@ -97,12 +97,14 @@ pub fn runtime_dir() -> PathBuf {
         Ok(data) => {
             let private = data.join("run");
             static WARNED: std::sync::Once = std::sync::Once::new();
-            WARNED.call_once(|| tracing::warn!(
-                "not using {} for the control socket: {reason}; using {} instead \
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "not using {} for the control socket: {reason}; using {} instead \
                  (fix: have its owner or root remove it, or set XDG_RUNTIME_DIR)",
-                shared.display(),
-                private.display()
-            ));
+                    shared.display(),
+                    private.display()
+                )
+            });
             private
         }
         // `bind` and the clients refuse the shared one with the reason.
@@ -126,9 +128,7 @@ fn foreign_directory(dir: &Path) -> Option<String> {
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o022 != 0 {
-        return Some(format!(
-            "other users can write to it (mode {mode:o})"
-        ));
+        return Some(format!("other users can write to it (mode {mode:o})"));
     }
     None
 }
@@ -357,9 +357,9 @@ async fn ask_at(path: &Path, request: &Request) -> Result<Response, AskError> {
     };
     // The agent checks our UID; we check its: a socket file can be ours while the process
     // listening behind it is not (a listener handed over by another user).
-    let peer = stream
-        .peer_cred()
-        .map_err(|e| AskError::Broken(format!("{}: cannot check its owner: {e}", path.display())))?;
+    let peer = stream.peer_cred().map_err(|e| {
+        AskError::Broken(format!("{}: cannot check its owner: {e}", path.display()))
+    })?;
     if peer.uid() != current_uid() {
         return Err(AskError::Untrusted {
             message: format!(

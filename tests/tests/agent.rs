@@ -358,7 +358,11 @@ fn up_says_when_its_forward_moves_to_another_port() {
     let note = format!(
         "note: 127.0.0.1:{port} is already in use; the gateway forward uses port {moved} instead"
     );
-    assert!(agent.output("up.out").contains(&note), "{}", agent.output("up.out"));
+    assert!(
+        agent.output("up.out").contains(&note),
+        "{}",
+        agent.output("up.out")
+    );
     // `status` shows the URL that works.
     let (out, _) = text(&agent.run(&["status"]));
     assert!(out.contains(&url), "{out}");
@@ -529,8 +533,7 @@ fn a_socket_served_by_another_user_is_refused_by_its_peer_uid() {
     let (_, err) = text(&reconnect);
     assert_eq!(reconnect.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(&format!("({OTHER_USER}), not by you"))
-            && err.contains("nothing was sent"),
+        err.contains(&format!("({OTHER_USER}), not by you")) && err.contains("nothing was sent"),
         "{err}"
     );
     // `up` replaces it (the directory is the victim's) instead of being blocked.

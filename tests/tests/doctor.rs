@@ -788,7 +788,12 @@ fn the_profiles_own_agent_holding_its_port_is_the_healthy_case() {
         .to_string();
     let args: Vec<String> = ssh_args("claw")
         .into_iter()
-        .chain(["--local-port".into(), port.clone(), "--token-file".into(), token])
+        .chain([
+            "--local-port".into(),
+            port.clone(),
+            "--token-file".into(),
+            token,
+        ])
         .collect();
     let mut agent = RunningAgent::start(&home, &args, &[]);
     agent.wait_for("connected", std::time::Duration::from_secs(30), |s| {

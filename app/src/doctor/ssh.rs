@@ -400,7 +400,10 @@ async fn local_port_layer(
                 .await
                 .ok()
                 .flatten();
-            if let Some(forward) = agent.as_ref().and_then(|a| agent_forward(a, port, &holders)) {
+            if let Some(forward) = agent
+                .as_ref()
+                .and_then(|a| agent_forward(a, port, &holders))
+            {
                 let through = probe_agent_forward(port).await;
                 walk.pass(
                     "local-port",
@@ -461,7 +464,10 @@ fn agent_forward(status: &Value, port: u16, holders: &[ports::Holder]) -> Option
         .iter()
         .filter(|e| e["purpose"] == "gateway")
         .filter_map(|e| e["url"].as_str())
-        .any(|url| url.trim_end_matches('/').ends_with(&format!("127.0.0.1:{port}")));
+        .any(|url| {
+            url.trim_end_matches('/')
+                .ends_with(&format!("127.0.0.1:{port}"))
+        });
     let holds = holders.iter().any(|h| h.pid == pid);
     (forwards_port && holds).then(|| AgentForward {
         pid,
@@ -473,7 +479,12 @@ fn agent_forward(status: &Value, port: u16, holders: &[ports::Holder]) -> Option
 /// through it and the gateway's `connect.challenge`.
 async fn probe_agent_forward(port: u16) -> String {
     let url = format!("ws://127.0.0.1:{port}/");
-    let stream = match tokio::time::timeout(TCP_LIMIT, tokio::net::TcpStream::connect(("127.0.0.1", port))).await {
+    let stream = match tokio::time::timeout(
+        TCP_LIMIT,
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return format!("its forward refused a connection: {e}"),
         Err(_) => return "its forward did not accept a connection in time".into(),
@@ -614,11 +625,20 @@ mod tests {
                 {"purpose": "widget sandbox", "url": "http://127.0.0.1:18790"},
             ]},
         });
-        let agent = vec![ports::Holder { pid: 42, comm: "clawlink".into() }];
-        let other = vec![ports::Holder { pid: 7, comm: "clawlink".into() }];
+        let agent = vec![ports::Holder {
+            pid: 42,
+            comm: "clawlink".into(),
+        }];
+        let other = vec![ports::Holder {
+            pid: 7,
+            comm: "clawlink".into(),
+        }];
         assert_eq!(
             agent_forward(&status, 18789, &agent),
-            Some(AgentForward { pid: 42, socket: "/run/user/1000/clawlink/work.sock".into() })
+            Some(AgentForward {
+                pid: 42,
+                socket: "/run/user/1000/clawlink/work.sock".into()
+            })
         );
         // Another process on the port the agent claims, or the agent on another port: not it.
         assert_eq!(agent_forward(&status, 18789, &other), None);
