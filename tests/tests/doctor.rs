@@ -820,11 +820,38 @@ fn the_profiles_own_agent_holding_its_port_is_the_healthy_case() {
         local["data"]["throughForward"]
             .as_str()
             .unwrap()
-            .contains("connect.challenge"),
+            .contains("/health answers ok"),
         "{report:#}"
     );
     for later in ["gateway-port", "websocket", "protocol", "auth", "health"] {
         assert_eq!(layer(&report, later)["status"], "ok", "{later}: {report:#}");
     }
     assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_healthy_walk_leaves_no_warning_in_the_gateways_log() {
+    let home = scratch_dir("doctor-quiet-log");
+    let token = token_file(&home);
+    let peers = Peers::get();
+    let log = std::path::PathBuf::from(peers.var("OCPEER_GATEWAY_LOG"));
+    let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let (report, code, _) = doctor(
+        &home,
+        &["--url", peers.gateway_url(), "--token-file", &token],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    // The websocket layer still reports what the upgrade showed.
+    let websocket = layer(&report, "websocket");
+    assert!(websocket["data"]["upgradeMs"].is_u64(), "{report}");
+    assert!(websocket["data"]["clockOffsetMs"].is_i64(), "{report}");
+    // The gateway writes its log as it goes; give the last lines a moment to land.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let text = std::fs::read(&log).unwrap();
+    let written = String::from_utf8_lossy(&text[(before as usize).min(text.len())..]).into_owned();
+    let warnings: Vec<&str> = written
+        .lines()
+        .filter(|l| l.contains("closed before connect") && l.contains("clawlink-doctor"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
 }

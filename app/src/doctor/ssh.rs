@@ -475,26 +475,40 @@ fn agent_forward(status: &Value, port: u16, holders: &[ports::Holder]) -> Option
     })
 }
 
-/// Checks the agent's forward end to end without credentials: the WebSocket upgrade
-/// through it and the gateway's `connect.challenge`.
+/// Checks the agent's forward end to end without credentials: the gateway's HTTP `/health`
+/// (liveness, no auth) through it. Plain HTTP, not a WebSocket: a socket that upgrades and
+/// leaves before `connect` is logged by the gateway as a warning.
 async fn probe_agent_forward(port: u16) -> String {
-    let url = format!("ws://127.0.0.1:{port}/");
-    let stream = match tokio::time::timeout(
-        TCP_LIMIT,
-        tokio::net::TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
-    {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return format!("its forward refused a connection: {e}"),
-        Err(_) => return "its forward did not accept a connection in time".into(),
+    use tokio::io::AsyncWriteExt;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let request = format!(
+            "GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: clawlink-doctor/{}\r\nConnection: close\r\n\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        (&mut stream)
+            .take(16 * 1024)
+            .read_to_end(&mut answer)
+            .await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
     };
-    match super::ws_probe::probe(Box::new(stream), &url, super::HTTP_ANSWER_LIMIT).await {
-        Ok(challenge) => format!(
-            "through it the gateway answered the WebSocket upgrade in {} ms and sent connect.challenge",
-            challenge.upgrade_ms
-        ),
-        Err(failure) => format!("through it: {}", failure.detail),
+    match tokio::time::timeout(super::HTTP_ANSWER_LIMIT, exchange).await {
+        Err(_) => "its forward did not answer in time".into(),
+        Ok(Err(e)) => format!("its forward broke the connection: {e}"),
+        Ok(Ok(answer)) => {
+            let status = answer.lines().next().unwrap_or_default().trim().to_owned();
+            let body = answer
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.trim())
+                .unwrap_or_default();
+            if status.contains(" 200") && body.contains("\"ok\":true") {
+                "through it the gateway's /health answers ok".into()
+            } else {
+                format!("through it the gateway's /health answered {status:?}")
+            }
+        }
     }
 }
 
