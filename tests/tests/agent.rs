@@ -547,3 +547,111 @@ fn a_socket_served_by_another_user_is_refused_by_its_peer_uid() {
     let _ = other.wait();
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `text` without its ANSI escape sequences (CSI `ESC [ … letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn the_status_line_fits_a_narrow_terminal_and_never_shares_a_row_with_a_log_line() {
+    const COLUMNS: usize = 60;
+    let dir = scratch_dir("agent-tty");
+    let config = health_config(&dir, "");
+    let args = direct_args(&dir, &config);
+    let transcript = dir.join("pty.out");
+    // `script` gives the agent a terminal of COLUMNS columns; -v makes it log while it runs.
+    let shell = format!(
+        "stty cols {COLUMNS}; exec {} {} -v up",
+        clawlink_bin().display(),
+        args.join(" ")
+    );
+    // The agent's isolated environment, for `script` to pass on.
+    let isolated = clawlink_tests::agent::agent_command(&dir, &[]);
+    let mut script = std::process::Command::new("script");
+    for (key, value) in isolated.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    let mut script = script
+        .current_dir(&dir)
+        .args(["-qfec", &shell])
+        .arg(&transcript)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_of = |command: &[&str]| run_beside(&dir, &args, &[], command);
+    let mut status = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            status = serde_json::from_slice(&status_of(&["--json", "status"]).stdout)
+                .unwrap_or(Value::Null);
+            is_green(&status)
+        }),
+        "not green: {status:#}"
+    );
+    assert!(status_of(&["reconnect"]).status.success());
+    assert!(eventually(Duration::from_secs(30), || {
+        serde_json::from_slice::<Value>(&status_of(&["--json", "status"]).stdout).is_ok_and(|s| {
+            is_green(&s) && s["connection"]["generation"] != status["connection"]["generation"]
+        })
+    }));
+    let pid = status["pid"].as_u64().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        eventually(Duration::from_secs(20), || script
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the agent under script did not stop"
+    );
+
+    let shown = String::from_utf8_lossy(&std::fs::read(&transcript).unwrap()).into_owned();
+    let mut frames = 0;
+    for row in shown.split('\n') {
+        for segment in row.split("\r\x1b[2K") {
+            let plain = strip_ansi(segment);
+            let plain = plain.trim_end_matches('\r');
+            if !plain.contains(" · ws://") {
+                continue;
+            }
+            frames += 1;
+            assert!(
+                plain.chars().count() < COLUMNS,
+                "a status frame wider than the terminal ({} columns): {plain:?}",
+                plain.chars().count()
+            );
+            assert!(
+                !plain.contains(" INFO ") && !plain.contains(" WARN "),
+                "a log line shares a row with the status line: {plain:?}"
+            );
+        }
+    }
+    assert!(frames > 0, "no status frame in the transcript:\n{shown}");
+    assert!(
+        shown.contains("reconnecting (requested by clawlink reconnect)"),
+        "{shown}"
+    );
+}
