@@ -26,6 +26,9 @@ use crate::failure::Failure;
 use crate::settings::Settings;
 use crate::signals;
 
+mod terminal;
+pub use terminal::LogWriter;
+
 /// The running agent, shared with the control socket's handlers.
 struct Agent {
     profile: String,
@@ -34,6 +37,31 @@ struct Agent {
     host: Mutex<FeatureHost>,
     disabled: Vec<&'static str>,
     socket: PathBuf,
+    /// Forwards that could not have their configured port, and the port they use instead.
+    port_fallbacks: Vec<PortFallback>,
+    /// The connection generation a `clawlink reconnect` retired, until a newer one connects:
+    /// the drop that follows is the user's request, not a fault.
+    requested_reconnect: Mutex<Option<u64>>,
+}
+
+/// A forward that moved to another local port because its configured one was taken.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PortFallback {
+    purpose: String,
+    preferred_port: u16,
+    local_port: u16,
+    reason: String,
+}
+
+impl PortFallback {
+    /// The one-line note `up` prints, worded like `clawlink tunnel`'s.
+    fn note(&self) -> String {
+        format!(
+            "note: {}; the {} forward uses port {} instead",
+            self.reason, self.purpose, self.local_port
+        )
+    }
 }
 
 impl Agent {
@@ -96,9 +124,28 @@ impl Agent {
             "auth": hello.map(|h| json!({
                 "method": h.auth.method, "role": h.auth.role, "scopes": h.auth.scopes,
             })),
+            "portFallbacks": self.port_fallbacks,
+            "reconnectRequested": self.reconnect_requested_now(&state),
             "health": self.health(),
             "features": features,
         })
+    }
+
+    /// Whether the connection is down because `clawlink reconnect` asked for it (and has not
+    /// come back yet); forgets the request once a newer connection is up.
+    fn reconnect_requested_now(&self, state: &ConnectionState) -> bool {
+        let mut requested = self
+            .requested_reconnect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *requested {
+            Some(retired) if state.generation > retired && state.is_connected() => {
+                *requested = None;
+                false
+            }
+            Some(_) => !matches!(state.phase, Phase::Failed),
+            None => false,
+        }
     }
 
     async fn answer(self: Arc<Self>, request: Request) -> Response {
@@ -137,8 +184,13 @@ impl Agent {
         let started = Instant::now();
         let before = self.client.state().borrow().generation;
         tracing::info!("reconnect requested through the control socket");
-        self.client.transport().close().await;
-        self.client.reconnect();
+        *self
+            .requested_reconnect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(before);
+        // The client says goodbye on the WebSocket first, then retires the transport: the
+        // gateway sees a normal close, not a reset.
+        self.client.reconnect_on_fresh_transport();
         let mut state = self.client.state();
         let outcome = tokio::time::timeout(Duration::from_secs(45), async {
             loop {
@@ -204,7 +256,8 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     };
     let connector = Arc::new(connect::Connector::new(global, settings).await?);
     let options = connector.options("operator")?;
-    let ssh_tasks = ssh.start(args.no_forward).await?;
+    let mut ssh_tasks = ssh.start(args.no_forward).await?;
+    let port_fallbacks = std::mem::take(&mut ssh_tasks.port_fallbacks);
 
     let client = GatewayClient::start(transport.clone(), options);
     let mut host = FeatureHost::new(connector.clone());
@@ -231,6 +284,8 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
         host: Mutex::new(host),
         disabled,
         socket: socket.clone(),
+        port_fallbacks,
+        requested_reconnect: Mutex::new(None),
     });
     tracing::info!(
         profile = %agent.profile,
@@ -246,10 +301,14 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
         }))
     };
 
+    // A closed stdout (`clawlink up | head -2`) is a reader that stopped reading: the
+    // agent stops as cleanly as on SIGTERM (and removes its socket), as a Unix pipeline
+    // stage would, instead of running on unseen.
     let stop = tokio::select! {
         stop = signals::shutdown_signal() => stop,
         () = show_status(global, &agent) => "status output closed",
     };
+    terminal::finish();
     tracing::info!("{stop}: stopping the agent");
     server.abort();
     let host = std::mem::take(&mut *agent.host.lock().unwrap_or_else(|e| e.into_inner()));
@@ -260,7 +319,8 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     ssh_tasks.stop().await;
     transport.close().await;
     if !global.json && !global.quiet {
-        println!("clawlink: {stop}; agent stopped");
+        // stdout may be the pipe that closed: then the log line above is all there is.
+        let _ = writeln!(std::io::stdout(), "clawlink: {stop}; agent stopped");
     }
     Ok(())
 }
@@ -271,6 +331,7 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
 struct SshTasks {
     forwards: Option<JoinHandle<()>>,
     watch: Option<JoinHandle<()>>,
+    port_fallbacks: Vec<PortFallback>,
 }
 
 impl SshTasks {
@@ -295,7 +356,7 @@ mod ssh_side {
     use clawlink_core::transport::Transport;
     use clawlink_transport_ssh::SshTunnel;
 
-    use super::SshTasks;
+    use super::{PortFallback, SshTasks};
     use crate::failure::Failure;
     use crate::remote;
     use crate::settings::Settings;
@@ -323,6 +384,17 @@ mod ssh_side {
             };
             if !no_forward {
                 let bound = remote::bind_forwards(&tunnel).await?;
+                tasks.port_fallbacks = bound
+                    .iter()
+                    .filter_map(|f| {
+                        Some(PortFallback {
+                            purpose: f.spec.purpose.clone(),
+                            preferred_port: f.spec.preferred_local_port,
+                            local_port: f.local_port,
+                            reason: f.fallback_reason.clone()?,
+                        })
+                    })
+                    .collect();
                 tunnel.set_local_endpoints(bound.iter().flat_map(|f| f.endpoints()).collect());
                 tasks.forwards = Some(tokio::spawn(clawlink_transport_ssh::forward::serve(
                     tunnel.clone(),
@@ -370,9 +442,11 @@ mod ssh_side {
     }
 }
 
-/// The overall colour of the agent: the connection first, then the health feature.
-fn colour(state: &ConnectionState, health: Option<&Value>) -> &'static str {
+/// The overall colour of the agent: the connection first, then the health feature. A
+/// reconnect the user asked for is not a fault: gray while it happens, like connecting.
+fn colour(state: &ConnectionState, health: Option<&Value>, requested: bool) -> &'static str {
     match &state.phase {
+        _ if requested => "gray",
         Phase::Failed => "red",
         Phase::Closed => "gray",
         Phase::Degraded { .. } => "orange",
@@ -389,18 +463,23 @@ fn colour(state: &ConnectionState, health: Option<&Value>) -> &'static str {
     }
 }
 
+/// What a `clawlink reconnect` in progress is shown as, instead of the drop it causes.
+const REQUESTED_RECONNECT: &str = "reconnecting (requested by clawlink reconnect)";
+
 /// One status line; `stable` leaves out what changes every poll (the ping) so that plain
 /// output prints a line only when the state itself changes.
 fn status_line(agent: &Agent, stable: bool) -> (String, &'static str) {
     let state = agent.client.state().borrow().clone();
     let health = agent.health();
-    let colour = colour(&state, health.as_ref());
-    let mut line = format!(
-        "{} · {}",
-        state.label(),
-        agent.client.transport().describe()
-    );
-    if let Some(h) = &health {
+    let requested = agent.reconnect_requested_now(&state);
+    let colour = colour(&state, health.as_ref(), requested);
+    let label = if requested {
+        REQUESTED_RECONNECT.to_owned()
+    } else {
+        state.label()
+    };
+    let mut line = format!("{label} · {}", agent.client.transport().describe());
+    if let Some(h) = health.as_ref().filter(|_| state.is_connected()) {
         if let Some(summary) = h.get("summary").and_then(Value::as_str) {
             line.push_str(&format!(" · health: {summary}"));
         }
@@ -418,16 +497,52 @@ fn status_line(agent: &Agent, stable: bool) -> (String, &'static str) {
     (line, colour)
 }
 
+/// The lines `up` prints before its status line: the local endpoints, the notes of
+/// forwards that had to move to another port, and the control socket.
+fn header(agent: &Agent) -> Vec<String> {
+    let mut lines: Vec<String> = agent
+        .client
+        .transport()
+        .local_endpoints()
+        .iter()
+        .map(|e| format!("{:<15} {}", e.purpose, e.url))
+        .collect();
+    lines.extend(agent.port_fallbacks.iter().map(PortFallback::note));
+    lines.push(format!("control socket  {}", agent.socket.display()));
+    lines
+}
+
 /// Prints the status line as it changes: a spinner and an in-place line on a terminal,
-/// a new line per change otherwise, JSON lines with `--json`. Returns only if stdout closes.
+/// a new line per change otherwise, JSON lines with `--json`. Returns only if stdout closes
+/// (a write fails: the reader went away).
 async fn show_status(global: &GlobalArgs, agent: &Agent) {
     let tty = std::io::stdout().is_terminal() && !global.json;
-    if !global.json && !global.quiet {
-        let endpoints = agent.client.transport().local_endpoints();
-        for e in &endpoints {
-            println!("{:<15} {}", e.purpose, e.url);
+    if global.json {
+        // The port notes are part of the data: one event before the status events.
+        if !agent.port_fallbacks.is_empty() {
+            let out = json!({
+                "event": "port-fallback",
+                "ts": unix_ms(SystemTime::now()),
+                "portFallbacks": agent.port_fallbacks,
+            });
+            if writeln!(std::io::stdout(), "{out}").is_err() {
+                return;
+            }
         }
-        println!("control socket  {}", agent.socket.display());
+    } else if !global.quiet {
+        let mut out = std::io::stdout().lock();
+        let written = header(agent)
+            .iter()
+            .try_for_each(|line| writeln!(out, "{line}"))
+            .and_then(|()| out.flush());
+        if written.is_err() {
+            return;
+        }
+    } else {
+        // Quiet: the port notes still matter (the URL others use moved); they go to stderr.
+        for fallback in &agent.port_fallbacks {
+            let _ = writeln!(std::io::stderr(), "{}", fallback.note());
+        }
     }
     const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
     let mut state = agent.client.state();
@@ -442,11 +557,13 @@ async fn show_status(global: &GlobalArgs, agent: &Agent) {
         let line = clawlink_core::text::terminal_safe(&line).into_owned();
         if global.json {
             if stable != last_stable {
+                let snapshot = state.borrow().clone();
                 let out = json!({
                     "event": "status",
                     "ts": unix_ms(SystemTime::now()),
                     "color": colour,
-                    "connection": &*state.borrow(),
+                    "reconnectRequested": agent.reconnect_requested_now(&snapshot),
+                    "connection": snapshot,
                     "health": agent.health(),
                 });
                 if writeln!(std::io::stdout(), "{out}").is_err() {
@@ -462,12 +579,15 @@ async fn show_status(global: &GlobalArgs, agent: &Agent) {
                 frame += 1;
                 paint(colour, SPINNER[frame % SPINNER.len()])
             };
-            let shown = format!("{dot} {line}");
+            // The dot and its space take two columns; one more stays free so that the
+            // cursor never sits past the last column (some terminals wrap there).
+            let fitted = match terminal::width() {
+                Some(columns) => terminal::fit(&line, columns.saturating_sub(3)),
+                None => line.clone(),
+            };
+            let shown = format!("{dot} {fitted}");
             if shown != last_shown {
-                let mut out = std::io::stdout();
-                // Carriage return + clear line: the line is rewritten in place.
-                let _ = write!(out, "\r\x1b[2K{shown}");
-                if out.flush().is_err() {
+                if terminal::show(&shown).is_err() {
                     return;
                 }
                 last_shown = shown;
@@ -479,8 +599,11 @@ async fn show_status(global: &GlobalArgs, agent: &Agent) {
             }
         }
         last_stable = stable;
+        if !global.quiet && terminal::stdout_closed() {
+            return;
+        }
         // Fast ticks only while the spinner turns; otherwise wake on state changes and
-        // once a second for feature updates.
+        // once a second for feature updates (and a resized terminal).
         let tick = if tty && !connected {
             Duration::from_millis(120)
         } else {
@@ -522,6 +645,7 @@ pub async fn ask(settings: &Settings, request: &Request) -> Result<Option<Value>
             Err(Failure::agent(error.message, error.fix))
         }
         Err(AskError::NoAgent) => Ok(None),
+        Err(AskError::Untrusted { message, fix }) => Err(Failure::agent(message, Some(fix))),
         Err(AskError::Broken(reason)) => Err(Failure::agent(
             format!(
                 "the agent for profile {:?} did not answer: {reason}",
@@ -532,25 +656,49 @@ pub async fn ask(settings: &Settings, request: &Request) -> Result<Option<Value>
     }
 }
 
-/// The agent's status, when an agent for this profile runs and reaches the same gateway
-/// this invocation would (flags such as `--url` may point elsewhere).
+/// The agent's status, when an agent for this profile runs. Every command finds the agent
+/// this way: the profile's agent answers whatever flags it was started with (as
+/// `clawlink reconnect` always did), unless this invocation's own flags (`--url`, `--ssh`)
+/// name a different gateway; then the command connects by itself.
 pub async fn live_status(settings: &Settings) -> Result<Option<Value>, Failure> {
     let Some(status) = ask(settings, &Request::Status).await? else {
         return Ok(None);
     };
-    let ours = connect::build_transport(settings)?.gateway_key();
-    let theirs = status
-        .pointer("/transport/gatewayKey")
-        .and_then(Value::as_str);
-    if theirs != Some(ours.as_str()) {
-        tracing::info!(
-            agent = ?theirs,
-            ours = %ours,
-            "the running agent reaches another gateway; connecting directly"
-        );
-        return Ok(None);
+    if flags_name_a_gateway(settings) {
+        let ours = connect::build_transport(settings)?.gateway_key();
+        let theirs = status
+            .pointer("/transport/gatewayKey")
+            .and_then(Value::as_str);
+        if theirs != Some(ours.as_str()) {
+            tracing::info!(
+                agent = ?theirs,
+                ours = %ours,
+                "the running agent reaches another gateway than --url/--ssh name; connecting directly"
+            );
+            return Ok(None);
+        }
     }
     Ok(Some(status))
+}
+
+/// Whether this invocation chose its gateway on the command line (`--url`, `--ssh`).
+fn flags_name_a_gateway(settings: &Settings) -> bool {
+    ["transport", "mode"].iter().any(|key| {
+        settings
+            .figment
+            .find_metadata(key)
+            .is_some_and(|m| m.name == crate::settings::FLAGS)
+    })
+}
+
+/// Who answered, for the text output: "the agent (pid 42, profile work, socket …)".
+pub fn describe_agent(status: &Value) -> String {
+    format!(
+        "the agent (pid {}, profile {}, socket {})",
+        status.get("pid").and_then(Value::as_u64).unwrap_or(0),
+        status.get("profile").and_then(Value::as_str).unwrap_or("?"),
+        status.get("socket").and_then(Value::as_str).unwrap_or("?"),
+    )
 }
 
 /// `clawlink reconnect`.
@@ -595,10 +743,30 @@ pub async fn health(global: &GlobalArgs, settings: &Settings) -> Result<()> {
         action: "refresh".into(),
         args: Value::Null,
     };
-    let details = match live_status(settings).await? {
+    let agent = live_status(settings).await?;
+    let mut details = match &agent {
         Some(_) => ask(settings, &request).await?.unwrap_or(Value::Null),
         None => one_shot_health(global, settings).await?,
     };
+    let source = match &agent {
+        Some(status) => describe_agent(status),
+        None => format!(
+            "a one-shot connection (no agent runs for profile {:?})",
+            settings.profile_name
+        ),
+    };
+    if let Some(map) = details.as_object_mut() {
+        map.insert(
+            "source".into(),
+            json!(if agent.is_some() { "agent" } else { "one-shot" }),
+        );
+        if let Some(status) = &agent {
+            map.insert(
+                "agent".into(),
+                json!({"pid": status["pid"], "profile": status["profile"], "socket": status["socket"]}),
+            );
+        }
+    }
     let state = details
         .get("state")
         .and_then(Value::as_str)
@@ -616,6 +784,7 @@ pub async fn health(global: &GlobalArgs, settings: &Settings) -> Result<()> {
         if let Some(detail) = details.get("detail").and_then(Value::as_str) {
             crate::terminal::println_safe!("  {detail}");
         }
+        println!("  answered by {source}");
     }
     if state == "ok" {
         Ok(())

@@ -29,8 +29,11 @@ pub async fn status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
+    let waited_before = crate::prompt::time_waited();
     let client = connect::connect(global, settings).await?;
-    let connect_ms = started.elapsed().as_millis() as u64;
+    // A trust prompt on the way is the user's time, not the connection's.
+    let at_prompt = crate::prompt::time_waited().saturating_sub(waited_before);
+    let connect_ms = started.elapsed().saturating_sub(at_prompt).as_millis() as u64;
     let hello = client.hello().expect("connected clients have a hello");
     let health_started = Instant::now();
     let (status, health) = tokio::join!(client.request("status", Value::Null), async {
@@ -75,6 +78,10 @@ pub async fn status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
             "Gateway   {} ({}) — connected in {connect_ms} ms",
             transport.describe(),
             transport.name()
+        );
+        println_safe!(
+            "Agent     none running for profile {:?}: this is a one-shot connection",
+            settings.profile_name
         );
         println_safe!(
             "Server    openclaw {}, protocol {}{uptime}",
@@ -253,7 +260,10 @@ fn agents_line(health: &Value) -> String {
                 .pointer("/heartbeat/every")
                 .and_then(Value::as_str)
                 .unwrap_or("?");
-            format!("{id}{default} · {sessions} sessions · heartbeat {heartbeat}")
+            format!(
+                "{id}{default} · {} · heartbeat {heartbeat}",
+                crate::human::count(sessions, "session")
+            )
         })
         .collect::<Vec<_>>()
         .join("; ")

@@ -78,6 +78,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The directory holding the sockets: `CLAWLINK_RUNTIME_DIR`, else
 /// `$XDG_RUNTIME_DIR/clawlink`, else `$TMPDIR/clawlink-<uid>` (macOS has no XDG runtime dir).
+///
+/// The last one is in a directory every user can write to, so another user may have made
+/// it first (to plant a socket there). Then it is not used, by the agent or its clients
+/// alike: both pick `<data dir>/run` instead, which only we can write, and say so.
 pub fn runtime_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CLAWLINK_RUNTIME_DIR") {
         return PathBuf::from(dir);
@@ -85,7 +89,69 @@ pub fn runtime_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("clawlink");
     }
-    std::env::temp_dir().join(format!("clawlink-{}", current_uid()))
+    let shared = std::env::temp_dir().join(format!("clawlink-{}", current_uid()));
+    let Some(reason) = foreign_directory(&shared) else {
+        return shared;
+    };
+    match crate::state::data_dir() {
+        Ok(data) => {
+            let private = data.join("run");
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "not using {} for the control socket: {reason}; using {} instead \
+                 (fix: have its owner or root remove it, or set XDG_RUNTIME_DIR)",
+                    shared.display(),
+                    private.display()
+                )
+            });
+            private
+        }
+        // `bind` and the clients refuse the shared one with the reason.
+        Err(_) => shared,
+    }
+}
+
+/// Why `dir`, when it exists, cannot be trusted with our sockets: not a directory (a
+/// symlink counts as not one), not owned by us, or writable by others.
+fn foreign_directory(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    if !meta.is_dir() {
+        return Some("it is not a directory".into());
+    }
+    if meta.uid() != current_uid() {
+        return Some(format!(
+            "it belongs to {}, not to you",
+            describe_uid(meta.uid())
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Some(format!("other users can write to it (mode {mode:o})"));
+    }
+    None
+}
+
+/// `uid 1001 (noclaw)`, or just the number when the name is unknown.
+fn describe_uid(uid: u32) -> String {
+    // SAFETY: getpwuid returns null or a pointer to static storage, read at once.
+    let name = unsafe {
+        let entry = libc::getpwuid(uid);
+        if entry.is_null() || (*entry).pw_name.is_null() {
+            None
+        } else {
+            Some(
+                std::ffi::CStr::from_ptr((*entry).pw_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        }
+    };
+    match name {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
+    }
 }
 
 /// The control socket of `profile`'s agent.
@@ -124,10 +190,14 @@ fn ensure_private_dir(dir: &Path) -> Result<(), Failure> {
     if !meta.is_dir() || meta.uid() != current_uid() {
         return Err(Failure::config(
             format!(
-                "the runtime directory {} is not a directory owned by you",
-                dir.display()
+                "the runtime directory {} is not a directory owned by you ({}): another user could read or plant sockets there",
+                dir.display(),
+                foreign_directory(dir).unwrap_or_else(|| "it changed while checking".into())
             ),
-            fix,
+            Some(format!(
+                "have its owner or root remove {}, or set CLAWLINK_RUNTIME_DIR (or XDG_RUNTIME_DIR) to a private directory of yours",
+                dir.display()
+            )),
         ));
     }
     if meta.permissions().mode() & 0o077 != 0 {
@@ -163,6 +233,8 @@ pub async fn bind(profile: &str) -> Result<(UnixListener, PathBuf), Failure> {
                     ),
                 ));
             }
+            // A socket no agent answers on (one that was killed), or one that is not ours:
+            // the directory is ours and private, so it can go.
             Err(_) => {
                 tracing::info!(path = %path.display(), "removing a stale control socket");
                 let _ = std::fs::remove_file(&path);
@@ -258,6 +330,10 @@ pub enum AskError {
     NoAgent,
     /// An agent is there but the exchange failed.
     Broken(String),
+    /// What answers there cannot be trusted to be our agent: the directory or the socket
+    /// belongs to another user (or others can write to it), or the listener runs as another
+    /// user. Nothing was sent.
+    Untrusted { message: String, fix: String },
 }
 
 /// Asks `profile`'s agent; `NoAgent` when none runs.
@@ -266,6 +342,7 @@ pub async fn ask(profile: &str, request: &Request) -> Result<Response, AskError>
 }
 
 async fn ask_at(path: &Path, request: &Request) -> Result<Response, AskError> {
+    check_socket_owner(path)?;
     let stream = match UnixStream::connect(path).await {
         Ok(stream) => stream,
         Err(e)
@@ -278,6 +355,21 @@ async fn ask_at(path: &Path, request: &Request) -> Result<Response, AskError> {
         }
         Err(e) => return Err(AskError::Broken(format!("{}: {e}", path.display()))),
     };
+    // The agent checks our UID; we check its: a socket file can be ours while the process
+    // listening behind it is not (a listener handed over by another user).
+    let peer = stream.peer_cred().map_err(|e| {
+        AskError::Broken(format!("{}: cannot check its owner: {e}", path.display()))
+    })?;
+    if peer.uid() != current_uid() {
+        return Err(AskError::Untrusted {
+            message: format!(
+                "the control socket {} is served by {}, not by you: it is not your agent, so nothing was sent to it",
+                path.display(),
+                describe_uid(peer.uid())
+            ),
+            fix: UNTRUSTED_FIX.into(),
+        });
+    }
     // Health refreshes and reconnects take as long as the gateway needs, within reason.
     let deadline = match request {
         Request::Status => IO_TIMEOUT,
@@ -302,6 +394,45 @@ async fn ask_at(path: &Path, request: &Request) -> Result<Response, AskError> {
         ));
     }
     serde_json::from_str(&answer).map_err(|e| AskError::Broken(format!("bad answer: {e}")))
+}
+
+const UNTRUSTED_FIX: &str = "set XDG_RUNTIME_DIR (or CLAWLINK_RUNTIME_DIR) to a private directory of yours, and have the owner of the socket's directory (or root) remove it";
+
+/// Refuses a socket another user could have put there: its directory must be ours and
+/// writable only by us, the socket ours too. A missing socket means no agent.
+fn check_socket_owner(path: &Path) -> Result<(), AskError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if let Some(reason) = foreign_directory(dir) {
+        return Err(AskError::Untrusted {
+            message: format!(
+                "refusing the control socket {}: its directory {} cannot be trusted ({reason}); another user could have planted it",
+                path.display(),
+                dir.display()
+            ),
+            fix: UNTRUSTED_FIX.into(),
+        });
+    }
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(AskError::NoAgent),
+        Err(e) => return Err(AskError::Broken(format!("{}: {e}", path.display()))),
+    };
+    if !meta.file_type().is_socket() || meta.uid() != current_uid() {
+        return Err(AskError::Untrusted {
+            message: format!(
+                "refusing the control socket {}: it is {}",
+                path.display(),
+                if meta.file_type().is_socket() {
+                    format!("owned by {}, not by you", describe_uid(meta.uid()))
+                } else {
+                    "not a socket".into()
+                }
+            ),
+            fix: UNTRUSTED_FIX.into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

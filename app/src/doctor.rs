@@ -19,6 +19,7 @@ mod direct;
 mod ports;
 #[cfg(feature = "transport-ssh")]
 mod ssh;
+mod tap;
 mod ws_probe;
 
 use std::net::SocketAddr;
@@ -395,8 +396,26 @@ async fn diagnose(global: &GlobalArgs, settings: &Settings, walk: &mut Walk) -> 
     // A stream the websocket layer can reuse instead of opening its own.
     let ready_stream = setup.route.walk_to_gateway(walk, settings).await?;
 
-    websocket_layer(walk, &transport, ready_stream).await?;
-    let (client, connect_ms) = handshake_layers(walk, &setup, &transport).await?;
+    // The operator connection, tapped: on the healthy path it shows the websocket layer too,
+    // and no second socket leaves the gateway before `connect` (which it logs as a warning).
+    let tapped = Arc::new(tap::TapTransport::new(transport.clone()));
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        HELLO_LIMIT + Duration::from_secs(5),
+        GatewayClient::connect(tapped.clone(), setup.options.clone()),
+    )
+    .await;
+    match tapped.challenge() {
+        Some(challenge) => {
+            drop(ready_stream);
+            let url = tapped.request_url().unwrap_or_else(|| transport.describe());
+            let took = challenge.upgrade_ms + challenge.challenge_ms;
+            pass_websocket(walk, took, &url, &challenge);
+        }
+        // Something is wrong at or below the WebSocket: the bare probe says what.
+        None => websocket_layer(walk, &transport, ready_stream).await?,
+    }
+    let (client, connect_ms) = handshake_layers(walk, &setup, &transport, started, outcome).await?;
     let outcome = health_layer(walk, &client).await;
     // Closing is best effort: a peer that stopped answering must not hold the report back.
     let _ = tokio::time::timeout(CLOSE_LIMIT, client.shutdown()).await;
@@ -551,21 +570,7 @@ async fn websocket_layer(
     let url = connected.request_url.clone();
     match ws_probe::probe(connected.stream, &url, HTTP_ANSWER_LIMIT).await {
         Ok(challenge) => {
-            walk.pass(
-                "websocket",
-                started,
-                format!(
-                    "upgrade of {url} accepted in {} ms · connect.challenge after {} ms",
-                    challenge.upgrade_ms, challenge.challenge_ms
-                ),
-                json!({
-                    "url": url,
-                    "upgradeMs": challenge.upgrade_ms,
-                    "challengeMs": challenge.challenge_ms,
-                    "clockOffsetMs": challenge.clock_offset_ms,
-                    "capabilities": challenge.capabilities,
-                }),
-            );
+            pass_websocket(walk, ms(started), &url, &challenge);
             Ok(())
         }
         Err(failure) => Err(walk.fail(
@@ -578,19 +583,36 @@ async fn websocket_layer(
     }
 }
 
+/// The websocket layer passed; `took` is how long the check took, in ms.
+fn pass_websocket(walk: &mut Walk, took: u64, url: &str, challenge: &ws_probe::Challenge) {
+    walk.push(
+        "websocket",
+        Status::Ok,
+        Some(took),
+        format!(
+            "upgrade of {url} accepted in {} ms · connect.challenge after {} ms",
+            challenge.upgrade_ms, challenge.challenge_ms
+        ),
+        None,
+        json!({
+            "url": url,
+            "upgradeMs": challenge.upgrade_ms,
+            "challengeMs": challenge.challenge_ms,
+            "clockOffsetMs": challenge.clock_offset_ms,
+            "capabilities": challenge.capabilities,
+        }),
+    );
+}
+
 /// The protocol and auth layers: one real connect as the operator.
 async fn handshake_layers(
     walk: &mut Walk,
     setup: &Setup,
     transport: &Arc<dyn Transport>,
+    started: Instant,
+    outcome: Result<Result<GatewayClient, GatewayError>, tokio::time::error::Elapsed>,
 ) -> Result<(GatewayClient, u64), Stop> {
-    let started = Instant::now();
     let source = credential_source(setup, transport);
-    let outcome = tokio::time::timeout(
-        HELLO_LIMIT + Duration::from_secs(5),
-        GatewayClient::connect(transport.clone(), setup.options.clone()),
-    )
-    .await;
     let protocol_accepted = |walk: &mut Walk| {
         walk.pass(
             "protocol",
@@ -878,7 +900,7 @@ fn summarize_health(health: &Value) -> String {
     }
     if let Some(errors) = health.pointer("/plugins/errors").and_then(Value::as_array) {
         if !errors.is_empty() {
-            parts.push(format!("{} plugin error(s)", errors.len()));
+            parts.push(crate::human::count(errors.len() as u64, "plugin error"));
         }
     }
     parts.join(" · ")

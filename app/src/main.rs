@@ -212,7 +212,8 @@ fn init_logging(global: &GlobalArgs) {
         *meta.level() <= tracing::Level::INFO || !logs_frames(meta.target())
     }));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        // stderr, keeping clear of `up`'s status line when one is on the terminal.
+        .with_writer(agent::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let layer = match global.log_format {

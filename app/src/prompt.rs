@@ -7,6 +7,8 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use clawlink_core::prompt::{Confirmation, Prompter};
@@ -15,6 +17,24 @@ use secrecy::SecretString;
 
 use crate::failure::Failure;
 use crate::state;
+
+/// Time this process spent waiting for a human at a prompt, in ms.
+static WAITED_MS: AtomicU64 = AtomicU64::new(0);
+
+/// How long this process has waited for answers at prompts so far: timings of connections
+/// ("connected in N ms") leave it out, since it is the user's time, not the network's.
+pub fn time_waited() -> Duration {
+    Duration::from_millis(WAITED_MS.load(Ordering::Relaxed))
+}
+
+/// Counts the time from its creation to its drop as time spent at a prompt.
+struct Waiting(Instant);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITED_MS.fetch_add(self.0.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
 
 pub struct AppPrompter {
     interactive: bool,
@@ -40,6 +60,7 @@ impl Prompter for AppPrompter {
             return false;
         }
         let question = question.clone();
+        let _waiting = Waiting(Instant::now());
         tokio::task::spawn_blocking(move || {
             let mut err = std::io::stderr().lock();
             // Details name what the SSH host presented: see clawlink_core::text.
@@ -72,6 +93,7 @@ impl Prompter for AppPrompter {
             return None;
         }
         let prompt = format!("{prompt}: ");
+        let _waiting = Waiting(Instant::now());
         tokio::task::spawn_blocking(move || {
             rpassword::prompt_password(prompt)
                 .ok()
@@ -111,5 +133,20 @@ pub async fn consent(yes: bool, what: &str, question: String) -> Result<(), Fail
         Ok(())
     } else {
         Err(Failure::config(format!("declined: not {what}"), None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_at_a_prompt_is_counted() {
+        let before = time_waited();
+        let two_seconds_ago = Instant::now()
+            .checked_sub(Duration::from_secs(2))
+            .expect("the clock runs longer than 2 s");
+        drop(Waiting(two_seconds_ago));
+        assert!(time_waited() - before >= Duration::from_secs(2));
     }
 }

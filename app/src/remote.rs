@@ -326,7 +326,10 @@ fn summarize_status(started: Instant, stdout: &str) -> Step {
         Some(false) => "gateway NOT reachable from the host",
         None => "gateway state unknown",
     };
-    let detail = format!("openclaw {version} · {gateway} · {sessions} sessions");
+    let detail = format!(
+        "openclaw {version} · {gateway} · {}",
+        crate::human::count(sessions, "session")
+    );
     let data =
         json!({"runtimeVersion": version, "gatewayReachable": reachable, "sessions": sessions});
     if reachable == Some(false) {

@@ -30,7 +30,8 @@ const PROFILE_ENV_ROOTS: &[&str] = &[
 const DEFAULTS: &str = "built-in default";
 /// The SSH transport's registered name (the app composes it; core does not know it).
 const SSH_TRANSPORT: &str = clawlink_core::config::DEFAULT_REMOTE_TRANSPORT;
-const FLAGS: &str = "command line";
+/// The label of command-line overrides in the figment metadata (`config show`, and `agent` telling flags from files).
+pub(crate) const FLAGS: &str = "command line";
 
 /// A provider under a name of our choosing, so that `config show` can say "command line"
 /// rather than a Rust type name.

@@ -774,3 +774,84 @@ fn write_private(path: &Path, text: &str) {
 fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn the_profiles_own_agent_holding_its_port_is_the_healthy_case() {
+    use clawlink_tests::agent::RunningAgent;
+    let home = ssh_home("doctor-agent");
+    let token = token_file(&home);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let args: Vec<String> = ssh_args("claw")
+        .into_iter()
+        .chain([
+            "--local-port".into(),
+            port.clone(),
+            "--token-file".into(),
+            token,
+        ])
+        .collect();
+    let mut agent = RunningAgent::start(&home, &args, &[]);
+    agent.wait_for("connected", std::time::Duration::from_secs(30), |s| {
+        s["connection"]["phase"] == "connected"
+    });
+    let out = agent.run(&["--json", "doctor"]);
+    let (stdout, stderr) = text(&out);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("doctor printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    assert_shape(&report);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["ok"], true, "{report:#}");
+    let local = layer(&report, "local-port");
+    assert_eq!(local["status"], "ok", "{report:#}");
+    assert!(
+        detail_of(&report, "local-port").contains(&format!(
+            "127.0.0.1:{port} is this profile's agent's gateway forward (pid {}",
+            agent.pid()
+        )),
+        "{report:#}"
+    );
+    // The forward was checked end to end (without credentials).
+    assert!(
+        local["data"]["throughForward"]
+            .as_str()
+            .unwrap()
+            .contains("/health answers ok"),
+        "{report:#}"
+    );
+    for later in ["gateway-port", "websocket", "protocol", "auth", "health"] {
+        assert_eq!(layer(&report, later)["status"], "ok", "{later}: {report:#}");
+    }
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_healthy_walk_leaves_no_warning_in_the_gateways_log() {
+    let home = scratch_dir("doctor-quiet-log");
+    let token = token_file(&home);
+    let peers = Peers::get();
+    let log = std::path::PathBuf::from(peers.var("OCPEER_GATEWAY_LOG"));
+    let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let (report, code, _) = doctor(
+        &home,
+        &["--url", peers.gateway_url(), "--token-file", &token],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    // The websocket layer still reports what the upgrade showed.
+    let websocket = layer(&report, "websocket");
+    assert!(websocket["data"]["upgradeMs"].is_u64(), "{report}");
+    assert!(websocket["data"]["clockOffsetMs"].is_i64(), "{report}");
+    // The gateway writes its log as it goes; give the last lines a moment to land.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let text = std::fs::read(&log).unwrap();
+    let written = String::from_utf8_lossy(&text[(before as usize).min(text.len())..]).into_owned();
+    let warnings: Vec<&str> = written
+        .lines()
+        .filter(|l| l.contains("closed before connect") && l.contains("clawlink-doctor"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}

@@ -85,7 +85,7 @@ impl Route for SshRoute {
         ssh_tcp_layer(walk, &addrs, &host, port, &what).await?;
         ssh_session_layers(walk, tunnel).await?;
         remote_cli_layer(walk, tunnel).await?;
-        local_port_layer(walk, settings, tunnel)?;
+        local_port_layer(walk, settings, tunnel).await?;
         gateway_port_over_ssh(walk, tunnel).await?;
         walk.not_applicable(
             "tls",
@@ -361,7 +361,11 @@ async fn remote_cli_layer(walk: &mut Walk, tunnel: &SshTunnel) -> Result<(), Sto
     }
 }
 
-fn local_port_layer(walk: &mut Walk, settings: &Settings, tunnel: &SshTunnel) -> Result<(), Stop> {
+async fn local_port_layer(
+    walk: &mut Walk,
+    settings: &Settings,
+    tunnel: &SshTunnel,
+) -> Result<(), Stop> {
     let started = Instant::now();
     let explicit = settings
         .profile
@@ -388,6 +392,30 @@ fn local_port_layer(walk: &mut Walk, settings: &Settings, tunnel: &SshTunnel) ->
             holders,
             hidden_owner_uids,
         } => {
+            // The profile's own agent holding its forward is the healthy case. It is ours
+            // only when both agree: the agent (asked on its control socket, whose peer UID
+            // is checked) says it forwards this port, and the kernel says its pid holds it.
+            // Only then does the doctor talk to the port, and even then sends no credential.
+            let agent = crate::agent::ask(settings, &crate::control::Request::Status)
+                .await
+                .ok()
+                .flatten();
+            if let Some(forward) = agent
+                .as_ref()
+                .and_then(|a| agent_forward(a, port, &holders))
+            {
+                let through = probe_agent_forward(port).await;
+                walk.pass(
+                    "local-port",
+                    started,
+                    format!(
+                        "{address} is this profile's agent's gateway forward (pid {}, socket {}) · {through}",
+                        forward.pid, forward.socket
+                    ),
+                    json!({"port": port, "explicit": explicit, "free": false, "heldByAgent": {"pid": forward.pid, "socket": forward.socket}, "throughForward": through}),
+                );
+                return Ok(());
+            }
             let who = describe_holders(&holders, &hidden_owner_uids);
             let data = json!({"port": port, "explicit": explicit, "free": false, "address": address, "holders": holders, "hiddenOwnerUids": hidden_owner_uids});
             if !explicit {
@@ -415,6 +443,71 @@ fn local_port_layer(walk: &mut Walk, settings: &Settings, tunnel: &SshTunnel) ->
                 )),
                 data,
             ))
+        }
+    }
+}
+
+/// The running agent's gateway forward on `port`, as the agent reported it.
+#[derive(Debug, PartialEq, Eq)]
+struct AgentForward {
+    pid: u32,
+    socket: String,
+}
+
+/// The agent's forward on `port`, when the agent's `status` lists a gateway endpoint on that
+/// port and the agent's pid is among the processes the kernel says hold it.
+fn agent_forward(status: &Value, port: u16, holders: &[ports::Holder]) -> Option<AgentForward> {
+    let pid = u32::try_from(status.get("pid")?.as_u64()?).ok()?;
+    let forwards_port = status
+        .pointer("/transport/localEndpoints")?
+        .as_array()?
+        .iter()
+        .filter(|e| e["purpose"] == "gateway")
+        .filter_map(|e| e["url"].as_str())
+        .any(|url| {
+            url.trim_end_matches('/')
+                .ends_with(&format!("127.0.0.1:{port}"))
+        });
+    let holds = holders.iter().any(|h| h.pid == pid);
+    (forwards_port && holds).then(|| AgentForward {
+        pid,
+        socket: status["socket"].as_str().unwrap_or("?").to_owned(),
+    })
+}
+
+/// Checks the agent's forward end to end without credentials: the gateway's HTTP `/health`
+/// (liveness, no auth) through it. Plain HTTP, not a WebSocket: a socket that upgrades and
+/// leaves before `connect` is logged by the gateway as a warning.
+async fn probe_agent_forward(port: u16) -> String {
+    use tokio::io::AsyncWriteExt;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let request = format!(
+            "GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: clawlink-doctor/{}\r\nConnection: close\r\n\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        (&mut stream)
+            .take(16 * 1024)
+            .read_to_end(&mut answer)
+            .await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+    };
+    match tokio::time::timeout(super::HTTP_ANSWER_LIMIT, exchange).await {
+        Err(_) => "its forward did not answer in time".into(),
+        Ok(Err(e)) => format!("its forward broke the connection: {e}"),
+        Ok(Ok(answer)) => {
+            let status = answer.lines().next().unwrap_or_default().trim().to_owned();
+            let body = answer
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.trim())
+                .unwrap_or_default();
+            if status.contains(" 200") && body.contains("\"ok\":true") {
+                "through it the gateway's /health answers ok".into()
+            } else {
+                format!("through it the gateway's /health answered {status:?}")
+            }
         }
     }
 }
@@ -534,5 +627,36 @@ mod tests {
         }];
         assert_eq!(describe_holders(&holders, &[]), "held by node (pid 42)");
         assert!(describe_holders(&[], &[0]).contains("another user"));
+    }
+
+    #[test]
+    fn a_port_is_the_agents_only_when_the_agent_and_the_kernel_agree() {
+        let status = json!({
+            "pid": 42,
+            "socket": "/run/user/1000/clawlink/work.sock",
+            "transport": {"localEndpoints": [
+                {"purpose": "gateway", "url": "ws://127.0.0.1:18789"},
+                {"purpose": "widget sandbox", "url": "http://127.0.0.1:18790"},
+            ]},
+        });
+        let agent = vec![ports::Holder {
+            pid: 42,
+            comm: "clawlink".into(),
+        }];
+        let other = vec![ports::Holder {
+            pid: 7,
+            comm: "clawlink".into(),
+        }];
+        assert_eq!(
+            agent_forward(&status, 18789, &agent),
+            Some(AgentForward {
+                pid: 42,
+                socket: "/run/user/1000/clawlink/work.sock".into()
+            })
+        );
+        // Another process on the port the agent claims, or the agent on another port: not it.
+        assert_eq!(agent_forward(&status, 18789, &other), None);
+        assert_eq!(agent_forward(&status, 18790, &agent), None);
+        assert_eq!(agent_forward(&status, 1878, &agent), None);
     }
 }

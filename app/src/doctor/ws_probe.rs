@@ -2,7 +2,9 @@
 //!
 //! The gateway client does all of this in one go and reports only the first error; here every
 //! answer is kept: the status line, the first bytes of a body, the close code, how long the
-//! `connect.challenge` took and the gateway's clock.
+//! `connect.challenge` took and the gateway's clock. The doctor opens it only when its real
+//! connection did not show a healthy upgrade (`doctor/tap.rs`): the gateway logs a socket
+//! that leaves before `connect` as a warning.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -340,24 +342,33 @@ async fn read_frame(
     stream: &mut Box<dyn DuplexStream>,
     pending: &mut Vec<u8>,
 ) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-    if !fill(stream, pending, 2).await? {
+    loop {
+        if let Some((opcode, payload, used)) = split_frame(pending)? {
+            pending.drain(..used);
+            return Ok(Some((opcode, payload)));
+        }
+        let have = pending.len();
+        if !fill(stream, pending, have + 1).await? {
+            return Ok(None);
+        }
+    }
+}
+
+/// The first frame of `buffer`: `(opcode, unmasked payload, bytes it took)`, or `None` while
+/// it is incomplete.
+pub(super) fn split_frame(buffer: &[u8]) -> std::io::Result<Option<(u8, Vec<u8>, usize)>> {
+    if buffer.len() < 2 {
         return Ok(None);
     }
-    let opcode = pending[0] & 0x0f;
-    let masked = pending[1] & 0x80 != 0;
-    let (length, mut header) = match pending[1] & 0x7f {
-        126 => {
-            if !fill(stream, pending, 4).await? {
-                return Ok(None);
-            }
-            (u16::from_be_bytes([pending[2], pending[3]]) as usize, 4)
-        }
+    let opcode = buffer[0] & 0x0f;
+    let masked = buffer[1] & 0x80 != 0;
+    let (length, mut header) = match buffer[1] & 0x7f {
+        126 if buffer.len() < 4 => return Ok(None),
+        126 => (u16::from_be_bytes([buffer[2], buffer[3]]) as usize, 4),
+        127 if buffer.len() < 10 => return Ok(None),
         127 => {
-            if !fill(stream, pending, 10).await? {
-                return Ok(None);
-            }
             let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&pending[2..10]);
+            bytes.copy_from_slice(&buffer[2..10]);
             (u64::from_be_bytes(bytes) as usize, 10)
         }
         short => (short as usize, 2),
@@ -369,31 +380,30 @@ async fn read_frame(
         ));
     }
     let mask = if masked {
-        if !fill(stream, pending, header + 4).await? {
+        if buffer.len() < header + 4 {
             return Ok(None);
         }
         let mask = [
-            pending[header],
-            pending[header + 1],
-            pending[header + 2],
-            pending[header + 3],
+            buffer[header],
+            buffer[header + 1],
+            buffer[header + 2],
+            buffer[header + 3],
         ];
         header += 4;
         Some(mask)
     } else {
         None
     };
-    if !fill(stream, pending, header + length).await? {
+    if buffer.len() < header + length {
         return Ok(None);
     }
-    let mut payload: Vec<u8> = pending[header..header + length].to_vec();
-    pending.drain(..header + length);
+    let mut payload: Vec<u8> = buffer[header..header + length].to_vec();
     if let Some(mask) = mask {
         for (i, byte) in payload.iter_mut().enumerate() {
             *byte ^= mask[i % 4];
         }
     }
-    Ok(Some((opcode, payload)))
+    Ok(Some((opcode, payload, header + length)))
 }
 
 /// Reads until `pending` holds `want` bytes; false at EOF.
@@ -438,30 +448,10 @@ fn split_url(url: &str) -> (String, String) {
 
 /// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64.
 fn websocket_key() -> String {
+    use base64::Engine;
     let mut nonce = [0u8; 16];
     let _ = getrandom::fill(&mut nonce);
-    base64(&nonce)
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(nonce)
 }
 
 #[cfg(test)]
@@ -469,19 +459,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_the_rfc_4648_vectors() {
-        for (input, expected) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), expected);
-        }
-        assert_eq!(websocket_key().len(), 24);
+    fn websocket_keys_are_16_random_bytes_in_base64() {
+        use base64::Engine;
+        let key = websocket_key();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&key)
+            .unwrap();
+        assert_eq!((key.len(), bytes.len()), (24, 16));
+        assert_ne!(key, websocket_key());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! only for errors that retrying can fix.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -191,6 +191,7 @@ struct Shared {
     events: broadcast::Sender<Arc<GatewayEvent>>,
     shutdown: CancellationToken,
     reconnect: Arc<Notify>,
+    fresh_transport: Arc<AtomicBool>,
     next_id: AtomicU64,
     request_timeout: Duration,
     transport: Arc<dyn Transport>,
@@ -254,6 +255,7 @@ impl GatewayClient {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let shutdown = CancellationToken::new();
         let reconnect = Arc::new(Notify::new());
+        let fresh_transport = Arc::new(AtomicBool::new(false));
         let supervisor = Supervisor {
             options: Arc::new(options.clone()),
             transport: transport.clone(),
@@ -261,6 +263,7 @@ impl GatewayClient {
             events: events.clone(),
             shutdown: shutdown.clone(),
             reconnect: reconnect.clone(),
+            fresh_transport: fresh_transport.clone(),
             commands: command_rx,
             lost: None,
         };
@@ -272,6 +275,7 @@ impl GatewayClient {
                 events,
                 shutdown,
                 reconnect,
+                fresh_transport,
                 next_id: AtomicU64::new(1),
                 request_timeout: options.request_timeout,
                 transport,
@@ -409,6 +413,14 @@ impl GatewayClient {
         self.shared.reconnect.notify_one();
     }
 
+    /// Like [`reconnect`](Self::reconnect), and the transport is closed too (the SSH session
+    /// retired) after the WebSocket has said goodbye, so the next connection starts on a fresh
+    /// one. The gateway sees a normal close, and no "connection lost" is reported.
+    pub fn reconnect_on_fresh_transport(&self) {
+        self.shared.fresh_transport.store(true, Ordering::SeqCst);
+        self.shared.reconnect.notify_one();
+    }
+
     /// Closes the WebSocket and waits for the supervisor to stop. The transport stays open:
     /// it may be shared (one SSH session serves the gateway, remote commands and local
     /// forwards), so whoever built it closes it.
@@ -434,6 +446,8 @@ struct Supervisor {
     events: broadcast::Sender<Arc<GatewayEvent>>,
     shutdown: CancellationToken,
     reconnect: Arc<Notify>,
+    /// Set by `reconnect_on_fresh_transport`: close the transport before connecting again.
+    fresh_transport: Arc<AtomicBool>,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Why an established connection was lost, while we are restoring it. The published
     /// phase then stays Degraded (with progress in the reason) instead of cycling through
@@ -455,6 +469,13 @@ struct Session {
 }
 
 impl Supervisor {
+    /// Closes the transport when a reconnect asked for a fresh one.
+    async fn retire_transport_if_asked(&self) {
+        if self.fresh_transport.swap(false, Ordering::SeqCst) {
+            self.transport.close().await;
+        }
+    }
+
     /// Publishes a transition; an unchanged phase with no new error wakes nobody.
     fn set_phase(&self, phase: Phase, error: Option<GatewayError>) {
         self.state.send_if_modified(|s| {
@@ -502,6 +523,7 @@ impl Supervisor {
                     match self.run_session(session, generation).await {
                         SessionEnd::Shutdown => break,
                         SessionEnd::ReconnectRequested => {
+                            self.retire_transport_if_asked().await;
                             self.set_phase(
                                 Phase::Degraded {
                                     reason: "reconnect requested".into(),
@@ -544,7 +566,11 @@ impl Supervisor {
                 }
                 // Wait for the user (reconnect) or the end.
                 tokio::select! {
-                    _ = self.reconnect.notified() => { attempt = 0; continue }
+                    _ = self.reconnect.notified() => {
+                        attempt = 0;
+                        self.retire_transport_if_asked().await;
+                        continue
+                    }
                     _ = self.shutdown.cancelled() => break,
                 }
             }
@@ -570,7 +596,10 @@ impl Supervisor {
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.reconnect.notified() => { attempt = 0 }
+                _ = self.reconnect.notified() => {
+                    attempt = 0;
+                    self.retire_transport_if_asked().await;
+                }
                 _ = self.shutdown.cancelled() => break,
             }
         }
