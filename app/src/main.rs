@@ -28,6 +28,7 @@ mod signals;
 mod state;
 #[cfg(feature = "transport-ws")]
 mod tls_trust;
+mod trusted_file;
 mod voicewake;
 
 use std::process::ExitCode;
