@@ -679,16 +679,21 @@ pub fn named_profiles(figment: &Figment) -> Vec<String> {
 /// Whether profile `profile`'s own table sets `key` (a dotted path), as opposed to
 /// inheriting it from `[default]` or taking it from the environment, a flag or a default.
 pub fn defined_by_profile(figment: &Figment, profile: &str, key: &str) -> bool {
-    let own = if profile == "default" {
-        FigProfile::Default
-    } else {
-        FigProfile::from(profile)
+    let selected = figment.clone().select(profile);
+    let Ok(value) = selected.find_value(key) else {
+        return false;
     };
-    figment
-        .clone()
-        .select(profile)
-        .find_value(key)
-        .is_ok_and(|v| v.tag().profile() == Some(own))
+    // figment's tags tell [default] and global values apart; every named profile is
+    // "custom" (`None`), and with `profile` selected no other named profile is merged in.
+    let own = if profile == "default" {
+        Some(FigProfile::Default)
+    } else {
+        None
+    };
+    let from_a_file = selected
+        .get_metadata(value.tag())
+        .is_some_and(|m| m.name != DEFAULTS);
+    from_a_file && value.tag().profile() == own
 }
 
 /// Profile `name` resolved from the same sources as `settings`.

@@ -386,6 +386,14 @@ mod tests {
             let plan = plan_pin(&default, false, url).unwrap();
             assert_eq!(plan.profile, "default");
             assert!(!plan.set_url);
+            // …unless [work] holds the same URL too: then it asks which.
+            let text = std::fs::read_to_string(&file).unwrap();
+            jail.create_file(
+                "clawlink.toml",
+                &format!("{text}\n[work.transports.direct_ws]\nurl = \"{url}\"\n"),
+            )?;
+            let err = plan_pin(&load(&[]).unwrap(), false, url).unwrap_err();
+            assert!(err.message.contains("default, work"), "{}", err.message);
 
             // A profile inheriting [default]'s transport would be switched: refused.
             jail.create_file(
