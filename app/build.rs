@@ -37,7 +37,10 @@ fn main() {
                 .map(|d| d.join(&common))
                 .unwrap_or(common)
         };
-        println!("cargo:rerun-if-changed={}", common.join("packed-refs").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            common.join("packed-refs").display()
+        );
         if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
             println!("cargo:rerun-if-changed={}", common.join(branch).display());
         }

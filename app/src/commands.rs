@@ -4,8 +4,8 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use clawlink_core::gateway::RequestOptions;
 use clawlink_core::config::table_key;
+use clawlink_core::gateway::RequestOptions;
 use clawlink_core::registry;
 use clawlink_core::registry::FeatureDescriptor;
 use serde_json::{json, Value};

@@ -103,7 +103,10 @@ fn transport_exit(kind: TransportErrorKind) -> u8 {
 
 /// Prints a failure as the JSON object `--json` output ends with on error.
 pub fn print_json_error(failure: &Failure) {
-    println!("{}", serde_json::json!({"ok": false, "error": failure.json}));
+    println!(
+        "{}",
+        serde_json::json!({"ok": false, "error": failure.json})
+    );
 }
 
 /// Prints `error` for the user and returns the exit code.

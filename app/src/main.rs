@@ -173,7 +173,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// terse, as `rustc`/`cargo` do it.
 fn parse_command_line() -> Result<Cli, clap::Error> {
     use clap::{CommandFactory, FromArgMatches};
-    let short = format!("{} ({})", env!("CARGO_PKG_VERSION"), env!("CLAWLINK_GIT_COMMIT"));
+    let short = format!(
+        "{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        env!("CLAWLINK_GIT_COMMIT")
+    );
     // clap wants 'static text (without its `string` feature); this runs once per process.
     let command = Cli::command()
         .version(&*short.leak())

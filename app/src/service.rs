@@ -1825,12 +1825,21 @@ mod tests {
         assert_eq!(spec.working_directory.as_deref(), Some("/home/ann"));
         assert_eq!(
             spec.argv[1..],
-            ["up", "--profile", "default", "--config", "/home/ann/proj/clawlink.toml"]
+            [
+                "up",
+                "--profile",
+                "default",
+                "--config",
+                "/home/ann/proj/clawlink.toml"
+            ]
         );
         // Both files: a service reads one; refused with the two ways out.
         let err = plan(&global(&[]), "default", &files, &h).unwrap_err();
         assert_eq!(err.exit_code, 2);
-        assert!(err.fix.unwrap().contains("--config /home/ann/proj/clawlink.toml"));
+        assert!(err
+            .fix
+            .unwrap()
+            .contains("--config /home/ann/proj/clawlink.toml"));
         // Only the user's file: nothing from the current directory.
         let only_user = plan(&global(&[]), "default", &files[..1], &h).unwrap();
         assert_eq!(only_user.working_directory.as_deref(), Some("/home/ann"));

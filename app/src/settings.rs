@@ -198,7 +198,10 @@ impl ConfigFile {
                     path.display(),
                     describe_toml_error(&e.to_string())
                 ),
-                Some(format!("fix the TOML syntax at that place in {}", path.display())),
+                Some(format!(
+                    "fix the TOML syntax at that place in {}",
+                    path.display()
+                )),
             )
         })?;
         Ok(Self { path, data })
@@ -355,7 +358,10 @@ fn describe_figment_error(error: &figment::Error) -> String {
                 .as_ref()
                 .map(|m| {
                     if is_environment(m) && !e.path.is_empty() {
-                        format!(" (in environment variable {})", env_var_name(&e.path.join(".")))
+                        format!(
+                            " (in environment variable {})",
+                            env_var_name(&e.path.join("."))
+                        )
                     } else {
                         format!(" (in {})", describe_source(m))
                     }
@@ -375,7 +381,10 @@ fn suggestion_for_figment_error(error: &figment::Error) -> Option<String> {
                 let mut path = e.path.clone();
                 path.pop();
                 path.push(best.to_owned());
-                format!("did you mean `{}`? (`clawlink config show` lists the resolved values)", path.join("."))
+                format!(
+                    "did you mean `{}`? (`clawlink config show` lists the resolved values)",
+                    path.join(".")
+                )
             })
         }
         _ => None,
@@ -448,21 +457,26 @@ fn check_env_names(names: impl IntoIterator<Item = String>) -> Result<(), Failur
 
 /// The one validation every command runs after loading the profile: each transport and
 /// feature table names a plugin of this build, and each table is accepted by its plugin's
-/// descriptor (the factory that `up` and the connecting commands run). Unselected
-/// transports are held to their keys and types only: a table may stay incomplete (no
-/// `target`) while another transport is in use.
+/// descriptor (the factory that `up` and the connecting commands run). Transport tables are
+/// held to their keys and types here: a table may stay incomplete (no `target`) while
+/// another transport is in use. Feature tables are held to everything their factory checks
+/// when the feature is enabled (what `up` would refuse), else to their keys and types.
 fn validate(settings: &Settings) -> Result<(), Failure> {
     let profile = &settings.profile;
     let transports = registry::transports();
     let transport_keys: Vec<String> = transports.iter().map(|d| table_key(d.name)).collect();
-    let selected = profile.transport_name();
     let mut checked = Vec::new();
     for key in profile.transports.keys() {
         let Some(descriptor) = transports
             .iter()
             .find(|d| d.name == key || table_key(d.name) == *key)
         else {
-            return Err(unknown_table("transports", "transport", key, &transport_keys));
+            return Err(unknown_table(
+                "transports",
+                "transport",
+                key,
+                &transport_keys,
+            ));
         };
         if checked.contains(&descriptor.name) {
             continue;
@@ -472,15 +486,19 @@ fn validate(settings: &Settings) -> Result<(), Failure> {
         let env = TransportEnv {
             prompter: Arc::new(AppPrompter::from_environment()),
         };
+        // A missing key or a value the transport refuses (a public ws:// URL) is reported
+        // by the commands that build the selected transport (`config check` and the
+        // connecting ones); here only what no table of this transport may hold.
         if let Err(error) = (descriptor.factory)(&table, &env) {
             let message = error.to_string();
-            if descriptor.name == selected || is_key_or_type_error(&message) {
-                if !is_key_or_type_error(&message) {
-                    // Completeness and reachability are the connecting commands' to report.
-                    continue;
-                }
+            if is_key_or_type_error(&message) {
                 let prefix = format!("transports.{}", table_key(descriptor.name));
-                return Err(table_failure(settings, &prefix, &message, error.fix.clone()));
+                return Err(table_failure(
+                    settings,
+                    &prefix,
+                    &message,
+                    error.fix.clone(),
+                ));
             }
         }
     }
@@ -491,13 +509,23 @@ fn validate(settings: &Settings) -> Result<(), Failure> {
             .iter()
             .find(|d| d.name == key || table_key(d.name) == *key)
         else {
-            return Err(unknown_table("features", "feature plugin", key, &feature_keys));
+            return Err(unknown_table(
+                "features",
+                "feature plugin",
+                key,
+                &feature_keys,
+            ));
         };
         let enabled = table.enabled.unwrap_or(descriptor.enabled_by_default);
         if let Err(error) = (descriptor.factory)(&profile.feature_config(descriptor.name)) {
             if enabled || is_key_or_type_error(&error.message) {
                 let prefix = format!("features.{}", table_key(descriptor.name));
-                return Err(table_failure(settings, &prefix, &error.message, error.fix.clone()));
+                return Err(table_failure(
+                    settings,
+                    &prefix,
+                    &error.message,
+                    error.fix.clone(),
+                ));
             }
         }
     }
@@ -506,16 +534,28 @@ fn validate(settings: &Settings) -> Result<(), Failure> {
 
 /// serde's words for a key or a value of the wrong kind (not for a missing key).
 fn is_key_or_type_error(message: &str) -> bool {
-    ["unknown field", "invalid type", "invalid value", "invalid length", "unknown variant"]
-        .iter()
-        .any(|p| message.contains(p))
+    [
+        "unknown field",
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+    ]
+    .iter()
+    .any(|p| message.contains(p))
 }
 
 fn unknown_table(section: &str, kind: &str, key: &str, known: &[String]) -> Failure {
     let fix = match closest(key, known.iter().map(String::as_str)) {
-        Some(best) => format!("did you mean [PROFILE.{section}.{best}]? (this build has: {})", known.join(", ")),
+        Some(best) => format!(
+            "did you mean [PROFILE.{section}.{best}]? (this build has: {})",
+            known.join(", ")
+        ),
         None if known.is_empty() => format!("remove the table; this build has no {kind}s"),
-        None => format!("this build has: {} (`clawlink {section}` lists them)", known.join(", ")),
+        None => format!(
+            "this build has: {} (`clawlink {section}` lists them)",
+            known.join(", ")
+        ),
     };
     Failure::config(
         format!("{section}.{key}: this build has no {kind} named {key:?}"),
@@ -533,14 +573,17 @@ fn table_failure(settings: &Settings, prefix: &str, message: &str, fix: Option<S
     };
     let mut fix = fix;
     if let Some((key, variable)) = env_origin(settings, prefix, &message) {
-        message.push_str(&format!(" (key {key}, set by environment variable {variable})"));
+        message.push_str(&format!(
+            " (key {key}, set by environment variable {variable})"
+        ));
         fix = Some(format!(
             "correct or unset {variable} (`clawlink transports` and `clawlink features` show each setting)"
         ));
     }
     let suggestion = unknown_field(&message).and_then(|(typed, expected)| {
-        closest(&typed, expected.iter().map(String::as_str))
-            .map(|best| format!("did you mean `{best}` instead of `{typed}` in [PROFILE.{prefix}]?"))
+        closest(&typed, expected.iter().map(String::as_str)).map(|best| {
+            format!("did you mean `{best}` instead of `{typed}` in [PROFILE.{prefix}]?")
+        })
     });
     let fix = match (suggestion, fix) {
         (Some(s), _) => Some(s),
@@ -698,12 +741,20 @@ pub fn defined_by_profile(figment: &Figment, profile: &str, key: &str) -> bool {
 
 /// Profile `name` resolved from the same sources as `settings`.
 pub fn resolve_profile(settings: &Settings, name: &str) -> Result<Profile, Failure> {
-    settings.figment.clone().select(name).extract().map_err(|e| {
-        Failure::config(
-            format!("invalid configuration of profile {name:?}: {}", describe_figment_error(&e)),
-            None,
-        )
-    })
+    settings
+        .figment
+        .clone()
+        .select(name)
+        .extract()
+        .map_err(|e| {
+            Failure::config(
+                format!(
+                    "invalid configuration of profile {name:?}: {}",
+                    describe_figment_error(&e)
+                ),
+                None,
+            )
+        })
 }
 
 /// Expands a leading `~/` with the home directory.
@@ -857,11 +908,7 @@ mod tests {
                 assert_eq!(err.exit_code, 2);
                 assert!(!err.message.contains("does not exist"), "{}", err.message);
                 assert!(err.message.contains("config.toml"), "{}", err.message);
-                assert!(
-                    err.message.contains("line 4, column 16"),
-                    "{}",
-                    err.message
-                );
+                assert!(err.message.contains("line 4, column 16"), "{}", err.message);
             }
             Ok(())
         });
@@ -914,7 +961,10 @@ mod tests {
             jail.create_file("clawlink.toml", "[default.transports.ssh_tunel]\n")?;
             let err = load(&global(&[])).err().unwrap();
             assert!(
-                err.fix.as_deref().unwrap_or("").contains("transports.ssh_tunnel"),
+                err.fix
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("transports.ssh_tunnel"),
                 "{:?}",
                 err.fix
             );
@@ -968,8 +1018,13 @@ mod tests {
         });
         // Variables that are not profile keys stay free.
         assert!(check_env_names(
-            ["CLAWLINK_TOKEN", "CLAWLINK_DATA_DIR", "CLAWLINK_PEER_ENV", "CLAWLINK_BIN"]
-                .map(String::from)
+            [
+                "CLAWLINK_TOKEN",
+                "CLAWLINK_DATA_DIR",
+                "CLAWLINK_PEER_ENV",
+                "CLAWLINK_BIN"
+            ]
+            .map(String::from)
         )
         .is_ok());
         assert!(check_env_names(["CLAWLINK_MDOE".to_owned()]).is_err());

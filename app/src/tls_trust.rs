@@ -123,7 +123,11 @@ fn profile_url(profile: &clawlink_core::config::Profile) -> Option<String> {
         .transport_settings(clawlink_transport_ws::NAME)
         .get("url")
         .and_then(|u| u.as_str())
-        .map(|u| GatewayUrl::parse(u).map(|g| g.to_url()).unwrap_or_else(|_| u.to_owned()))
+        .map(|u| {
+            GatewayUrl::parse(u)
+                .map(|g| g.to_url())
+                .unwrap_or_else(|_| u.to_owned())
+        })
 }
 
 /// Chooses the profile the pin is for, so that no other profile changes where it connects:
@@ -233,7 +237,8 @@ fn inheritors_affected(
         let inherits_pin = !own(&PIN_KEYS);
         let changes = transport_after != transport_before
             || (transport_after == clawlink_transport_ws::NAME
-                && (url_after != url_before || (inherits_pin && url_after.as_deref() != Some(url))));
+                && (url_after != url_before
+                    || (inherits_pin && url_after.as_deref() != Some(url))));
         if changes {
             affected.push(name.clone());
         }

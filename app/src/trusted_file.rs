@@ -127,10 +127,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "clawlink-trusted-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("clawlink-trusted-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("clawlink.toml")
     }
@@ -146,7 +144,11 @@ mod tests {
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
             let err = read_trusted(&file, "config file").unwrap_err();
             assert_eq!(err.exit_code, 2);
-            assert!(err.message.contains(&format!("{mode:04o}")), "{}", err.message);
+            assert!(
+                err.message.contains(&format!("{mode:04o}")),
+                "{}",
+                err.message
+            );
             assert_eq!(err.fix, Some(format!("chmod go-w {}", file.display())));
         }
         let _ = std::fs::remove_dir_all(file.parent().unwrap());

@@ -45,7 +45,10 @@ fn usage_errors_under_json_print_the_json_error_object() {
             .unwrap_or_else(|e| panic!("{args:?}: no JSON on stdout ({e}): {stdout:?}"));
         assert_eq!(error["ok"], false);
         assert_eq!(error["error"]["layer"], "config");
-        assert!(error["error"]["message"].as_str().unwrap().len() > 5, "{error}");
+        assert!(
+            error["error"]["message"].as_str().unwrap().len() > 5,
+            "{error}"
+        );
         assert!(error["error"]["fix"].is_string(), "{error}");
         // The human text still goes to stderr.
         assert!(stderr.contains("error:"), "{stderr}");
@@ -53,7 +56,10 @@ fn usage_errors_under_json_print_the_json_error_object() {
     let out = clawlink(&dir, &["--json", "call"]);
     let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        error["error"]["message"].as_str().unwrap().contains("<METHOD>"),
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("<METHOD>"),
         "{error}"
     );
 }
@@ -79,10 +85,16 @@ fn version_names_the_commit_the_protocol_and_the_plugins() {
         // The binary under test may come from another checkout (CLAWLINK_BIN): a commit
         // that git knows is enough.
         let built = commit_line.trim_start_matches("commit:").trim();
-        assert!(built.len() >= 7 && built != "unknown" || built == commit, "{stdout}");
+        assert!(
+            built.len() >= 7 && built != "unknown" || built == commit,
+            "{stdout}"
+        );
     }
     assert!(stdout.contains("protocol:   4"), "{stdout}");
-    assert!(stdout.contains("transports: direct-ws, ssh-tunnel"), "{stdout}");
+    assert!(
+        stdout.contains("transports: direct-ws, ssh-tunnel"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("features:   health, notify, voicewake, webchat"),
         "{stdout}"
@@ -96,8 +108,14 @@ fn version_names_the_commit_the_protocol_and_the_plugins() {
 fn a_target_pasted_from_an_ssh_command_line_is_a_config_error_that_offers_the_target() {
     let dir = scratch_dir("cli-ssh-target");
     for (args, meant) in [
-        (&["ssh", "trust", "claw@host -p 22", "--json"][..], "claw@host:22"),
-        (&["--ssh", "ssh -p 28830 claw@host", "test", "--json"], "claw@host:28830"),
+        (
+            &["ssh", "trust", "claw@host -p 22", "--json"][..],
+            "claw@host:22",
+        ),
+        (
+            &["--ssh", "ssh -p 28830 claw@host", "test", "--json"],
+            "claw@host:28830",
+        ),
     ] {
         let out = clawlink(&dir, args);
         let (stdout, stderr) = text(&out);

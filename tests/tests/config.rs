@@ -9,7 +9,14 @@ use clawlink_tests::*;
 /// Runs `sh -c script` as the harness's second, unprivileged local user, with `$CONTENT`.
 fn as_noclaw(script: &str, dir: &Path, content: &str) {
     let status = Command::new("setpriv")
-        .args(["--reuid=noclaw", "--regid=noclaw", "--clear-groups", "sh", "-c", script])
+        .args([
+            "--reuid=noclaw",
+            "--regid=noclaw",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
         .current_dir(dir)
         .env("CONTENT", content)
         .status()
@@ -49,7 +56,10 @@ fn a_config_file_another_user_could_write_is_refused_with_the_reason_and_the_fix
     }
     // Named with --config, the same file is refused for the same reason.
     let planted = shared.join("clawlink.toml");
-    let out = run(&dir, &["--config", planted.to_str().unwrap(), "config", "show"]);
+    let out = run(
+        &dir,
+        &["--config", planted.to_str().unwrap(), "config", "show"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
 
     // Our own file, but writable by others (as ssh says: bad permissions).
@@ -62,7 +72,10 @@ fn a_config_file_another_user_could_write_is_refused_with_the_reason_and_the_fix
     let stderr = text(&out).1;
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("0666"), "{stderr}");
-    assert!(stderr.contains(&format!("chmod go-w {}", file.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chmod go-w {}", file.display())),
+        "{stderr}"
+    );
 
     // The user's own config file is held to the same rule.
     let user_config = dir.join("config/clawlink/config.toml");
@@ -92,12 +105,18 @@ fn a_syntax_error_is_reported_with_file_line_and_column_even_with_a_profile() {
         "[default]\nmode = \"local\"\n\n[work]\nmode = \"remote\",\n",
     )
     .unwrap();
-    for args in [&["--profile", "work", "config", "show"][..], &["config", "show"]] {
+    for args in [
+        &["--profile", "work", "config", "show"][..],
+        &["config", "show"],
+    ] {
         let out = clawlink(&dir, args);
         let stderr = text(&out).1;
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(!stderr.contains("does not exist"), "{stderr}");
-        assert!(stderr.contains(&user_config.display().to_string()), "{stderr}");
+        assert!(
+            stderr.contains(&user_config.display().to_string()),
+            "{stderr}"
+        );
         assert!(stderr.contains("line 5, column 16"), "{stderr}");
     }
 }
@@ -112,7 +131,11 @@ fn every_command_refuses_the_same_typos_and_says_what_was_meant() {
             "intervl_secs",
             "interval_secs",
         ),
-        ("[default.features.helth]\nenabled = true\n", "helth", "features.health"),
+        (
+            "[default.features.helth]\nenabled = true\n",
+            "helth",
+            "features.health",
+        ),
         (
             "[default.transports.ssh_tunnel]\ntaget = \"claw@host\"\n",
             "taget",
@@ -143,7 +166,10 @@ fn every_command_refuses_the_same_typos_and_says_what_was_meant() {
     );
     let stderr = text(&out).1;
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("CLAWLINK_TRANSPORTS__DIRECT_WS__URL"), "{stderr}");
+    assert!(
+        stderr.contains("CLAWLINK_TRANSPORTS__DIRECT_WS__URL"),
+        "{stderr}"
+    );
     // A bad value names the variable and the key.
     let out = clawlink_with_env(
         &dir,

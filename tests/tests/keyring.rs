@@ -98,7 +98,12 @@ fn auth_set_without_a_keyring_says_so_before_asking_for_the_secret() {
     };
     let status = status.expect("auth set waited for a secret it could not store");
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("keyring is not available"), "{stderr}");
 }

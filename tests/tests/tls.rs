@@ -206,7 +206,10 @@ fn tls_trust_never_changes_where_another_profile_connects() {
     assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
 
     // For [default], named: [work] still goes through SSH afterwards.
-    let out = clawlink(&dir, &["--profile", "default", "tls", "trust", url, "--yes"]);
+    let out = clawlink(
+        &dir,
+        &["--profile", "default", "tls", "trust", url, "--yes"],
+    );
     assert!(out.status.success(), "{}", text(&out).1);
     let out = clawlink(&dir, &["--profile", "work", "--json", "config", "show"]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -270,7 +270,11 @@ pub fn classify_connect_error(error: ErrorShape) -> GatewayError {
 /// Corrects the fix of an auth refusal when clawlink sent the other kind of secret than the
 /// gateway uses: a token sent to a password gateway is not a password "in the file named by
 /// auth.password_file", which the user may never have set.
-pub fn explain_secret_kind(error: GatewayError, sent_token: bool, sent_password: bool) -> GatewayError {
+pub fn explain_secret_kind(
+    error: GatewayError,
+    sent_token: bool,
+    sent_password: bool,
+) -> GatewayError {
     let GatewayError::Auth { code, message, fix } = error else {
         return error;
     };
