@@ -26,8 +26,11 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=CLAWLINK_GIT_COMMIT={commit}");
     // HEAD lives in the worktree's git directory; branches and packed refs in the common one.
+    // Only files that exist are watched: cargo reruns a build script on every build while a
+    // watched file is missing.
+    let mut watched = Vec::new();
     if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        println!("cargo:rerun-if-changed={git_dir}/HEAD");
+        watched.push(PathBuf::from(git_dir).join("HEAD"));
     }
     if let Some(common) = git(&["rev-parse", "--git-common-dir"]).map(PathBuf::from) {
         let common = if common.is_absolute() {
@@ -37,12 +40,12 @@ fn main() {
                 .map(|d| d.join(&common))
                 .unwrap_or(common)
         };
-        println!(
-            "cargo:rerun-if-changed={}",
-            common.join("packed-refs").display()
-        );
+        watched.push(common.join("packed-refs"));
         if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", common.join(branch).display());
+            watched.push(common.join(branch));
         }
+    }
+    for file in watched.iter().filter(|f| f.is_file()) {
+        println!("cargo:rerun-if-changed={}", file.display());
     }
 }
