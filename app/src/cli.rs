@@ -253,6 +253,9 @@ pub enum TlsCommand {
     /// Show a wss:// gateway's certificate fingerprints and pin its public key in the profile
     Trust {
         /// The gateway URL (default: the profile's direct_ws url)
+        // Its own id: under the global `--url`'s id the URL would also become a flag
+        // override of the profile being pinned.
+        #[arg(id = "trust_url", value_name = "URL")]
         url: Option<String>,
         /// Do not ask; pin the key shown (for scripts)
         #[arg(long)]

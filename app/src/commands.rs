@@ -4,6 +4,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use clawlink_core::config::table_key;
 use clawlink_core::gateway::RequestOptions;
 use clawlink_core::registry;
 use clawlink_core::registry::FeatureDescriptor;
@@ -377,33 +378,22 @@ pub async fn config_show(global: &GlobalArgs, settings: &Settings) -> Result<()>
     Ok(())
 }
 
-/// `clawlink config check`: everything short of connecting.
+/// `clawlink config check`: everything short of connecting. The tables of every plugin
+/// were validated when the profile was loaded (`settings::load`); this builds the selected
+/// transport, resolves the credentials and warns about settings the profile ignores.
 pub async fn config_check(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     let transport = connect::build_transport(settings)?;
     connect::credentials(global, settings).await?;
-    let known: Vec<&str> = registry::features().iter().map(|d| d.name).collect();
-    for name in settings.profile.features.keys() {
-        if !known
-            .iter()
-            .any(|k| clawlink_core::config::table_key(k) == *name || k == name)
-        {
-            return Err(Failure::config(
-                format!("features.{name}: this build has no feature plugin named {name:?}"),
-                Some(if known.is_empty() {
-                    "remove the table; this build has no feature plugins".into()
-                } else {
-                    format!("known features: {}", known.join(", "))
-                }),
-            )
-            .into());
-        }
-    }
+    let warnings = unused_transport_tables(settings);
     if global.json {
         println!(
             "{}",
-            json!({"ok": true, "profile": settings.profile_name, "transport": transport.name(), "gateway": transport.describe()})
+            json!({"ok": true, "profile": settings.profile_name, "transport": transport.name(), "gateway": transport.describe(), "warnings": warnings})
         );
     } else {
+        for warning in &warnings {
+            eprintln!("clawlink: warning: {warning}");
+        }
         println!(
             "config ok: profile {} connects to {} through {}",
             settings.profile_name,
@@ -412,6 +402,47 @@ pub async fn config_check(global: &GlobalArgs, settings: &Settings) -> Result<()
         );
     }
     Ok(())
+}
+
+/// The transport tables the profile's own table sets for a transport it does not select:
+/// settings that look active but are not (a pin or URL left behind while the profile goes
+/// through SSH, say).
+fn unused_transport_tables(settings: &Settings) -> Vec<String> {
+    let selected = settings.profile.transport_name();
+    let profile = &settings.profile_name;
+    settings
+        .profile
+        .transports
+        .keys()
+        .filter(|key| {
+            registry::transports()
+                .iter()
+                .find(|d| d.name == key.as_str() || table_key(d.name) == **key)
+                .is_some_and(|d| d.name != selected)
+        })
+        .filter(|key| {
+            settings
+                .profile
+                .transport_settings(key)
+                .as_object()
+                .into_iter()
+                .flat_map(|table| table.keys())
+                .any(|leaf| {
+                    settings::defined_by_profile(
+                        &settings.figment,
+                        profile,
+                        &format!("transports.{key}.{leaf}"),
+                    )
+                })
+        })
+        .map(|key| {
+            format!(
+                "profile {profile} connects through {selected}, so its [{profile}.transports.{key}] settings are unused \
+                 (remove them, or set `transport = \"{}\"` to use them)",
+                key.replace('_', "-")
+            )
+        })
+        .collect()
 }
 
 /// `clawlink transports`.
@@ -501,6 +532,8 @@ pub async fn auth_set(global: &GlobalArgs, settings: &Settings, kind: SecretKind
         kind.name(),
         settings.profile_name
     );
+    // Before asking for the secret: a keyring that cannot store it must not cost a paste.
+    keyring_store::check_available(&settings.profile_name, kind).await?;
     let raw = if std::io::stdin().is_terminal() {
         rpassword::prompt_password(format!("{what}: "))
             .map_err(|e| Failure::config(format!("cannot read the {what}: {e}"), None))?

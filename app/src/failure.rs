@@ -102,16 +102,21 @@ fn transport_exit(kind: TransportErrorKind) -> u8 {
     }
 }
 
+/// Prints a failure as the JSON object `--json` output ends with on error.
+pub fn print_json_error(failure: &Failure) {
+    println!(
+        "{}",
+        serde_json::json!({"ok": false, "error": failure.json})
+    );
+}
+
 /// Prints `error` for the user and returns the exit code.
 pub fn report(error: &anyhow::Error, json: bool) -> u8 {
     match error.downcast_ref::<Failure>() {
         Some(failure) => {
             // A Null `json` means the command already printed its own JSON report.
             if json && !failure.json.is_null() {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": failure.json})
-                );
+                print_json_error(failure);
             }
             if !failure.message.is_empty() {
                 // Messages quote the gateway's and the SSH host's words: see clawlink_core::text.

@@ -65,6 +65,20 @@ pub async fn get(profile: &str, kind: SecretKind) -> Option<SecretString> {
     }
 }
 
+/// Whether the keyring can be used at all, asked before the user types a secret: a lookup
+/// that finds the entry or finds none proves a keyring answers; anything else (no Secret
+/// Service on the bus, a locked-out Keychain) is the failure `set` would end with.
+pub async fn check_available(profile: &str, kind: SecretKind) -> Result<(), Failure> {
+    let profile = profile.to_owned();
+    let result = tokio::task::spawn_blocking(move || entry(&profile, kind)?.get_password())
+        .await
+        .map_err(|e| Failure::config(format!("keyring task failed: {e}"), None))?;
+    match result {
+        Ok(_) | Err(keyring::Error::NoEntry) => Ok(()),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
 /// Stores a secret.
 pub async fn set(profile: &str, kind: SecretKind, secret: SecretString) -> Result<(), Failure> {
     let profile = profile.to_owned();

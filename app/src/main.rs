@@ -30,11 +30,10 @@ mod state;
 mod terminal;
 #[cfg(feature = "transport-ws")]
 mod tls_trust;
+mod trusted_file;
 mod voicewake;
 
 use std::process::ExitCode;
-
-use clap::Parser;
 
 use cli::{
     AuthCommand, ChannelsCommand, Cli, Command, ConfigCommand, GlobalArgs, LogFormat,
@@ -53,12 +52,19 @@ fn secret_kind(password: bool) -> SecretKind {
 fn main() -> ExitCode {
     // Before anything else, while this is the only thread: no child may inherit the secrets.
     secret_env::take_from_environment();
-    let cli = match Cli::try_parse() {
+    let cli = match parse_command_line() {
         Ok(cli) => cli,
         Err(e) => {
             // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            if !e.use_stderr() {
+                return ExitCode::SUCCESS;
+            }
+            // `--json` promises JSON on stdout, also when the command line itself is wrong.
+            if json_requested(std::env::args_os()) {
+                failure::print_json_error(&usage_failure(&e));
+            }
+            return ExitCode::from(2);
         }
     };
     init_logging(&cli.global);
@@ -165,6 +171,89 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Voicewake(command) => voicewake::run(global, &settings, command).await,
         Command::Transports => unreachable!("handled above"),
     }
+}
+
+/// The command line, with `--version` in its long form (commit, protocol, plugins) and `-V`
+/// terse, as `rustc`/`cargo` do it.
+fn parse_command_line() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let short = format!(
+        "{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        env!("CLAWLINK_GIT_COMMIT")
+    );
+    // clap wants 'static text (without its `string` feature); this runs once per process.
+    let command = Cli::command()
+        .version(&*short.leak())
+        .long_version(&*long_version().leak());
+    let mut matches = command.try_get_matches()?;
+    Cli::from_arg_matches_mut(&mut matches)
+}
+
+/// `clawlink --version`: what a bug report needs to know about this build.
+fn long_version() -> String {
+    let names = |list: Vec<&'static str>| {
+        if list.is_empty() {
+            "none".to_owned()
+        } else {
+            list.join(", ")
+        }
+    };
+    let transports = names(
+        clawlink_core::registry::transports()
+            .iter()
+            .map(|d| d.name)
+            .collect(),
+    );
+    let features = names(
+        clawlink_core::registry::features()
+            .iter()
+            .map(|d| d.name)
+            .collect(),
+    );
+    format!(
+        "{}\ncommit:     {}\nprotocol:   {} (OpenClaw gateway protocol)\ntransports: {transports}\nfeatures:   {features}",
+        env!("CARGO_PKG_VERSION"),
+        env!("CLAWLINK_GIT_COMMIT"),
+        clawlink_core::gateway::protocol::PROTOCOL_VERSION,
+    )
+}
+
+/// Whether `--json` is among the arguments (before a `--` that ends the options), for
+/// command lines clap refused.
+fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
+/// clap's refusal as the app's usage failure: its first line as the message, its tip (or
+/// `--help`) as the fix.
+fn usage_failure(error: &clap::Error) -> failure::Failure {
+    let rendered = error.render().to_string();
+    // The message runs up to the usage line ("required arguments were not provided:" is
+    // followed by the arguments).
+    let message = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("tip:"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = match message.trim_start_matches("error: ") {
+        "" => "invalid command line".to_owned(),
+        text => text.to_owned(),
+    };
+    let tip = rendered
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("tip: "))
+        .map(str::to_owned);
+    failure::Failure::config(
+        message,
+        Some(tip.unwrap_or_else(|| "see `clawlink --help` (or `clawlink COMMAND --help`)".into())),
+    )
 }
 
 /// Whether the command only talks to the gateway and prints: a closed stdout may end it.

@@ -609,9 +609,10 @@ pub async fn trust(
     if let Some(target) = target {
         raw["target"] = json!(target);
     }
-    let parsed = SshTunnel::parse_settings(&raw)?;
+    // A bad target is a configuration error (exit 2), as it is through --ssh.
+    let parsed = SshTunnel::parse_settings(&raw).map_err(Failure::from)?;
     let prompter = Arc::new(AppPrompter::from_environment());
-    let tunnel = SshTunnel::new(parsed, prompter.clone())?;
+    let tunnel = SshTunnel::new(parsed, prompter.clone()).map_err(Failure::from)?;
     let probe = tunnel.probe_host_key().await.map_err(Failure::from)?;
     let name = known_hosts::host_key_name(&probe.host, probe.port);
     let report = |status: &str, extra: Value| {

@@ -58,10 +58,13 @@ pub async fn install(global: &GlobalArgs, settings: &Settings, no_start: bool) -
     let spec = plan(global, &settings.profile_name, &settings.files, &host)?;
     let location = Location::of(manager, &spec.profile)?;
     let mut notes = environment_notes(settings);
-    if let Some(dir) = &spec.working_directory {
-        notes.push(format!(
-            "the service runs in {dir}, so that it reads {dir}/clawlink.toml as this command did"
-        ));
+    if global.config.is_none() {
+        if let Some(file) = &spec.config {
+            notes.push(format!(
+                "the service reads {file} (--config), the ./{} this command read",
+                settings::LOCAL_CONFIG_FILE
+            ));
+        }
     }
     let text = match manager {
         Manager::Systemd => systemd_unit(&spec),
@@ -484,11 +487,10 @@ fn plan(
     host: &Host,
 ) -> Result<ServiceSpec, Failure> {
     validate_profile_name(profile)?;
-    let config = global
-        .config
-        .as_ref()
-        .map(|config| path_text(&host.absolute(config), "--config"))
-        .transpose()?;
+    let config = match &global.config {
+        Some(config) => Some(path_text(&host.absolute(config), "--config")?),
+        None => local_config_file(files, host)?,
+    };
     refuse_secret_environment(global, profile, config.as_deref(), host)?;
     let conn = &global.connection;
     let mut argv = vec![
@@ -578,17 +580,12 @@ fn plan(
         }
     }
 
-    // Without --config, a ./clawlink.toml that this command read is only read again by a
-    // service started in the same directory.
-    let working_directory = match &global.config {
-        Some(_) => None,
-        None => files
-            .iter()
-            .find(|file| Some(*file) != host.user_config.as_ref())
-            .and_then(|file| file.parent())
-            .map(|dir| path_text(&host.absolute(dir), "the config file's directory"))
-            .transpose()?,
-    };
+    // The service runs in the home directory, never in the directory it was installed from:
+    // whatever appears there later (a ./clawlink.toml) must not reconfigure it.
+    let working_directory = home
+        .filter(|h| h.is_absolute())
+        .map(|h| path_text(&h, "HOME"))
+        .transpose()?;
 
     Ok(ServiceSpec {
         profile: profile.to_owned(),
@@ -597,6 +594,39 @@ fn plan(
         working_directory,
         config,
     })
+}
+
+/// Without `--config`, the `./clawlink.toml` this command read (if any), as the absolute
+/// `--config` of the service, so that the service reads that very file wherever it runs. A
+/// service reads one file: when the user's config file was read too, the merge cannot be
+/// reproduced and the install is refused with the two ways out.
+fn local_config_file(files: &[PathBuf], host: &Host) -> Result<Option<String>, Failure> {
+    let Some(local) = files
+        .iter()
+        .find(|file| Some(*file) != host.user_config.as_ref())
+    else {
+        return Ok(None);
+    };
+    let local = host.absolute(local);
+    if files.len() > 1 {
+        let user = host
+            .user_config
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "the user's config file".into());
+        return Err(Failure::config(
+            format!(
+                "this command read both {user} and {}; a service reads one config file and never \
+                 depends on the directory it was installed from",
+                local.display()
+            ),
+            Some(format!(
+                "move the profile into {user}, or install with `--config {}` (the service then reads only that file)",
+                shell_word(&local.display().to_string())
+            )),
+        ));
+    }
+    path_text(&local, "--config").map(Some)
 }
 
 /// Profile names become part of a file name and of a unit name or launchd label.
@@ -1758,7 +1788,7 @@ mod tests {
             )],
             "XDG directories do not matter with --config and CLAWLINK_DATA_DIR"
         );
-        assert_eq!(spec.working_directory, None);
+        assert_eq!(spec.working_directory.as_deref(), Some("/home/ann"));
         assert_eq!(
             spec.config.as_deref(),
             Some("/home/ann/work/conf/clawlink.toml")
@@ -1792,17 +1822,37 @@ mod tests {
     }
 
     #[test]
-    fn a_local_config_file_sets_the_working_directory() {
-        let h = host(&[]);
+    fn a_local_config_file_becomes_the_services_config_and_never_its_directory() {
+        let h = host(&[("HOME", "/home/ann")]);
         let files = [
             PathBuf::from("/home/ann/.config/clawlink/config.toml"),
             PathBuf::from("/home/ann/proj/clawlink.toml"),
         ];
-        let spec = plan(&global(&[]), "default", &files, &h).unwrap();
-        assert_eq!(spec.working_directory.as_deref(), Some("/home/ann/proj"));
-        assert_eq!(spec.argv[1..], ["up", "--profile", "default"]);
+        // Only ./clawlink.toml: the service reads it by its absolute path, from $HOME.
+        let spec = plan(&global(&[]), "default", &files[1..], &h).unwrap();
+        assert_eq!(spec.working_directory.as_deref(), Some("/home/ann"));
+        assert_eq!(
+            spec.argv[1..],
+            [
+                "up",
+                "--profile",
+                "default",
+                "--config",
+                "/home/ann/proj/clawlink.toml"
+            ]
+        );
+        // Both files: a service reads one; refused with the two ways out.
+        let err = plan(&global(&[]), "default", &files, &h).unwrap_err();
+        assert_eq!(err.exit_code, 2);
+        assert!(err
+            .fix
+            .unwrap()
+            .contains("--config /home/ann/proj/clawlink.toml"));
+        // Only the user's file: nothing from the current directory.
         let only_user = plan(&global(&[]), "default", &files[..1], &h).unwrap();
-        assert_eq!(only_user.working_directory, None);
+        assert_eq!(only_user.working_directory.as_deref(), Some("/home/ann"));
+        assert_eq!(only_user.config, None);
+        assert!(!systemd_unit(&only_user).contains("/home/ann/work"));
     }
 
     #[test]

@@ -4,16 +4,27 @@
 //! inherited by every profile. Environment variables apply to whichever profile is selected
 //! (`CLAWLINK_MODE=remote`, nested keys with `__`: `CLAWLINK_TRANSPORTS__DIRECT_WS__URL`).
 //! Command-line flags come last. Every value keeps its provenance for `config show`.
+//!
+//! A config file is read only when another local user cannot have written it
+//! ([`crate::trusted_file`]); a syntax error in any file is reported first, with its line and
+//! column. After loading, [`validate`] holds every transport and feature table to its
+//! plugin's descriptor, so that every command accepts and refuses the same configuration.
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use clawlink_core::config::{table_key, Profile};
+use clawlink_core::registry;
+use clawlink_core::transport::TransportEnv;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value as FigValue};
 use figment::{Figment, Metadata, Profile as FigProfile};
 
 use crate::cli::GlobalArgs;
 use crate::failure::Failure;
+use crate::prompt::AppPrompter;
+use crate::trusted_file;
 
 /// The top-level profile keys the environment may set. Other `CLAWLINK_*` variables
 /// (`CLAWLINK_TOKEN`, `CLAWLINK_PROFILE`, test plumbing…) are not profile keys; below these
@@ -32,6 +43,8 @@ const DEFAULTS: &str = "built-in default";
 const SSH_TRANSPORT: &str = clawlink_core::config::DEFAULT_REMOTE_TRANSPORT;
 /// The label of command-line overrides in the figment metadata (`config show`, and `agent` telling flags from files).
 pub(crate) const FLAGS: &str = "command line";
+/// The per-directory config file, read from the current directory when it is trusted.
+pub const LOCAL_CONFIG_FILE: &str = "clawlink.toml";
 
 /// A provider under a name of our choosing, so that `config show` can say "command line"
 /// rather than a Rust type name.
@@ -77,8 +90,9 @@ pub fn load(global: &GlobalArgs) -> Result<Settings, Failure> {
         inner: Serialized::defaults(Profile::default()),
     });
     for file in &files {
-        figment = figment.merge(Toml::file_exact(file).nested());
+        figment = figment.merge(file);
     }
+    check_env_names(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
     figment = figment
         .merge(
             Env::prefixed("CLAWLINK_")
@@ -95,6 +109,7 @@ pub fn load(global: &GlobalArgs) -> Result<Settings, Failure> {
             label: FLAGS,
             inner: Serialized::globals(flag_overrides(global)),
         });
+    let files: Vec<PathBuf> = files.into_iter().map(|f| f.path).collect();
 
     let profile_name = global
         .profile
@@ -138,18 +153,92 @@ pub fn load(global: &GlobalArgs) -> Result<Settings, Failure> {
     let profile: Profile = figment.extract().map_err(|e| {
         Failure::config(
             format!("invalid configuration: {}", describe_figment_error(&e)),
-            Some("fix or remove the key named above (`clawlink config show` lists the resolved values)".into()),
+            Some(
+                suggestion_for_figment_error(&e).unwrap_or_else(|| {
+                    "fix or remove the key named above (`clawlink config show` lists the resolved values)".into()
+                }),
+            ),
         )
     })?;
-    Ok(Settings {
+    let settings = Settings {
         profile_name,
         profile,
         figment,
         files,
-    })
+    };
+    validate(&settings)?;
+    Ok(settings)
 }
 
-fn config_files(global: &GlobalArgs) -> Result<Vec<PathBuf>, Failure> {
+/// One config file, read once (after the ownership check) and parsed once, as a figment
+/// provider that names the file.
+struct ConfigFile {
+    path: PathBuf,
+    data: figment::value::Map<FigProfile, Dict>,
+}
+
+impl figment::Provider for &ConfigFile {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("TOML file", self.path.as_path())
+    }
+
+    fn data(&self) -> Result<figment::value::Map<FigProfile, Dict>, figment::Error> {
+        Ok(self.data.clone())
+    }
+}
+
+impl ConfigFile {
+    /// Reads `path` when it is trusted ([`trusted_file::read_trusted`]) and parses it; a
+    /// syntax error names the file, the line and the column.
+    fn read(path: PathBuf) -> Result<Self, Failure> {
+        let text = trusted_file::read_trusted(&path, "config file")?;
+        let data = figment::Provider::data(&Toml::string(&text).nested()).map_err(|e| {
+            Failure::config(
+                format!(
+                    "{} is not valid TOML: {}",
+                    path.display(),
+                    describe_toml_error(&e.to_string())
+                ),
+                Some(format!(
+                    "fix the TOML syntax at that place in {}",
+                    path.display()
+                )),
+            )
+        })?;
+        Ok(Self { path, data })
+    }
+}
+
+/// toml's multi-line message ("TOML parse error at line 3, column 9 | … | ^ invalid string")
+/// as one line starting with "line 3, column 9".
+fn describe_toml_error(raw: &str) -> String {
+    let mut lines = raw.lines();
+    let first = lines.next().unwrap_or_default();
+    let position = first
+        .strip_prefix("TOML parse error at ")
+        .unwrap_or(first)
+        .to_owned();
+    // The excerpt lines start with a gutter ("  |", "3 |"); the rest is the explanation.
+    let is_excerpt = |line: &str| {
+        let line = line.trim_start();
+        line.starts_with('|')
+            || line
+                .split_once(" |")
+                .is_some_and(|(number, _)| number.parse::<u32>().is_ok())
+    };
+    let explanation: Vec<&str> = lines
+        .filter(|l| !is_excerpt(l))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if explanation.is_empty() {
+        position
+    } else {
+        format!("{position}: {}", explanation.join(" "))
+    }
+}
+
+fn config_files(global: &GlobalArgs) -> Result<Vec<ConfigFile>, Failure> {
     if let Some(explicit) = &global.config {
         if !explicit.is_file() {
             return Err(Failure::config(
@@ -157,15 +246,17 @@ fn config_files(global: &GlobalArgs) -> Result<Vec<PathBuf>, Failure> {
                 Some("check the path given to --config".into()),
             ));
         }
-        return Ok(vec![explicit.clone()]);
+        return Ok(vec![ConfigFile::read(explicit.clone())?]);
     }
     let mut files = Vec::new();
     if let Some(user) = user_config_file().filter(|p| p.is_file()) {
-        files.push(user);
+        files.push(ConfigFile::read(user)?);
     }
-    let local = PathBuf::from("clawlink.toml");
+    let local = PathBuf::from(LOCAL_CONFIG_FILE);
     if local.is_file() {
-        files.push(std::fs::canonicalize(&local).unwrap_or(local));
+        files.push(ConfigFile::read(
+            std::fs::canonicalize(&local).unwrap_or(local),
+        )?);
     }
     Ok(files)
 }
@@ -245,7 +336,7 @@ fn flag_overrides(global: &GlobalArgs) -> Dict {
     dict
 }
 
-/// figment's error, with the file that supplied the bad value.
+/// figment's error, with the file or the environment variable that supplied the bad value.
 fn describe_figment_error(error: &figment::Error) -> String {
     error
         .clone()
@@ -256,15 +347,303 @@ fn describe_figment_error(error: &figment::Error) -> String {
             } else {
                 format!("key `{}`: ", e.path.join("."))
             };
+            // figment's own text for this one nests backticks ("expected `one of `a``").
+            let kind = match &e.kind {
+                figment::error::Kind::UnknownField(_, expected) => {
+                    format!("unknown key; known keys here: {}", expected.join(", "))
+                }
+                kind => kind.to_string(),
+            };
             let source = e
                 .metadata
                 .as_ref()
-                .map(|m| format!(" (in {})", describe_source(m)))
+                .map(|m| {
+                    if is_environment(m) && !e.path.is_empty() {
+                        format!(
+                            " (in environment variable {})",
+                            env_var_name(&e.path.join("."))
+                        )
+                    } else {
+                        format!(" (in {})", describe_source(m))
+                    }
+                })
                 .unwrap_or_default();
-            format!("{key}{}{source}", e.kind)
+            format!("{key}{kind}{source}")
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// "did you mean …" for an unknown top-level or nested profile key.
+fn suggestion_for_figment_error(error: &figment::Error) -> Option<String> {
+    error.clone().into_iter().find_map(|e| match &e.kind {
+        figment::error::Kind::UnknownField(field, expected) => {
+            closest(field, expected.iter().copied()).map(|best| {
+                let mut path = e.path.clone();
+                path.pop();
+                path.push(best.to_owned());
+                format!(
+                    "did you mean `{}`? (`clawlink config show` lists the resolved values)",
+                    path.join(".")
+                )
+            })
+        }
+        _ => None,
+    })
+}
+
+fn is_environment(metadata: &Metadata) -> bool {
+    metadata.name.to_lowercase().contains("environment")
+}
+
+/// The variable that sets profile key `key` (`client.request_timeout_ms` →
+/// `CLAWLINK_CLIENT__REQUEST_TIMEOUT_MS`).
+fn env_var_name(key: &str) -> String {
+    format!("CLAWLINK_{}", key.to_uppercase().replace('.', "__"))
+}
+
+/// The candidate closest to `typed`, when it is close enough to be a typo of it.
+pub fn closest<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let typed = typed.to_lowercase();
+    let limit = if typed.chars().count() >= 4 { 2 } else { 1 };
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(&typed, &c.to_lowercase()), c))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
+}
+
+/// Refuses `CLAWLINK_*` variables that look like profile keys but set none (a typo such as
+/// `CLAWLINK_TRANSPOTS__DIRECT_WS__URL` would otherwise be ignored silently). Variables
+/// with `__` are always profile keys; others only when their name is a near miss of a
+/// profile key, so that `CLAWLINK_TOKEN`, `CLAWLINK_DATA_DIR` and the like stay free.
+fn check_env_names(names: impl IntoIterator<Item = String>) -> Result<(), Failure> {
+    for name in names {
+        let Some(rest) = name.strip_prefix("CLAWLINK_") else {
+            continue;
+        };
+        let root = rest.split("__").next().unwrap_or_default();
+        if PROFILE_ENV_ROOTS
+            .iter()
+            .any(|r| root.eq_ignore_ascii_case(r))
+        {
+            continue;
+        }
+        let near = closest(root, PROFILE_ENV_ROOTS.iter().copied());
+        if !rest.contains("__") && near.is_none() {
+            continue;
+        }
+        let fix = match near {
+            Some(best) => format!(
+                "did you mean {}? (or unset {name})",
+                name.replacen(root, &best.to_uppercase(), 1)
+            ),
+            None => format!(
+                "profile keys are set by CLAWLINK_{{{}}}[__KEY…]; unset {name}",
+                PROFILE_ENV_ROOTS
+                    .iter()
+                    .map(|r| r.to_uppercase())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
+        return Err(Failure::config(
+            format!("environment variable {name} sets no clawlink setting ({root} is not a profile key)"),
+            Some(fix),
+        ));
+    }
+    Ok(())
+}
+
+/// The one validation every command runs after loading the profile: each transport and
+/// feature table names a plugin of this build, and each table is accepted by its plugin's
+/// descriptor (the factory that `up` and the connecting commands run). Transport tables are
+/// held to their keys and types here: a table may stay incomplete (no `target`) while
+/// another transport is in use. Feature tables are held to everything their factory checks
+/// when the feature is enabled (what `up` would refuse), else to their keys and types.
+fn validate(settings: &Settings) -> Result<(), Failure> {
+    let profile = &settings.profile;
+    let transports = registry::transports();
+    let transport_keys: Vec<String> = transports.iter().map(|d| table_key(d.name)).collect();
+    let mut checked = Vec::new();
+    for key in profile.transports.keys() {
+        let Some(descriptor) = transports
+            .iter()
+            .find(|d| d.name == key || table_key(d.name) == *key)
+        else {
+            return Err(unknown_table(
+                "transports",
+                "transport",
+                key,
+                &transport_keys,
+            ));
+        };
+        if checked.contains(&descriptor.name) {
+            continue;
+        }
+        checked.push(descriptor.name);
+        let table = profile.transport_settings(descriptor.name);
+        let env = TransportEnv {
+            prompter: Arc::new(AppPrompter::from_environment()),
+        };
+        // A missing key or a value the transport refuses (a public ws:// URL) is reported
+        // by the commands that build the selected transport (`config check` and the
+        // connecting ones); here only what no table of this transport may hold.
+        if let Err(error) = (descriptor.factory)(&table, &env) {
+            let message = error.to_string();
+            if is_key_or_type_error(&message) {
+                let prefix = format!("transports.{}", table_key(descriptor.name));
+                return Err(table_failure(
+                    settings,
+                    &prefix,
+                    &message,
+                    error.fix.clone(),
+                ));
+            }
+        }
+    }
+    let features = registry::features();
+    let feature_keys: Vec<String> = features.iter().map(|d| table_key(d.name)).collect();
+    for (key, table) in &profile.features {
+        let Some(descriptor) = features
+            .iter()
+            .find(|d| d.name == key || table_key(d.name) == *key)
+        else {
+            return Err(unknown_table(
+                "features",
+                "feature plugin",
+                key,
+                &feature_keys,
+            ));
+        };
+        let enabled = table.enabled.unwrap_or(descriptor.enabled_by_default);
+        if let Err(error) = (descriptor.factory)(&profile.feature_config(descriptor.name)) {
+            if enabled || is_key_or_type_error(&error.message) {
+                let prefix = format!("features.{}", table_key(descriptor.name));
+                return Err(table_failure(
+                    settings,
+                    &prefix,
+                    &error.message,
+                    error.fix.clone(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// serde's words for a key or a value of the wrong kind (not for a missing key).
+fn is_key_or_type_error(message: &str) -> bool {
+    [
+        "unknown field",
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+    ]
+    .iter()
+    .any(|p| message.contains(p))
+}
+
+fn unknown_table(section: &str, kind: &str, key: &str, known: &[String]) -> Failure {
+    let fix = match closest(key, known.iter().map(String::as_str)) {
+        Some(best) => format!(
+            "did you mean [PROFILE.{section}.{best}]? (this build has: {})",
+            known.join(", ")
+        ),
+        None if known.is_empty() => format!("remove the table; this build has no {kind}s"),
+        None => format!(
+            "this build has: {} (`clawlink {section}` lists them)",
+            known.join(", ")
+        ),
+    };
+    Failure::config(
+        format!("{section}.{key}: this build has no {kind} named {key:?}"),
+        Some(fix),
+    )
+}
+
+/// A plugin's refusal of its table, with "did you mean" for an unknown key and the
+/// environment variable when one supplied the value.
+fn table_failure(settings: &Settings, prefix: &str, message: &str, fix: Option<String>) -> Failure {
+    let mut message = if message.starts_with(prefix) {
+        message.to_owned()
+    } else {
+        format!("{prefix}: {message}")
+    };
+    let mut fix = fix;
+    if let Some((key, variable)) = env_origin(settings, prefix, &message) {
+        message.push_str(&format!(
+            " (key {key}, set by environment variable {variable})"
+        ));
+        fix = Some(format!(
+            "correct or unset {variable} (`clawlink transports` and `clawlink features` show each setting)"
+        ));
+    }
+    let suggestion = unknown_field(&message).and_then(|(typed, expected)| {
+        closest(&typed, expected.iter().map(String::as_str)).map(|best| {
+            format!("did you mean `{best}` instead of `{typed}` in [PROFILE.{prefix}]?")
+        })
+    });
+    let fix = match (suggestion, fix) {
+        (Some(s), _) => Some(s),
+        (None, fix) => fix,
+    };
+    Failure::config(message, fix)
+}
+
+/// serde's "unknown field `intervl_secs`, expected one of `interval_secs`, `timeout_ms`":
+/// the typed key and the keys the plugin knows.
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = &message[message.find("unknown field `")? + "unknown field `".len()..];
+    let (typed, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    Some((typed.to_owned(), expected))
+}
+
+/// When an environment variable set a value of the table the plugin refused, which one
+/// (serde's message names neither the key nor the variable).
+fn env_origin(settings: &Settings, prefix: &str, message: &str) -> Option<(String, String)> {
+    let table = settings.figment.find_value(prefix).ok()?;
+    let dict = table.as_dict()?;
+    let mut leaves = Vec::new();
+    flatten_fig(prefix, dict, &mut leaves);
+    leaves.into_iter().find_map(|(key, value)| {
+        let metadata = settings.figment.get_metadata(value.tag())?;
+        if !is_environment(metadata) {
+            return None;
+        }
+        let shown = match &value {
+            FigValue::String(_, s) => format!("{s:?}"),
+            FigValue::Num(_, n) => n
+                .to_u128()
+                .map(|n| n.to_string())
+                .or_else(|| n.to_i128().map(|n| n.to_string()))
+                .or_else(|| n.to_f64().map(|n| n.to_string()))
+                .unwrap_or_default(),
+            FigValue::Bool(_, b) => b.to_string(),
+            _ => return None,
+        };
+        let leaf = key.rsplit('.').next().unwrap_or(&key);
+        (message.contains(&shown) || message.contains(&format!("`{leaf}`")))
+            .then(|| (key.clone(), env_var_name(&key)))
+    })
+}
+
+fn flatten_fig(prefix: &str, dict: &Dict, out: &mut Vec<(String, FigValue)>) {
+    for (k, v) in dict {
+        let key = format!("{prefix}.{k}");
+        match v {
+            FigValue::Dict(_, inner) => flatten_fig(&key, inner, out),
+            other => out.push((key, other.clone())),
+        }
+    }
 }
 
 /// "TOML file /path" or "environment variable CLAWLINK_X" or "command line".
@@ -330,6 +709,53 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde
         serde_json::Value::Object(_) => {}
         other => out.push((prefix.to_owned(), other.clone())),
     }
+}
+
+/// The names of the profiles the config files define besides `default`.
+pub fn named_profiles(figment: &Figment) -> Vec<String> {
+    figment
+        .profiles()
+        .filter(|p| *p != FigProfile::Default && *p != FigProfile::Global)
+        .map(|p| p.as_str().to_string())
+        .collect()
+}
+
+/// Whether profile `profile`'s own table sets `key` (a dotted path), as opposed to
+/// inheriting it from `[default]` or taking it from the environment, a flag or a default.
+pub fn defined_by_profile(figment: &Figment, profile: &str, key: &str) -> bool {
+    let selected = figment.clone().select(profile);
+    let Ok(value) = selected.find_value(key) else {
+        return false;
+    };
+    // figment's tags tell [default] and global values apart; every named profile is
+    // "custom" (`None`), and with `profile` selected no other named profile is merged in.
+    let own = if profile == "default" {
+        Some(FigProfile::Default)
+    } else {
+        None
+    };
+    let from_a_file = selected
+        .get_metadata(value.tag())
+        .is_some_and(|m| m.name != DEFAULTS);
+    from_a_file && value.tag().profile() == own
+}
+
+/// Profile `name` resolved from the same sources as `settings`.
+pub fn resolve_profile(settings: &Settings, name: &str) -> Result<Profile, Failure> {
+    settings
+        .figment
+        .clone()
+        .select(name)
+        .extract()
+        .map_err(|e| {
+            Failure::config(
+                format!(
+                    "invalid configuration of profile {name:?}: {}",
+                    describe_figment_error(&e)
+                ),
+                None,
+            )
+        })
 }
 
 /// Expands a leading `~/` with the home directory.
@@ -468,5 +894,140 @@ mod tests {
             assert!(!err.message.contains("s3cret"));
             Ok(())
         });
+    }
+    #[test]
+    fn a_syntax_error_wins_over_an_unknown_profile_and_names_line_and_column() {
+        Jail::expect_with(|jail| {
+            home(jail);
+            std::fs::create_dir_all(jail.directory().join("xdg/clawlink")).unwrap();
+            jail.create_file(
+                "xdg/clawlink/config.toml",
+                "[default]\nmode = \"local\"\n[work]\nmode = \"remote\",\n",
+            )?;
+            for args in [&["--profile", "work"][..], &[]] {
+                let err = load(&global(args)).err().unwrap();
+                assert_eq!(err.exit_code, 2);
+                assert!(!err.message.contains("does not exist"), "{}", err.message);
+                assert!(err.message.contains("config.toml"), "{}", err.message);
+                assert!(err.message.contains("line 4, column 16"), "{}", err.message);
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_command_refuses_typos_in_plugin_tables_with_a_suggestion() {
+        Jail::expect_with(|jail| {
+            home(jail);
+            jail.create_file(
+                "clawlink.toml",
+                "[default.features.health]\nintervl_secs = 5\n",
+            )?;
+            let err = load(&global(&[])).err().unwrap();
+            assert_eq!(err.exit_code, 2);
+            assert!(err.message.contains("intervl_secs"), "{}", err.message);
+            assert!(
+                err.fix.as_deref().unwrap_or("").contains("`interval_secs`"),
+                "{:?}",
+                err.fix
+            );
+
+            jail.create_file("clawlink.toml", "[default.features.helth]\n")?;
+            let err = load(&global(&[])).err().unwrap();
+            assert!(
+                err.fix.as_deref().unwrap_or("").contains("features.health"),
+                "{:?}",
+                err.fix
+            );
+
+            // An unused transport's table is still held to its keys.
+            jail.create_file(
+                "clawlink.toml",
+                "[default.transports.ssh_tunnel]\ntaget = \"claw@host\"\n",
+            )?;
+            let err = load(&global(&[])).err().unwrap();
+            assert!(err.message.contains("taget"), "{}", err.message);
+            assert!(
+                err.fix.as_deref().unwrap_or("").contains("`target`"),
+                "{:?}",
+                err.fix
+            );
+            // …but it may be incomplete while another transport is in use.
+            jail.create_file(
+                "clawlink.toml",
+                "[default.transports.ssh_tunnel]\nremote_port = 18789\n",
+            )?;
+            assert!(load(&global(&[])).is_ok());
+
+            jail.create_file("clawlink.toml", "[default.transports.ssh_tunel]\n")?;
+            let err = load(&global(&[])).err().unwrap();
+            assert!(
+                err.fix
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("transports.ssh_tunnel"),
+                "{:?}",
+                err.fix
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_typos_and_bad_values_name_the_variable() {
+        Jail::expect_with(|jail| {
+            home(jail);
+            jail.set_env("CLAWLINK_TRANSPOTS__DIRECT_WS__URL", "ws://127.0.0.1:9");
+            let err = load(&global(&[])).err().unwrap();
+            assert_eq!(err.exit_code, 2);
+            assert!(
+                err.message.contains("CLAWLINK_TRANSPOTS__DIRECT_WS__URL"),
+                "{}",
+                err.message
+            );
+            assert!(
+                err.fix
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("CLAWLINK_TRANSPORTS__DIRECT_WS__URL"),
+                "{:?}",
+                err.fix
+            );
+            jail.clear_env();
+            home(jail);
+
+            jail.set_env("CLAWLINK_TRANSPORTS__SSH_TUNNEL__REMOTE_PORT", "abc");
+            let err = load(&global(&[])).err().unwrap();
+            assert!(
+                err.message
+                    .contains("CLAWLINK_TRANSPORTS__SSH_TUNNEL__REMOTE_PORT"),
+                "{}",
+                err.message
+            );
+            assert!(err.message.contains("remote_port"), "{}", err.message);
+            jail.clear_env();
+            home(jail);
+
+            jail.set_env("CLAWLINK_CLIENT__REQUEST_TIMEOUT_MS", "abc");
+            let err = load(&global(&[])).err().unwrap();
+            assert!(
+                err.message.contains("CLAWLINK_CLIENT__REQUEST_TIMEOUT_MS"),
+                "{}",
+                err.message
+            );
+            Ok(())
+        });
+        // Variables that are not profile keys stay free.
+        assert!(check_env_names(
+            [
+                "CLAWLINK_TOKEN",
+                "CLAWLINK_DATA_DIR",
+                "CLAWLINK_PEER_ENV",
+                "CLAWLINK_BIN"
+            ]
+            .map(String::from)
+        )
+        .is_ok());
+        assert!(check_env_names(["CLAWLINK_MDOE".to_owned()]).is_err());
     }
 }

@@ -391,6 +391,24 @@ fn cli_names_the_failing_layer() {
         "secret echoed: {stderr}"
     );
 
+    // A token sent to a password gateway: the fix says so, instead of pointing at an
+    // auth.password_file the user never set.
+    let out = clawlink(
+        &dir,
+        &[
+            "--url",
+            peers.password_gateway_url(),
+            "--token-file",
+            bad.to_str().unwrap(),
+            "status",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("clawlink sent a token"), "{stderr}");
+    assert!(stderr.contains("--password-file"), "{stderr}");
+    assert!(!stderr.contains("fix the file named by"), "{stderr}");
+
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);

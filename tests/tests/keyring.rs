@@ -67,3 +67,43 @@ fn a_token_stored_with_auth_set_connects_without_any_file_or_variable() {
         "{stderr}"
     );
 }
+
+#[test]
+fn auth_set_without_a_keyring_says_so_before_asking_for_the_secret() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = scratch_dir("keyring-missing");
+    // No session bus at all (clawlink_command removes it), and standard input kept open: a
+    // clawlink that reads the secret first would wait here for it.
+    let mut child = clawlink_command(&dir)
+        .args(["auth", "set"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdin_held_open = child.stdin.take();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status = status.expect("auth set waited for a secret it could not store");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("keyring is not available"), "{stderr}");
+}

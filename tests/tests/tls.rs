@@ -190,6 +190,52 @@ fn tls_trust_pins_the_key_in_the_profile_and_then_connects() {
 }
 
 #[test]
+fn tls_trust_never_changes_where_another_profile_connects() {
+    let peers = Peers::get();
+    let (dir, token) = setup("tls-trust-profiles");
+    let config = dir.join("clawlink.toml");
+    let original = "[default]\nmode = \"local\"\n\n[work]\nmode = \"remote\"\n\
+                    [work.transports.ssh_tunnel]\ntarget = \"claw@127.0.0.1:28830\"\n";
+    std::fs::write(&config, original).unwrap();
+    let url = peers.var("OCPEER_TLS_GATEWAY_URL");
+    // No --profile, and no profile connects there: ask which, write nothing.
+    let out = clawlink(&dir, &["tls", "trust", url, "--yes"]);
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--profile NAME"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+
+    // For [default], named: [work] still goes through SSH afterwards.
+    let out = clawlink(
+        &dir,
+        &["--profile", "default", "tls", "trust", url, "--yes"],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = clawlink(&dir, &["--profile", "work", "--json", "config", "show"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["transport"], "ssh-tunnel", "{shown}");
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.contains("mode = \"local\""), "{written}");
+    let out = clawlink(&dir, &["--token-file", &token, "status"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+
+    // A profile that selects SSH but carries its own direct-ws settings is warned about.
+    std::fs::write(
+        &config,
+        format!("{original}[work.transports.direct_ws]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let out = clawlink(&dir, &["--profile", "work", "config", "check"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("config ok"), "{stdout}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("[work.transports.direct_ws]"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_private_ca_file_is_enough_without_any_pin() {
     let peers = Peers::get();
     let (dir, token) = setup("tls-ca");

@@ -791,7 +791,11 @@ impl Supervisor {
                     retryable: false,
                     retry_after_ms: None,
                 });
-            return Err(classify_connect_error(error));
+            return Err(super::error::explain_secret_kind(
+                classify_connect_error(error),
+                options.credentials.token.is_some(),
+                options.credentials.password.is_some(),
+            ));
         }
         let hello: HelloOk =
             serde_json::from_value(response.payload).map_err(|e| GatewayError::Protocol {

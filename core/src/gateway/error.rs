@@ -273,6 +273,35 @@ pub fn classify_connect_error(error: ErrorShape) -> GatewayError {
     }
 }
 
+/// Corrects the fix of an auth refusal when clawlink sent the other kind of secret than the
+/// gateway uses: a token sent to a password gateway is not a password "in the file named by
+/// auth.password_file", which the user may never have set.
+pub fn explain_secret_kind(
+    error: GatewayError,
+    sent_token: bool,
+    sent_password: bool,
+) -> GatewayError {
+    let GatewayError::Auth { code, message, fix } = error else {
+        return error;
+    };
+    let fix = match code.as_str() {
+        "AUTH_PASSWORD_MISMATCH" | "AUTH_PASSWORD_MISSING" if sent_token && !sent_password => {
+            "this gateway uses a password (gateway.auth.password), but clawlink sent a token: give it \
+             the password instead (--password-file FILE, auth.password_file in the profile, \
+             CLAWLINK_PASSWORD, or `clawlink auth set --password`) and drop the token"
+                .to_owned()
+        }
+        "AUTH_TOKEN_MISMATCH" | "AUTH_TOKEN_MISSING" if sent_password && !sent_token => {
+            "this gateway uses a token (gateway.auth.token), but clawlink sent a password: give it \
+             the token instead (--token-file FILE, auth.token_file in the profile, CLAWLINK_TOKEN, \
+             or `clawlink auth set`) and drop the password"
+                .to_owned()
+        }
+        _ => fix,
+    };
+    GatewayError::Auth { code, message, fix }
+}
+
 /// The gateway's `details.recommendedNextStep`, in words.
 fn next_step_words(step: &str) -> Option<&'static str> {
     Some(match step {
@@ -417,5 +446,23 @@ mod tests {
             assert_eq!(err.to_json()["layer"], layer, "{kind:?}");
             assert_eq!(err.to_json()["layer"], kind.layer());
         }
+    }
+
+    #[test]
+    fn a_token_sent_to_a_password_gateway_is_told_so() {
+        let refusal = || {
+            classify_connect_error(shape(serde_json::json!({
+                "code": "INVALID_REQUEST",
+                "message": "unauthorized: gateway password mismatch",
+                "details": {"code": "AUTH_PASSWORD_MISMATCH"}
+            })))
+        };
+        let fix = explain_secret_kind(refusal(), true, false).fix().unwrap();
+        assert!(fix.contains("sent a token"), "{fix}");
+        assert!(!fix.contains("fix the file named by"), "{fix}");
+        // A wrong password keeps the password advice.
+        let fix = explain_secret_kind(refusal(), false, true).fix().unwrap();
+        assert!(fix.contains("auth.password_file"), "{fix}");
+        assert!(!fix.contains("sent a token"), "{fix}");
     }
 }

@@ -39,7 +39,13 @@ impl SshTarget {
             ));
         }
         if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(refuse("SSH target cannot contain spaces"));
+            return Err(match meant_target(input) {
+                Some(meant) => TargetError(format!(
+                    "SSH target cannot contain spaces; for `{}` write the target `{meant}`",
+                    input.trim()
+                )),
+                None => refuse("SSH target cannot contain spaces"),
+            });
         }
         if text.starts_with('-') {
             return Err(refuse("SSH target cannot start with '-'"));
@@ -80,6 +86,43 @@ impl SshTarget {
     pub fn port_or_default(&self) -> u16 {
         self.port.unwrap_or(22)
     }
+}
+
+/// The target a pasted ssh command line meant: `ssh -p 28830 claw@host` and
+/// `claw@host -p 22` give `claw@host:28830` and `claw@host:22` (`-l USER` is honoured).
+/// `None` when the words hold anything else (other options, a remote command), which
+/// cannot be written as a target.
+fn meant_target(input: &str) -> Option<String> {
+    let mut words = input.split_whitespace().peekable();
+    if words.peek() == Some(&"ssh") {
+        words.next();
+    }
+    let (mut port, mut user, mut destination) = (None, None, None);
+    while let Some(word) = words.next() {
+        match word {
+            "-p" => port = Some(parse_port(words.next()?).ok()?),
+            "-l" => user = Some(words.next()?),
+            w if w.starts_with("-p") => port = Some(parse_port(&w[2..]).ok()?),
+            w if w.starts_with("-l") => user = Some(&w[2..]),
+            w if w.starts_with('-') || destination.is_some() => return None,
+            w => destination = Some(w),
+        }
+    }
+    // Only words without whitespace or control characters reach `parse` again.
+    let destination = destination.filter(|d| !d.chars().any(char::is_control))?;
+    let parsed = SshTarget::parse(destination).ok()?;
+    let user = user.map(str::to_owned).or(parsed.user);
+    let port = port.or(parsed.port);
+    let host = if parsed.host.contains(':') {
+        format!("[{}]", parsed.host)
+    } else {
+        parsed.host
+    };
+    Some(format!(
+        "{}{host}{}",
+        user.map(|u| format!("{u}@")).unwrap_or_default(),
+        port.map(|p| format!(":{p}")).unwrap_or_default()
+    ))
 }
 
 fn split_host_port(text: &str) -> Result<(&str, Option<u16>), TargetError> {
@@ -188,6 +231,30 @@ mod tests {
         for (input, needle) in cases {
             let err = SshTarget::parse(input).expect_err(input).to_string();
             assert!(err.contains(needle), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_pasted_ssh_command_line_is_answered_with_the_target_it_meant() {
+        let cases = [
+            ("ssh -p 28830 claw@host", Some("claw@host:28830")),
+            ("claw@host -p 22", Some("claw@host:22")),
+            ("ssh -l claw -p2222 gw", Some("claw@gw:2222")),
+            ("ssh -p 22 fd00::1", Some("[fd00::1]:22")),
+            ("ssh claw@gw uptime", None),
+            ("ssh -A claw@gw", None),
+            ("-oProxyCommand=touch /tmp/x", None),
+        ];
+        for (input, meant) in cases {
+            let err = SshTarget::parse(input).expect_err(input).to_string();
+            assert!(err.contains("cannot contain spaces"), "{input:?}: {err}");
+            match meant {
+                Some(target) => {
+                    assert!(err.contains(&format!("`{target}`")), "{input:?}: {err}");
+                    assert!(SshTarget::parse(target).is_ok(), "{target}");
+                }
+                None => assert!(!err.contains("write the target"), "{input:?}: {err}"),
+            }
         }
     }
 
