@@ -22,6 +22,11 @@ use crate::settings::Settings;
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long attachments may wait for the first connection (their limits come with it).
 const LIMITS_WAIT: Duration = Duration::from_secs(15);
+/// Failed connection attempts in a row after which a one-shot message gives up (about two
+/// seconds with the chat's backoff): like `ssh` or `gh`, a command that cannot reach its
+/// server says why at once instead of waiting out --timeout. The message stays in the
+/// outbox for the agent or the next chat.
+const CONNECT_ATTEMPTS: u32 = 3;
 
 pub(crate) async fn run(
     global: &GlobalArgs,
@@ -111,6 +116,20 @@ async fn send_and_follow(
             "sessionKey": entry.session_key,
             "outbox": connection.outbox.dir(),
         }));
+    }
+    if let Err(error) =
+        super::wait_for_gateway(connection, printer, deadline, Some(CONNECT_ATTEMPTS)).await
+    {
+        let mut failure = chat_failure(error);
+        failure.message = format!(
+            "{} — message {} was not sent; it waits in the outbox (`clawlink chat --outbox` lists or discards it)",
+            failure.message, entry.idempotency_key
+        );
+        if let Some(fields) = failure.json.as_object_mut() {
+            fields.insert("message".into(), json!(failure.message));
+            fields.insert("idempotencyKey".into(), json!(entry.idempotency_key));
+        }
+        return Err(failure.into());
     }
     // The history cursor from before the send: a catch-up read then returns the whole run.
     let cursor = if connection.client().state().borrow().is_connected() {
