@@ -174,11 +174,12 @@ pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArg
     };
     session.paint_history(args.history).await;
     super::deliver_leftovers(&session.connection, &mut session.printer).await;
+    // What was typed so far is dropped now; from here on the keys are the prompt's.
+    drop(unechoed);
     session.printer.note(&format!(
         "chatting in {} — /help for commands, Ctrl-D to leave",
         session.session_key
     ));
-    drop(unechoed);
     let result = session.repl(&editor).await;
     session.connection.close().await;
     result
