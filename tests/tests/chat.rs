@@ -542,7 +542,11 @@ fn the_outbox_keeps_an_undelivered_message_and_is_empty_after_success() {
     // A stranded message can be discarded: by (the start of) its key, or all of them —
     // `all` only with --yes where there is no terminal to ask on.
     let key = pending[0]["idempotencyKey"].as_str().unwrap().to_owned();
-    let out = run(&dir, &dead, &["chat", "--outbox", "--discard", "no-such-key"]);
+    let out = run(
+        &dir,
+        &dead,
+        &["chat", "--outbox", "--discard", "no-such-key"],
+    );
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
     let out = run(&dir, &dead, &["chat", "--outbox", "--discard", &key[..8]]);
     let (stdout, stderr) = text(&out);
@@ -565,7 +569,11 @@ fn the_outbox_keeps_an_undelivered_message_and_is_empty_after_success() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     let discarded: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(discarded["discarded"].as_array().unwrap().len(), 2, "{discarded:#}");
+    assert_eq!(
+        discarded["discarded"].as_array().unwrap().len(),
+        2,
+        "{discarded:#}"
+    );
     let out = run(&dir, &dead, &["--json", "chat", "--outbox"]);
     let listing: Value = serde_json::from_str(&text(&out).0).unwrap();
     assert_eq!(listing["pending"], json!([]), "{listing:#}");
@@ -610,7 +618,11 @@ fn a_one_shot_to_a_refused_port_says_why_without_waiting_out_its_timeout() {
         .stderr(std::fs::File::create(&stderr_file).unwrap())
         .spawn()
         .unwrap();
-    let status = exit_within(&mut child, Duration::from_secs(60), "chat -m to a refused port");
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(60),
+        "chat -m to a refused port",
+    );
     let stderr = std::fs::read_to_string(&stderr_file).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
@@ -622,9 +634,8 @@ fn a_one_shot_to_a_refused_port_says_why_without_waiting_out_its_timeout() {
     let out = run(&dir, &dead, &["--json", "chat", "-m", &mark]);
     let lines = json_lines(&text(&out).0);
     assert!(
-        lines
-            .iter()
-            .any(|l| l["event"] == "connect.failed" && l["reason"].as_str().unwrap_or("").contains("refused")),
+        lines.iter().any(|l| l["event"] == "connect.failed"
+            && l["reason"].as_str().unwrap_or("").contains("refused")),
         "{lines:?}"
     );
 }
@@ -636,7 +647,11 @@ fn a_timeout_names_the_seconds_it_was_given() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}", silent.local_addr().unwrap());
     let args = token_flags(&dir, None, &url);
-    let out = run(&dir, &args, &["chat", "--timeout", "3", "-m", "anyone there?"]);
+    let out = run(
+        &dir,
+        &args,
+        &["chat", "--timeout", "3", "-m", "anyone there?"],
+    );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("within 3 s"), "{stderr}");
@@ -1026,30 +1041,49 @@ fn keys_typed_while_connecting_are_not_sent_and_quit_works_while_a_message_waits
     // A shell command typed into the wait, as if the chat had been given up on.
     let early = unique_marker("typed-early");
     let stdin = child.stdin.as_mut().unwrap();
-    stdin.write_all(format!("echo {early}\r").as_bytes()).unwrap();
+    stdin
+        .write_all(format!("echo {early}\r").as_bytes())
+        .unwrap();
     stdin.flush().unwrap();
     assert!(
-        read_until(&output, &mut seen, "/help for commands", Duration::from_secs(60)),
+        read_until(
+            &output,
+            &mut seen,
+            "/help for commands",
+            Duration::from_secs(60)
+        ),
         "no prompt:\n{seen}"
     );
     assert!(
         seen.contains("attempt 1 failed: cannot reach the gateway") && seen.contains("retrying in"),
         "each failed attempt says why:\n{seen}"
     );
-    assert!(!seen.contains(&early), "the early keys were echoed:\n{seen}");
+    assert!(
+        !seen.contains(&early),
+        "the early keys were echoed:\n{seen}"
+    );
     let typed = unique_marker("typed-late");
     let stdin = child.stdin.as_mut().unwrap();
     stdin.write_all(format!("{typed}\r").as_bytes()).unwrap();
     stdin.flush().unwrap();
     assert!(
-        read_until(&output, &mut seen, "waiting for the gateway", Duration::from_secs(30)),
+        read_until(
+            &output,
+            &mut seen,
+            "waiting for the gateway",
+            Duration::from_secs(30)
+        ),
         "{seen}"
     );
     // The message waits for the gateway: /quit still leaves.
     let stdin = child.stdin.as_mut().unwrap();
     stdin.write_all(b"/quit\r").unwrap();
     stdin.flush().unwrap();
-    let status = exit_within(&mut child, Duration::from_secs(20), "/quit while a message waits");
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(20),
+        "/quit while a message waits",
+    );
     assert!(status.success(), "{status:?}\n{seen}");
 
     let dead: Vec<String> = args[..args.len() - 1].to_vec();

@@ -134,9 +134,24 @@ impl DevTools {
 
     /// Opens a blank page and attaches to it.
     async fn open_page(&mut self) {
-        let target = self
-            .call("Target.createTarget", json!({"url": "about:blank"}))
-            .await;
+        self.open_page_in(None).await
+    }
+
+    /// Opens a blank page in a fresh browser context (no storage shared with the pages
+    /// before: it must sign in on its own) and attaches to it.
+    async fn open_private_page(&mut self) {
+        self.session = None;
+        let context = self.call("Target.createBrowserContext", json!({})).await;
+        self.open_page_in(Some(context["browserContextId"].clone()))
+            .await
+    }
+
+    async fn open_page_in(&mut self, context: Option<Value>) {
+        let mut params = json!({"url": "about:blank"});
+        if let Some(context) = context {
+            params["browserContextId"] = context;
+        }
+        let target = self.call("Target.createTarget", params).await;
         let attached = self
             .call(
                 "Target.attachToTarget",
@@ -362,6 +377,62 @@ async fn the_control_ui_connects_through_the_ssh_tunnel() {
         screenshot.display(),
         png.len(),
         state["title"]
+    );
+
+    // `clawlink dashboard` itself: the browser is handed a private file page, which leads
+    // through the one-use loopback page to the Control UI, signed in with a new one-time
+    // token (a fresh browser context: nothing stored from the sign-in above).
+    let record = home.join("browser-argv");
+    let browser = recording_browser(&home, &record, 0);
+    let mut args: Vec<&str> = ssh.iter().map(String::as_str).collect();
+    args.extend(["dashboard", "--wait", "90"]);
+    let opened_err = home.join("dashboard-open.err");
+    let mut opened = Reaped(
+        clawlink_command(&home)
+            .args(&args)
+            .env("BROWSER", &browser)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&opened_err).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let page_url = wait_for_file(&record, Duration::from_secs(90));
+    let page_url = page_url.trim().to_owned();
+    assert!(page_url.starts_with("file:///"), "{page_url}");
+    devtools.open_private_page().await;
+    devtools.call("Page.enable", json!({})).await;
+    devtools
+        .call("Page.navigate", json!({"url": page_url}))
+        .await;
+    let loaded_at = Instant::now();
+    let (connected, state) = loop {
+        let state = devtools.eval(PAGE_STATE).await;
+        if state["status"] == "Connected" {
+            break (true, state);
+        }
+        if loaded_at.elapsed() > Duration::from_secs(90) {
+            break (false, state);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let location = devtools.eval("location.origin").await;
+    assert!(
+        connected,
+        "the Control UI opened by `clawlink dashboard` did not connect: status {}, heading {}, at {location}",
+        state["status"], state["heading"]
+    );
+    assert_eq!(location, json!(format!("http://127.0.0.1:{port}")));
+    let status = exit_within(&mut opened, Duration::from_secs(30));
+    let said = std::fs::read_to_string(&opened_err).unwrap();
+    assert!(status.success(), "{status:?}: {said}");
+    assert!(
+        said.contains("the dashboard is open in your browser"),
+        "{said}"
+    );
+    eprintln!(
+        "`clawlink dashboard` through a private file page: connected in {:.1} s",
+        loaded_at.elapsed().as_secs_f64()
     );
     let _ = devtools.call("Browser.close", json!({})).await;
     drop(chromium);
