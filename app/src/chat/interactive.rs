@@ -111,6 +111,8 @@ struct Session {
     /// The history cursor after the last paint, for catch-up reads.
     cursor: Option<String>,
     staged: Vec<Attachment>,
+    /// Lines typed while a message was on its way, handled before the next prompt.
+    typed_ahead: std::collections::VecDeque<String>,
 }
 
 pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArgs) -> Result<()> {
@@ -171,6 +173,7 @@ pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArg
         session_key,
         cursor: None,
         staged: Vec::new(),
+        typed_ahead: Default::default(),
     };
     session.paint_history(args.history).await;
     super::deliver_leftovers(&session.connection, &mut session.printer).await;
@@ -197,7 +200,14 @@ impl Session {
 
     async fn repl(&mut self, editor: &LineEditor) -> Result<()> {
         loop {
-            let line = match editor.read(self.prompt()).await {
+            let read = match self.typed_ahead.pop_front() {
+                Some(line) => {
+                    self.printer.write_text(&format!("{}{line}\n", self.prompt()));
+                    Read::Line(line)
+                }
+                None => editor.read(self.prompt()).await,
+            };
+            let line = match read {
                 Read::Line(line) => line,
                 Read::Interrupted => {
                     self.printer.note("(Ctrl-D or /quit to leave)");
@@ -444,6 +454,8 @@ impl Session {
             }
         };
         interrupts.abort();
+        let (leave, queued) = typed.finish();
+        self.typed_ahead.extend(queued);
         match outcome {
             Ok(outcome) => {
                 self.printer.finish(&outcome, streamed);
@@ -462,7 +474,11 @@ impl Session {
                 self.printer.note(&format!("{e}{fix}"));
             }
         }
-        AfterSend::Stay
+        if leave {
+            AfterSend::Leave
+        } else {
+            AfterSend::Stay
+        }
     }
 }
 

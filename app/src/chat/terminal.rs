@@ -50,7 +50,7 @@ impl Drop for Unechoed {
 pub(super) enum Typed {
     /// `/quit`, `/exit` or Ctrl-D.
     Leave,
-    /// Any other line (not sent: it was typed while a message was on its way).
+    /// Any other line (queued: it is handled once the message on its way is done).
     Line(String),
 }
 
@@ -61,6 +61,8 @@ pub(super) struct InputWatch {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     typed: mpsc::UnboundedReceiver<Typed>,
+    /// Lines typed meanwhile, in order.
+    queued: Vec<String>,
 }
 
 impl InputWatch {
@@ -101,17 +103,16 @@ impl InputWatch {
             stop,
             thread: Some(thread),
             typed,
+            queued: Vec::new(),
         }
     }
 
-    /// Resolves when the user asks to leave; other lines are shown as not sent.
+    /// Resolves when the user asks to leave; other lines are queued.
     pub(super) async fn leave_requested(&mut self) {
         while let Some(typed) = self.typed.recv().await {
             match typed {
                 Typed::Leave => return,
-                Typed::Line(line) => eprintln!(
-                    "\x1b[2m(not sent: {line:?} — a message is still on its way; /quit or Ctrl-D leaves, Ctrl-C stops waiting)\x1b[0m"
-                ),
+                Typed::Line(line) => self.queued.push(line),
             }
         }
         // The thread ended without a request (stdin failed): never resolve.
@@ -119,12 +120,34 @@ impl InputWatch {
     }
 }
 
-impl Drop for InputWatch {
-    fn drop(&mut self) {
+impl InputWatch {
+    /// Stops watching: whether the user asked to leave meanwhile (a `/quit` typed just as
+    /// the reply ended must not be lost between the watch and the line editor), and the
+    /// lines typed before that, in order.
+    pub(super) fn finish(mut self) -> (bool, Vec<String>) {
+        self.stop_thread();
+        let mut leave = false;
+        while let Ok(typed) = self.typed.try_recv() {
+            match typed {
+                Typed::Leave => leave = true,
+                Typed::Line(line) if !leave => self.queued.push(line),
+                Typed::Line(_) => {}
+            }
+        }
+        (leave, std::mem::take(&mut self.queued))
+    }
+
+    fn stop_thread(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for InputWatch {
+    fn drop(&mut self) {
+        self.stop_thread();
     }
 }
 
