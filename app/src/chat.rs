@@ -27,7 +27,7 @@ use crate::settings::Settings;
 
 /// `clawlink chat`.
 pub async fn chat(global: &GlobalArgs, settings: &Settings, args: &ChatArgs) -> Result<()> {
-    if args.timeout == 0 {
+    if args.timeout == Some(0) {
         return Err(Failure::config(
             "--timeout must be at least 1 second",
             Some("pass --timeout SECS, e.g. --timeout 120".into()),
@@ -168,6 +168,7 @@ pub(crate) async fn wait_for_gateway(
     printer: &mut render::Printer,
     deadline: tokio::time::Instant,
     give_up_after: Option<u32>,
+    waiting_key: Option<&str>,
 ) -> Result<(), ChatError> {
     let started = tokio::time::Instant::now();
     let mut state = connection.client().state();
@@ -195,7 +196,8 @@ pub(crate) async fn wait_for_gateway(
                     .map_or_else(|| "no answer".to_owned(), ToString::to_string);
                 if printer.is_json() {
                     printer.line(json!({
-                        "event": "connect.failed",
+                        "event": "waiting",
+                        "idempotencyKey": waiting_key,
                         "attempt": failures,
                         "reason": reason,
                         "retryInMs": retry_in.as_millis() as u64,

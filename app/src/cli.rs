@@ -315,10 +315,12 @@ pub struct ChatArgs {
     /// Attach a file to the `-m` message (repeatable; checked against the gateway's limits)
     #[arg(long, value_name = "FILE")]
     pub attach: Vec<PathBuf>,
-    /// Give up after this many seconds (connecting, delivering and the reply together);
-    /// an undelivered message stays in the outbox
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub timeout: u64,
+    /// Give up after this many seconds (connecting, delivering and the reply together;
+    /// default 300); an undelivered message stays in the outbox. Given, it also waits that
+    /// long for an unreachable gateway to come back; without it, `-m` gives up after 3
+    /// failed connection attempts
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
     /// List the messages waiting in the outbox (not yet acknowledged by the gateway) and exit
     #[arg(long, conflicts_with_all = ["message", "attach"])]
     pub outbox: bool,

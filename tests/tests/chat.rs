@@ -634,7 +634,8 @@ fn a_one_shot_to_a_refused_port_says_why_without_waiting_out_its_timeout() {
     let out = run(&dir, &dead, &["--json", "chat", "-m", &mark]);
     let lines = json_lines(&text(&out).0);
     assert!(
-        lines.iter().any(|l| l["event"] == "connect.failed"
+        lines.iter().any(|l| l["event"] == "waiting"
+            && l["attempt"] == 1
             && l["reason"].as_str().unwrap_or("").contains("refused")),
         "{lines:?}"
     );

@@ -139,6 +139,7 @@ pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArg
             &mut printer,
             Instant::now() + FIRST_CONNECT_WAIT,
             None,
+            None,
         ) => waited,
         _ = tokio::signal::ctrl_c() => {
             drop(unechoed);
@@ -202,7 +203,8 @@ impl Session {
         loop {
             let read = match self.typed_ahead.pop_front() {
                 Some(line) => {
-                    self.printer.write_text(&format!("{}{line}\n", self.prompt()));
+                    self.printer
+                        .write_text(&format!("{}{line}\n", self.prompt()));
                     Read::Line(line)
                 }
                 None => editor.read(self.prompt()).await,
