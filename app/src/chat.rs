@@ -8,14 +8,15 @@
 mod interactive;
 mod one_shot;
 mod render;
+mod terminal;
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Result;
-use clawlink_core::gateway::{Backoff, GatewayClient};
+use clawlink_core::gateway::{Backoff, GatewayClient, GatewayError, Phase};
 use clawlink_feature_webchat::client::ChatClient;
-use clawlink_feature_webchat::outbox::Outbox;
+use clawlink_feature_webchat::outbox::{Outbox, OutboxEntry};
 use clawlink_feature_webchat::{entry_json, ChatError, OUTBOX_DIR};
 use serde_json::json;
 
@@ -26,7 +27,7 @@ use crate::settings::Settings;
 
 /// `clawlink chat`.
 pub async fn chat(global: &GlobalArgs, settings: &Settings, args: &ChatArgs) -> Result<()> {
-    if args.timeout == 0 {
+    if args.timeout == Some(0) {
         return Err(Failure::config(
             "--timeout must be at least 1 second",
             Some("pass --timeout SECS, e.g. --timeout 120".into()),
@@ -34,7 +35,10 @@ pub async fn chat(global: &GlobalArgs, settings: &Settings, args: &ChatArgs) -> 
         .into());
     }
     if args.outbox {
-        return list_outbox(global, settings).await;
+        return match &args.discard {
+            Some(which) => discard_outbox(global, settings, which, args.yes).await,
+            None => list_outbox(global, settings).await,
+        };
     }
     let stdin_text = if args.message.is_none() && !std::io::stdin().is_terminal() {
         Some(read_stdin()?)
@@ -155,6 +159,88 @@ async fn deliver_leftovers(connection: &ChatConnection, printer: &mut render::Pr
     }
 }
 
+/// Waits for the connection, saying why each failed attempt failed and when the next one
+/// comes (a refused port refuses at once: the user sees that, not minutes of
+/// "connecting"). `give_up_after`: that many failed attempts in a row end the wait with the
+/// last attempt's error (its layer and fix); `None`: only `deadline` does.
+pub(crate) async fn wait_for_gateway(
+    connection: &ChatConnection,
+    printer: &mut render::Printer,
+    deadline: tokio::time::Instant,
+    give_up_after: Option<u32>,
+    waiting_key: Option<&str>,
+) -> Result<(), ChatError> {
+    let started = tokio::time::Instant::now();
+    let mut state = connection.client().state();
+    let mut reported: Option<u32> = None;
+    loop {
+        let now = state.borrow_and_update().clone();
+        match &now.phase {
+            Phase::Connected if now.hello.is_some() => return Ok(()),
+            Phase::Failed | Phase::Closed => {
+                return Err(ChatError::Gateway(Box::new(
+                    now.last_error.unwrap_or(GatewayError::Closed),
+                )))
+            }
+            Phase::Reconnecting { attempt, retry_in } if reported != Some(*attempt) => {
+                reported = Some(*attempt);
+                let failures = attempt + 1;
+                if let (Some(limit), Some(error)) = (give_up_after, &now.last_error) {
+                    if failures >= limit {
+                        return Err(ChatError::Gateway(Box::new(error.clone())));
+                    }
+                }
+                let reason = now
+                    .last_error
+                    .as_ref()
+                    .map_or_else(|| "no answer".to_owned(), ToString::to_string);
+                if printer.is_json() {
+                    printer.line(json!({
+                        "event": "waiting",
+                        "idempotencyKey": waiting_key,
+                        "attempt": failures,
+                        "reason": reason,
+                        "retryInMs": retry_in.as_millis() as u64,
+                    }));
+                } else {
+                    printer.note(&format!(
+                        "attempt {failures} failed: {reason}; retrying in {}",
+                        seconds(*retry_in)
+                    ));
+                }
+            }
+            _ => {}
+        }
+        tokio::select! {
+            changed = state.changed() => {
+                if changed.is_err() {
+                    return Err(ChatError::Gateway(Box::new(GatewayError::Closed)));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let why = state.borrow().last_error.as_ref().map_or_else(
+                    || state.borrow().label(),
+                    ToString::to_string,
+                );
+                return Err(ChatError::Timeout {
+                    what: format!("not connected to the gateway (last: {why})"),
+                    after: deadline.saturating_duration_since(started),
+                });
+            }
+        }
+    }
+}
+
+/// `0.5 s`, `2 s`: a wait as a person reads it.
+fn seconds(wait: Duration) -> String {
+    let tenths = (wait.as_secs_f64() * 10.0).round() / 10.0;
+    if tenths < 10.0 && tenths.fract() != 0.0 {
+        format!("{tenths:.1} s")
+    } else {
+        format!("{} s", tenths.round())
+    }
+}
+
 /// How long a leftover message may take to be acknowledged before the new one goes first.
 const LEFTOVER_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -194,8 +280,124 @@ async fn list_outbox(global: &GlobalArgs, settings: &Settings) -> Result<()> {
             entry.preview(60)
         );
     }
-    println!("they are sent by a running agent (`clawlink up`) or the next `clawlink chat`");
+    println!("they are sent by a running agent (`clawlink up`) or the next `clawlink chat`; `clawlink chat --outbox --discard KEY|all` drops them");
     Ok(())
+}
+
+/// `clawlink chat --outbox --discard KEY|all`: drops waiting messages of this gateway
+/// unsent. One named key goes at once (it was named); `all` asks first unless `--yes`.
+/// A message another process is delivering right now is left alone.
+async fn discard_outbox(
+    global: &GlobalArgs,
+    settings: &Settings,
+    which: &str,
+    yes: bool,
+) -> Result<()> {
+    let connector = Connector::new(global, settings).await?;
+    let outbox = open_outbox(&connector)?;
+    let gateway = connect::build_transport(settings)?.gateway_key();
+    let entries = outbox.list(Some(&gateway)).map_err(chat_failure)?;
+    let chosen = choose_discarded(&entries, which, &gateway)?;
+    if which == "all" && !chosen.is_empty() {
+        if !yes && !std::io::stdin().is_terminal() {
+            return Err(Failure::config(
+                format!(
+                    "not discarding {} waiting message(s) without confirmation (no terminal to ask on)",
+                    chosen.len()
+                ),
+                Some("re-run with --yes to discard them all, or name one with --discard KEY".into()),
+            )
+            .into());
+        }
+        crate::prompt::consent(
+            yes,
+            "discarding the outbox",
+            format!(
+                "discard {} waiting message(s) to {gateway} without sending them?",
+                chosen.len()
+            ),
+        )
+        .await?;
+    }
+    let mut discarded = Vec::new();
+    let mut busy = Vec::new();
+    for entry in chosen {
+        match outbox
+            .try_claim(&entry.idempotency_key)
+            .map_err(chat_failure)?
+        {
+            Some(_claim) => {
+                outbox.remove(entry).map_err(chat_failure)?;
+                discarded.push(entry);
+            }
+            None => busy.push(entry),
+        }
+    }
+    if global.json {
+        println!(
+            "{}",
+            json!({
+                "gateway": gateway,
+                "discarded": discarded.iter().map(|e| &e.idempotency_key).collect::<Vec<_>>(),
+                "busy": busy.iter().map(|e| &e.idempotency_key).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        if discarded.is_empty() && busy.is_empty() {
+            println!("the outbox is empty: nothing to discard for {gateway}");
+        }
+        for entry in &discarded {
+            println!("discarded {}  {}", entry.idempotency_key, entry.preview(60));
+        }
+    }
+    if busy.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::agent(
+        format!(
+            "{} message(s) are being delivered by another clawlink process right now and were kept: {}",
+            busy.len(),
+            busy.iter()
+                .map(|e| e.idempotency_key.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some("stop that `clawlink chat` or agent first, or let it deliver them".into()),
+    )
+    .into())
+}
+
+/// The entries `which` names: `all`, or the one whose key is `which` or starts with it.
+fn choose_discarded<'a>(
+    entries: &'a [OutboxEntry],
+    which: &str,
+    gateway: &str,
+) -> Result<Vec<&'a OutboxEntry>, Failure> {
+    if which == "all" {
+        return Ok(entries.iter().collect());
+    }
+    if let Some(exact) = entries.iter().find(|e| e.idempotency_key == which) {
+        return Ok(vec![exact]);
+    }
+    let matching: Vec<&OutboxEntry> = if which.is_empty() {
+        Vec::new()
+    } else {
+        entries
+            .iter()
+            .filter(|e| e.idempotency_key.starts_with(which))
+            .collect()
+    };
+    match matching.len() {
+        1 => Ok(matching),
+        0 => Err(Failure::config(
+            format!("no message with key {which:?} waits in the outbox for {gateway}"),
+            Some("`clawlink chat --outbox` lists the waiting messages and their keys".into()),
+        )),
+        n => Err(Failure::config(
+            format!("{which:?} starts {n} waiting messages' keys"),
+            Some("give more of the key (`clawlink chat --outbox` lists them)".into()),
+        )),
+    }
 }
 
 /// A chat error for the user: gateway errors keep their layer and fix.
@@ -221,5 +423,53 @@ pub(crate) fn chat_failure(error: ChatError) -> Failure {
         message,
         fix,
         exit_code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str) -> OutboxEntry {
+        let mut entry = OutboxEntry::new("ws://gw", None, "hi", Vec::new());
+        entry.idempotency_key = key.into();
+        entry
+    }
+
+    #[test]
+    fn discarding_names_one_message_by_its_key_or_a_unique_start_or_all() {
+        let entries = [entry("abc123"), entry("abd456"), entry("xyz")];
+        let keys = |chosen: Vec<&OutboxEntry>| {
+            chosen
+                .iter()
+                .map(|e| e.idempotency_key.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(choose_discarded(&entries, "abc123", "gw").unwrap()),
+            ["abc123"]
+        );
+        assert_eq!(
+            keys(choose_discarded(&entries, "abd", "gw").unwrap()),
+            ["abd456"]
+        );
+        assert_eq!(choose_discarded(&entries, "all", "gw").unwrap().len(), 3);
+        let ambiguous = choose_discarded(&entries, "ab", "gw").unwrap_err();
+        assert!(
+            ambiguous.message.contains("starts 2"),
+            "{}",
+            ambiguous.message
+        );
+        let unknown = choose_discarded(&entries, "nope", "gw").unwrap_err();
+        assert_eq!(unknown.exit_code, 2);
+        assert!(unknown.fix.unwrap().contains("--outbox"));
+        assert!(choose_discarded(&entries, "", "gw").is_err());
+    }
+
+    #[test]
+    fn waits_read_as_seconds() {
+        assert_eq!(seconds(Duration::from_millis(500)), "0.5 s");
+        assert_eq!(seconds(Duration::from_secs(2)), "2 s");
+        assert_eq!(seconds(Duration::from_millis(4_960)), "5 s");
     }
 }

@@ -318,13 +318,22 @@ pub struct ChatArgs {
     /// Attach a file to the `-m` message (repeatable; checked against the gateway's limits)
     #[arg(long, value_name = "FILE")]
     pub attach: Vec<PathBuf>,
-    /// Give up after this many seconds (connecting, delivering and the reply together);
-    /// an undelivered message stays in the outbox
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub timeout: u64,
+    /// Give up after this many seconds (connecting, delivering and the reply together;
+    /// default 300); an undelivered message stays in the outbox. Given, it also waits that
+    /// long for an unreachable gateway to come back; without it, `-m` gives up after 3
+    /// failed connection attempts
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
     /// List the messages waiting in the outbox (not yet acknowledged by the gateway) and exit
     #[arg(long, conflicts_with_all = ["message", "attach"])]
     pub outbox: bool,
+    /// With --outbox: discard the waiting message with this key (or a unique start of it),
+    /// or `all` of this gateway's (asks first; --yes does not)
+    #[arg(long, value_name = "KEY|all", requires = "outbox")]
+    pub discard: Option<String>,
+    /// With --discard all: do not ask for confirmation (for scripts)
+    #[arg(long, requires = "discard")]
+    pub yes: bool,
     /// How many messages of history the interactive chat paints first
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub history: u32,

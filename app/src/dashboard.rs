@@ -12,12 +12,10 @@
 //! point its URL at our forward. Without the remote CLI (direct transports, a host
 //! without `openclaw` on PATH) the fallback is the one openclaw documents: the gateway
 //! token as `#token=` in the fragment. Neither reaches argv, logs or the terminal: the
-//! browser gets a one-use loopback URL whose page redirects to the signed-in one.
-//! `--print` prints the bootstrap URL (one-time) or, for the token fallback, the URL
+//! browser gets the `file://` URL of a page only this user can read, which leads through a
+//! one-use loopback page to the signed-in URL (`browser`). `--print` prints the bootstrap URL (one-time) or, for the token fallback, the URL
 //! without the secret.
 
-use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -25,22 +23,19 @@ use clap::Args;
 use clawlink_core::transport::Transport;
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
 
 use crate::cli::GlobalArgs;
 use crate::connect;
 use crate::failure::Failure;
 use crate::settings::Settings;
 
+mod browser;
+#[cfg(feature = "transport-ssh")]
+mod socket_owner;
 #[cfg(feature = "transport-ssh")]
 mod ssh;
 #[cfg(feature = "transport-ssh")]
 use ssh::{mint_bootstrap, ssh_route, OwnForwards};
-
-/// How long the one-use sign-in page waits for the browser.
-const HANDOFF_WAIT: Duration = Duration::from_secs(120);
 
 /// Options of `clawlink dashboard`.
 #[derive(Debug, Args)]
@@ -48,6 +43,10 @@ pub struct DashboardArgs {
     /// Print the URL (with its one-time sign-in when there is one) instead of opening a browser
     #[arg(long)]
     pub print: bool,
+    /// How long to wait for the browser to load the sign-in page, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub wait: u64,
 }
 
 /// Where the browser reaches the gateway.
@@ -132,21 +131,25 @@ pub async fn dashboard(
             println!("{printed}");
         }
     } else {
-        let target = match &sign_in {
-            SignIn::Bootstrap { token, profile } => Some(signed_url(
-                &base,
-                &ws,
-                &[("bootstrapToken", token), ("bootstrapProfile", profile)],
-            )),
+        let wait = Duration::from_secs(args.wait);
+        match &sign_in {
+            SignIn::Bootstrap { token, profile } => {
+                let target = signed_url(
+                    &base,
+                    &ws,
+                    &[("bootstrapToken", token), ("bootstrapProfile", profile)],
+                );
+                browser::open_signed_in(global, target, wait).await?
+            }
             SignIn::Token(token) => {
-                Some(signed_url(&base, &ws, &[("token", token.expose_secret())]))
+                let target = signed_url(&base, &ws, &[("token", token.expose_secret())]);
+                browser::open_signed_in(global, target, wait).await?
             }
             SignIn::None { why } => {
                 eprintln!("note: {why}");
-                None
+                browser::open_plain(global, &base).await?
             }
-        };
-        open_in_browser(global, &base, target).await?;
+        }
     }
     #[cfg(feature = "transport-ssh")]
     if let Route::Own(own) = route {
@@ -341,157 +344,6 @@ fn signed_url(base: &str, ws: &str, params: &[(&str, &str)]) -> String {
     format!("{base}#{}", fragment.join("&"))
 }
 
-/// Opens the browser on a one-use loopback page that redirects to `target` (so the
-/// sign-in is not in the browser's argv), or on `base` when there is nothing to hand over.
-async fn open_in_browser(
-    global: &GlobalArgs,
-    base: &str,
-    target: Option<String>,
-) -> Result<(), Failure> {
-    let Some(target) = target else {
-        launch(global, base)?;
-        return Ok(());
-    };
-    let handoff = Handoff::start(target).await?;
-    launch(global, &handoff.url)?;
-    if handoff.wait(HANDOFF_WAIT).await {
-        if !global.quiet {
-            eprintln!("the dashboard is open in your browser");
-        }
-        Ok(())
-    } else {
-        Err(Failure::agent(
-            format!(
-                "the browser did not load the sign-in page within {} s",
-                HANDOFF_WAIT.as_secs()
-            ),
-            Some("open the URL of `clawlink dashboard --print` by hand".into()),
-        ))
-    }
-}
-
-/// Starts `$BROWSER` (or xdg-open / open) on `url` without waiting for it.
-fn launch(global: &GlobalArgs, url: &str) -> Result<(), Failure> {
-    let opener = std::env::var("BROWSER")
-        .ok()
-        .and_then(|b| b.split(':').next().map(str::to_owned))
-        .filter(|b| !b.trim().is_empty())
-        .unwrap_or_else(|| {
-            if cfg!(target_os = "macos") {
-                "open".into()
-            } else {
-                "xdg-open".into()
-            }
-        });
-    if !global.quiet {
-        eprintln!(
-            "opening {} with {opener}",
-            url.split('#').next().unwrap_or(url)
-        );
-    }
-    std::process::Command::new(&opener)
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(|_| ())
-        .map_err(|e| {
-            Failure::config(
-                format!("cannot start the browser ({opener}): {e}"),
-                Some(
-                    "set BROWSER to your browser's command, or use `clawlink dashboard --print`"
-                        .into(),
-                ),
-            )
-        })
-}
-
-/// A one-use page on 127.0.0.1 with a random path: the first GET of that path gets a
-/// redirect (by script, so the fragment survives) to the signed-in URL; then it closes.
-struct Handoff {
-    url: String,
-    served: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Handoff {
-    async fn start(target: String) -> Result<Self, Failure> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .map_err(|e| Failure::config(format!("cannot listen on loopback: {e}"), None))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| Failure::config(format!("cannot listen on loopback: {e}"), None))?
-            .port();
-        let mut nonce = [0u8; 16];
-        getrandom::fill(&mut nonce)
-            .map_err(|e| Failure::config(format!("no randomness: {e}"), None))?;
-        let path = format!("/{}", hex::encode(nonce));
-        let url = format!("http://127.0.0.1:{port}{path}");
-        let served = Arc::new(Notify::new());
-        let notify = served.clone();
-        let page = handoff_page(&target);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut request = vec![0u8; 4096];
-                let n =
-                    match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut request))
-                        .await
-                    {
-                        Ok(Ok(n)) => n,
-                        _ => continue,
-                    };
-                let head = String::from_utf8_lossy(&request[..n]);
-                let wanted = head
-                    .lines()
-                    .next()
-                    .is_some_and(|l| l.starts_with(&format!("GET {path} ")));
-                if wanted {
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
-                        page.len()
-                    );
-                    let _ = socket.write_all(response.as_bytes()).await;
-                    let _ = socket.shutdown().await;
-                    notify.notify_one();
-                    return;
-                }
-                let _ = socket
-                    .write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    )
-                    .await;
-            }
-        });
-        Ok(Self { url, served, task })
-    }
-
-    /// Whether the page was fetched within `limit`.
-    async fn wait(self, limit: Duration) -> bool {
-        let served = tokio::time::timeout(limit, self.served.notified())
-            .await
-            .is_ok();
-        self.task.abort();
-        served
-    }
-}
-
-fn handoff_page(target: &str) -> String {
-    // JSON string escaping is valid JavaScript; `</` is broken up so the URL cannot end the
-    // script element.
-    let literal = serde_json::to_string(target)
-        .expect("a string serializes")
-        .replace("</", "<\\/");
-    format!(
-        "<!doctype html><meta name=\"referrer\" content=\"no-referrer\"><title>OpenClaw</title>\
-         <script>location.replace({literal});</script>Opening the dashboard…"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,15 +385,5 @@ mod tests {
         assert_eq!(loopback_port("ws://127.0.0.1:18789"), Some(18789));
         assert_eq!(loopback_port("http://127.0.0.1:18790/"), Some(18790));
         assert_eq!(loopback_port("ws://10.0.0.1:18789"), None);
-    }
-
-    #[test]
-    fn the_handoff_page_cannot_be_broken_out_of() {
-        let page = handoff_page("http://x/#token=a\"</script><b>");
-        assert!(
-            page.contains(r#"location.replace("http://x/#token=a\"<\/script><b>")"#),
-            "{page}"
-        );
-        assert!(!page.contains("</script><b>"));
     }
 }

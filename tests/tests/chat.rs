@@ -538,6 +538,125 @@ fn the_outbox_keeps_an_undelivered_message_and_is_empty_after_success() {
     let out = run(&dir, &base, &["--json", "chat", "--outbox"]);
     let listing: Value = serde_json::from_str(&text(&out).0).unwrap();
     assert_eq!(listing["pending"], json!([]), "{listing:#}");
+
+    // A stranded message can be discarded: by (the start of) its key, or all of them —
+    // `all` only with --yes where there is no terminal to ask on.
+    let key = pending[0]["idempotencyKey"].as_str().unwrap().to_owned();
+    let out = run(
+        &dir,
+        &dead,
+        &["chat", "--outbox", "--discard", "no-such-key"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    let out = run(&dir, &dead, &["chat", "--outbox", "--discard", &key[..8]]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&format!("discarded {key}")), "{stdout}");
+    let again = format!("again {mark}");
+    for message in [&again, &stranded] {
+        let out = run(&dir, &dead, &["chat", "--timeout", "2", "-m", message]);
+        assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    }
+    let out = run(&dir, &dead, &["chat", "--outbox", "--discard", "all"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
+    let out = run(
+        &dir,
+        &dead,
+        &["--json", "chat", "--outbox", "--discard", "all", "--yes"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let discarded: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        discarded["discarded"].as_array().unwrap().len(),
+        2,
+        "{discarded:#}"
+    );
+    let out = run(&dir, &dead, &["--json", "chat", "--outbox"]);
+    let listing: Value = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(listing["pending"], json!([]), "{listing:#}");
+}
+
+/// `--url` of a loopback port nobody listens on (refused at once), with the token flag.
+fn refused_gateway(dir: &Path) -> Vec<String> {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", closed.local_addr().unwrap());
+    drop(closed);
+    token_flags(dir, None, &url)
+}
+
+/// The exit status of `child` within `limit` (killed and failed otherwise).
+fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_one_shot_to_a_refused_port_says_why_without_waiting_out_its_timeout() {
+    let dir = scratch_dir("chat-refused");
+    let dead = refused_gateway(&dir);
+    let mark = unique_marker("refused");
+    let stderr_file = dir.join("chat.err");
+    // The default --timeout: minutes. A refused port is reported long before that.
+    let mut child = clawlink_command(&dir)
+        .args(&dead)
+        .args(["chat", "-m", &mark])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).unwrap())
+        .spawn()
+        .unwrap();
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(60),
+        "chat -m to a refused port",
+    );
+    let stderr = std::fs::read_to_string(&stderr_file).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("connect: cannot reach the gateway") && stderr.contains("refused"),
+        "the layer and the reason: {stderr}"
+    );
+    assert!(stderr.contains("waits in the outbox"), "{stderr}");
+    // --json says so for each attempt.
+    let out = run(&dir, &dead, &["--json", "chat", "-m", &mark]);
+    let lines = json_lines(&text(&out).0);
+    assert!(
+        lines.iter().any(|l| l["event"] == "waiting"
+            && l["attempt"] == 1
+            && l["reason"].as_str().unwrap_or("").contains("refused")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_timeout_names_the_seconds_it_was_given() {
+    let dir = scratch_dir("chat-silent");
+    // Accepts TCP (the kernel does) and never answers the WebSocket handshake.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", silent.local_addr().unwrap());
+    let args = token_flags(&dir, None, &url);
+    let out = run(
+        &dir,
+        &args,
+        &["chat", "--timeout", "3", "-m", "anyone there?"],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("within 3 s"), "{stderr}");
+    drop(silent);
 }
 
 /// A TCP proxy in front of the peer sshd that can drop every connection it carries at once
@@ -907,4 +1026,75 @@ fn the_interactive_chat_paints_the_history_streams_the_reply_and_quits() {
     assert_eq!(users, vec![earlier, typed.clone()], "{history:#}");
     let t = tally(&history, "", &typed);
     assert_eq!((t.user_by_text, t.replies_by_text), (1, 1), "{t:?}");
+}
+
+#[test]
+fn keys_typed_while_connecting_are_not_sent_and_quit_works_while_a_message_waits() {
+    let dir = scratch_dir("chat-typed-early");
+    let mut args = refused_gateway(&dir);
+    args.push("chat".into());
+    let (mut child, output) = on_a_terminal(&dir, &args);
+    let mut seen = String::new();
+    assert!(
+        read_until(&output, &mut seen, "connecting to", Duration::from_secs(30)),
+        "{seen}"
+    );
+    // A shell command typed into the wait, as if the chat had been given up on.
+    let early = unique_marker("typed-early");
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin
+        .write_all(format!("echo {early}\r").as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    assert!(
+        read_until(
+            &output,
+            &mut seen,
+            "/help for commands",
+            Duration::from_secs(60)
+        ),
+        "no prompt:\n{seen}"
+    );
+    assert!(
+        seen.contains("attempt 1 failed: cannot reach the gateway") && seen.contains("retrying in"),
+        "each failed attempt says why:\n{seen}"
+    );
+    assert!(
+        !seen.contains(&early),
+        "the early keys were echoed:\n{seen}"
+    );
+    let typed = unique_marker("typed-late");
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(format!("{typed}\r").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    assert!(
+        read_until(
+            &output,
+            &mut seen,
+            "waiting for the gateway",
+            Duration::from_secs(30)
+        ),
+        "{seen}"
+    );
+    // The message waits for the gateway: /quit still leaves.
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(b"/quit\r").unwrap();
+    stdin.flush().unwrap();
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(20),
+        "/quit while a message waits",
+    );
+    assert!(status.success(), "{status:?}\n{seen}");
+
+    let dead: Vec<String> = args[..args.len() - 1].to_vec();
+    let out = run(&dir, &dead, &["--json", "chat", "--outbox"]);
+    let listing: Value = serde_json::from_str(&text(&out).0).unwrap();
+    let previews: Vec<&str> = listing["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["preview"].as_str())
+        .collect();
+    assert_eq!(previews, vec![typed.as_str()], "{listing:#}");
 }

@@ -1,4 +1,4 @@
-//! The interactive `clawlink chat`: the history painted, a line editor with history, the reply streamed as it comes, slash commands, Ctrl-C or /abort to stop a reply, Ctrl-D or /quit to leave.
+//! The interactive `clawlink chat`: the history painted, a line editor with history, the reply streamed as it comes, slash commands, Ctrl-C or /abort to stop a reply, Ctrl-D or /quit to leave (at any time, also while a message waits).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::render::{Notes, Printer};
+use super::terminal::{InputWatch, Unechoed};
 use super::{chat_failure, ChatArgs, ChatConnection};
 use crate::cli::GlobalArgs;
 use crate::failure::Failure;
@@ -110,6 +111,8 @@ struct Session {
     /// The history cursor after the last paint, for catch-up reads.
     cursor: Option<String>,
     staged: Vec<Attachment>,
+    /// Lines typed while a message was on its way, handled before the next prompt.
+    typed_ahead: std::collections::VecDeque<String>,
 }
 
 pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArgs) -> Result<()> {
@@ -126,17 +129,31 @@ pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArg
     let connection = ChatConnection::open(global, settings).await?;
     let describe = connection.client().transport().describe();
     let mut printer = Printer::text(true, Notes::Stdout, true, true);
-    printer.note(&format!("connecting to {describe}…"));
-    match connection
-        .chat
-        .wait_connected(Instant::now() + FIRST_CONNECT_WAIT)
-        .await
-    {
-        Ok(_) => {}
+    // Until the prompt is shown, keys are neither echoed nor kept: a line typed into the
+    // wait (a shell command after giving up on it) must not become a message.
+    let unechoed = Unechoed::start();
+    printer.note(&format!("connecting to {describe}… (Ctrl-C to stop)"));
+    let waited = tokio::select! {
+        waited = super::wait_for_gateway(
+            &connection,
+            &mut printer,
+            Instant::now() + FIRST_CONNECT_WAIT,
+            None,
+            None,
+        ) => waited,
+        _ = tokio::signal::ctrl_c() => {
+            drop(unechoed);
+            connection.close().await;
+            return Err(Failure::agent("interrupted while connecting", None).into());
+        }
+    };
+    match waited {
+        Ok(()) => {}
         Err(ChatError::Timeout { what, .. }) => printer.note(&format!(
             "{what}; messages you type wait in the outbox until the gateway is back"
         )),
         Err(e) => {
+            drop(unechoed);
             connection.close().await;
             return Err(chat_failure(e).into());
         }
@@ -157,9 +174,12 @@ pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArg
         session_key,
         cursor: None,
         staged: Vec::new(),
+        typed_ahead: Default::default(),
     };
     session.paint_history(args.history).await;
     super::deliver_leftovers(&session.connection, &mut session.printer).await;
+    // What was typed so far is dropped now; from here on the keys are the prompt's.
+    drop(unechoed);
     session.printer.note(&format!(
         "chatting in {} — /help for commands, Ctrl-D to leave",
         session.session_key
@@ -181,7 +201,15 @@ impl Session {
 
     async fn repl(&mut self, editor: &LineEditor) -> Result<()> {
         loop {
-            let line = match editor.read(self.prompt()).await {
+            let read = match self.typed_ahead.pop_front() {
+                Some(line) => {
+                    self.printer
+                        .write_text(&format!("{}{line}\n", self.prompt()));
+                    Read::Line(line)
+                }
+                None => editor.read(self.prompt()).await,
+            };
+            let line = match read {
                 Read::Line(line) => line,
                 Read::Interrupted => {
                     self.printer.note("(Ctrl-D or /quit to leave)");
@@ -225,7 +253,11 @@ impl Session {
                 "/attach" => self.stage(rest),
                 "/outbox" => self.show_outbox(),
                 "/abort" => self.abort_session().await,
-                _ => self.send(line.trim_end().to_owned()).await,
+                _ => {
+                    if self.send(line.trim_end().to_owned()).await == AfterSend::Leave {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -340,8 +372,9 @@ impl Session {
         }
     }
 
-    /// Sends one message and streams its reply; Ctrl-C aborts the reply.
-    async fn send(&mut self, text: String) {
+    /// Sends one message and streams its reply; Ctrl-C aborts the reply, `/quit` or
+    /// Ctrl-D typed meanwhile leave.
+    async fn send(&mut self, text: String) -> AfterSend {
         let attachments = std::mem::take(&mut self.staged);
         if let Err(e) = attach::check_total(
             &text,
@@ -350,7 +383,7 @@ impl Session {
         ) {
             self.printer.note(&e.to_string());
             self.staged = attachments;
-            return;
+            return AfterSend::Stay;
         }
         let chat = self.connection.chat.clone();
         let mut events = self.connection.client().subscribe();
@@ -358,9 +391,10 @@ impl Session {
             Ok(entry) => entry,
             Err(e) => {
                 self.printer.note(&e.to_string());
-                return;
+                return AfterSend::Stay;
             }
         };
+        let mut typed = InputWatch::start();
         let _claim = self.connection.outbox.try_claim(&entry.idempotency_key);
         let abort = CancellationToken::new();
         let interrupts = {
@@ -380,7 +414,12 @@ impl Session {
             _ = abort.cancelled() => {
                 interrupts.abort();
                 self.printer.note("stopped waiting; the message stays in the outbox and is sent when the gateway is back (by `clawlink up` or the next chat)");
-                return;
+                return AfterSend::Stay;
+            }
+            _ = typed.leave_requested() => {
+                interrupts.abort();
+                self.printer.note("leaving; the message was not acknowledged and stays in the outbox (`clawlink chat --outbox`): a running agent or the next chat sends it");
+                return AfterSend::Leave;
             }
         };
         let ack = match ack {
@@ -389,10 +428,10 @@ impl Session {
                 interrupts.abort();
                 let fix = e.fix().map(|f| format!(" — {f}")).unwrap_or_default();
                 self.printer.note(&format!("not sent: {e}{fix}"));
-                return;
+                return AfterSend::Stay;
             }
         };
-        self.printer.write_own("\x1b[1magent ›\x1b[0m ");
+        self.printer.begin_reply("\x1b[1magent ›\x1b[0m ");
         let mut streamed = 0usize;
         let printer = &mut self.printer;
         let mut observe = |update: ChatUpdate| {
@@ -401,17 +440,25 @@ impl Session {
             }
             printer.update(&update);
         };
-        let outcome = chat
-            .follow(
+        let outcome = tokio::select! {
+            outcome = chat.follow(
                 &ack,
                 &mut events,
                 self.cursor.as_deref(),
                 deadline,
                 &abort,
                 &mut observe,
-            )
-            .await;
+            ) => outcome,
+            _ = typed.leave_requested() => {
+                interrupts.abort();
+                self.printer.end_line();
+                self.printer.note("leaving; the message was delivered (its reply is in the session's history)");
+                return AfterSend::Leave;
+            }
+        };
         interrupts.abort();
+        let (leave, queued) = typed.finish();
+        self.typed_ahead.extend(queued);
         match outcome {
             Ok(outcome) => {
                 self.printer.finish(&outcome, streamed);
@@ -430,7 +477,19 @@ impl Session {
                 self.printer.note(&format!("{e}{fix}"));
             }
         }
+        if leave {
+            AfterSend::Leave
+        } else {
+            AfterSend::Stay
+        }
     }
+}
+
+/// Whether the chat goes on after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterSend {
+    Stay,
+    Leave,
 }
 
 /// `5m ago`-style ages.

@@ -22,6 +22,13 @@ use crate::settings::Settings;
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long attachments may wait for the first connection (their limits come with it).
 const LIMITS_WAIT: Duration = Duration::from_secs(15);
+/// Failed connection attempts in a row after which a one-shot message gives up (about a
+/// second with the chat's backoff) when no --timeout was given: like `ssh` or `gh`, a
+/// command that cannot reach its server says why at once. The message stays in the outbox
+/// for the agent or the next chat. An explicit --timeout waits for the gateway that long.
+const CONNECT_ATTEMPTS: u32 = 3;
+/// The whole exchange's limit without --timeout: an agent's run with tools takes minutes.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub(crate) async fn run(
     global: &GlobalArgs,
@@ -89,7 +96,7 @@ async fn send_and_follow(
     printer: &mut Printer,
 ) -> Result<Outcome> {
     let chat = &connection.chat;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = Instant::now() + args.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let abort = CancellationToken::new();
     interrupts(abort.clone());
 
@@ -111,6 +118,34 @@ async fn send_and_follow(
             "sessionKey": entry.session_key,
             "outbox": connection.outbox.dir(),
         }));
+    }
+    // Each failed attempt is shown with its reason. Without --timeout an unreachable
+    // gateway is reported after a few; with it, the wait lasts until the deadline.
+    let give_up_after = args.timeout.is_none().then_some(CONNECT_ATTEMPTS);
+    let reached = tokio::select! {
+        reached = super::wait_for_gateway(
+            connection,
+            printer,
+            deadline,
+            give_up_after,
+            Some(&entry.idempotency_key),
+        ) => reached,
+        _ = abort.cancelled() => Err(ChatError::Timeout {
+            what: "interrupted before the gateway was reached".into(),
+            after: Duration::ZERO,
+        }),
+    };
+    if let Err(error) = reached {
+        let mut failure = chat_failure(error);
+        failure.message = format!(
+            "{} — message {} was not sent; it waits in the outbox (`clawlink chat --outbox` lists or discards it)",
+            failure.message, entry.idempotency_key
+        );
+        if let Some(fields) = failure.json.as_object_mut() {
+            fields.insert("message".into(), json!(failure.message));
+            fields.insert("idempotencyKey".into(), json!(entry.idempotency_key));
+        }
+        return Err(failure.into());
     }
     // The history cursor from before the send: a catch-up read then returns the whole run.
     let cursor = if connection.client().state().borrow().is_connected() {

@@ -1,6 +1,7 @@
 //! How chat updates reach the user: JSON lines (`--json`), or the reply streamed as it comes with one dim line per tool or connection event.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use clawlink_core::text::terminal_safe_lines;
 use clawlink_feature_webchat::client::{ChatUpdate, Outcome};
@@ -29,6 +30,13 @@ pub(crate) struct Printer {
     dim: bool,
     /// Whether stdout's cursor is at the start of a line.
     at_line_start: bool,
+    /// What goes before the reply's text (`agent ›`), printed with its first text so
+    /// that notes (progress, tools) come before it, not between it and the reply…
+    reply_prefix: Option<String>,
+    /// …and again when a note interrupted the reply's line.
+    prefix_due: bool,
+    /// Tests read what would go to stdout here.
+    captured: Option<Arc<Mutex<Vec<u8>>>>,
 }
 
 impl Printer {
@@ -40,6 +48,9 @@ impl Printer {
             activity: false,
             dim: false,
             at_line_start: true,
+            reply_prefix: None,
+            prefix_due: false,
+            captured: None,
         }
     }
 
@@ -51,7 +62,31 @@ impl Printer {
             activity,
             dim,
             at_line_start: true,
+            reply_prefix: None,
+            prefix_due: false,
+            captured: None,
         }
+    }
+
+    /// The next reply's text is introduced by `prefix` (shown with the first text).
+    pub(crate) fn begin_reply(&mut self, prefix: &str) {
+        self.reply_prefix = Some(prefix.to_owned());
+        self.prefix_due = true;
+    }
+
+    /// Reply text: the prefix first when it is due.
+    fn reply_text(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if self.prefix_due {
+            self.prefix_due = false;
+            if let Some(prefix) = self.reply_prefix.clone() {
+                // Our own prompt (with its bold escape), not remote text.
+                self.write_own(&prefix);
+            }
+        }
+        self.write_text(text);
     }
 
     pub(crate) fn is_json(&self) -> bool {
@@ -76,16 +111,28 @@ impl Printer {
         if text.is_empty() {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        let _ = write!(out, "{text}");
-        let _ = out.flush();
+        match &self.captured {
+            Some(buffer) => buffer
+                .lock()
+                .expect("capture buffer")
+                .extend_from_slice(text.as_bytes()),
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "{text}");
+                let _ = out.flush();
+            }
+        }
         self.at_line_start = text.ends_with('\n');
     }
 
-    /// Ends the current line of reply text, if one is open.
+    /// Ends the current line of reply text, if one is open (a reply resumed after it gets
+    /// its prefix again).
     pub(crate) fn end_line(&mut self) {
         if !self.at_line_start {
             self.write_text("\n");
+            if self.reply_prefix.is_some() {
+                self.prefix_due = true;
+            }
         }
     }
 
@@ -104,6 +151,11 @@ impl Printer {
                 self.write_own(&format!("{shown}\n"));
             }
             Notes::Stderr => {
+                // On a terminal stdout and stderr share the screen: the note gets a line
+                // of its own there too.
+                if self.live_text {
+                    self.end_line();
+                }
                 let mut err = std::io::stderr().lock();
                 let _ = writeln!(err, "{shown}");
             }
@@ -121,12 +173,13 @@ impl Printer {
         }
         match update {
             ChatUpdate::Text(TextChange::Appended(suffix)) if self.live_text => {
-                self.write_text(suffix)
+                self.reply_text(suffix)
             }
             ChatUpdate::Text(TextChange::Replaced(full)) if self.live_text => {
                 // The gateway corrected earlier text: show the whole reply again.
                 self.note("↺ (the reply was revised)");
-                self.write_text(full);
+                self.prefix_due = self.reply_prefix.is_some();
+                self.reply_text(full);
             }
             ChatUpdate::Activity(line) if self.activity => self.note(line),
             ChatUpdate::WaitingForGateway { reason, .. } => self.note(&format!(
@@ -151,12 +204,14 @@ impl Printer {
             return;
         }
         if !self.live_text {
-            self.write_text(&outcome.text);
+            self.reply_text(&outcome.text);
         } else if streamed_len == 0 && !outcome.text.is_empty() {
             // Nothing came as events (all read from the history).
-            self.write_text(&outcome.text);
+            self.reply_text(&outcome.text);
         }
         self.end_line();
+        self.reply_prefix = None;
+        self.prefix_due = false;
     }
 }
 
@@ -211,6 +266,29 @@ pub(crate) fn outcome_json(outcome: &Outcome) -> Value {
 mod tests {
     use super::*;
     use clawlink_feature_webchat::stream::{ChatEvent, ChatState};
+
+    #[test]
+    fn progress_lines_come_before_the_agent_prefix_not_inside_the_reply() {
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let mut printer = Printer::text(true, Notes::Stdout, true, false);
+        printer.captured = Some(screen.clone());
+        printer.begin_reply("agent › ");
+        printer.update(&ChatUpdate::Activity("… thinking".into()));
+        printer.update(&ChatUpdate::Text(TextChange::Appended("Hello".into())));
+        printer.update(&ChatUpdate::Activity("⚙ exec".into()));
+        printer.update(&ChatUpdate::Text(TextChange::Appended(" world".into())));
+        let outcome = Outcome {
+            run_id: "r".into(),
+            session_key: "s".into(),
+            state: ChatState::Final,
+            text: "Hello world".into(),
+            error: None,
+            from_history: false,
+        };
+        printer.finish(&outcome, 11);
+        let shown = String::from_utf8(screen.lock().unwrap().clone()).unwrap();
+        assert_eq!(shown, "… thinking\nagent › Hello\n⚙ exec\nagent ›  world\n");
+    }
 
     #[test]
     fn updates_become_event_lines() {

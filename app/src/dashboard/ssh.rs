@@ -1,4 +1,8 @@
 //! `clawlink dashboard` over SSH: reusing a forward of the same gateway, minting the one-time sign-in on the host, and serving forwards of its own while the page is open.
+//!
+//! A listener on the preferred local port is probed (with this profile's credentials) only
+//! when the kernel says this user holds it: anything another local user listens on gets no
+//! byte from us, and our own forwards turn away connections of other users.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::socket_owner::{self, Owner};
 use super::{parse_fragment, Route, SignIn};
 use crate::cli::GlobalArgs;
 use crate::connect;
@@ -32,8 +37,15 @@ pub(super) async fn ssh_route(
     tunnel: Arc<clawlink_transport_ssh::SshTunnel>,
 ) -> Result<Route, Failure> {
     let preferred = tunnel.settings().local_port;
-    if listening(preferred).await {
-        match same_gateway(global, settings, &tunnel, preferred).await {
+    match socket_owner::loopback_listener(preferred) {
+        Owner::Other(uid) => eprintln!(
+            "note: another local user (uid {uid}) listens on 127.0.0.1:{preferred}; nothing is sent there — opening a forward of our own"
+        ),
+        Owner::Unknown if listening(preferred).await => eprintln!(
+            "note: cannot tell who listens on 127.0.0.1:{preferred}; nothing is sent there — opening a forward of our own"
+        ),
+        Owner::Unknown => {}
+        Owner::Me => match same_gateway(global, settings, &tunnel, preferred).await {
             Ok(true) => {
                 return Ok(Route::Forwarded {
                     port: preferred,
@@ -46,7 +58,7 @@ pub(super) async fn ssh_route(
             Err(e) => {
                 tracing::info!(error = %e, "could not identify the gateway on 127.0.0.1:{preferred}")
             }
-        }
+        },
     }
     if tunnel.openssh().is_some() {
         return Err(Failure::config(
@@ -59,7 +71,8 @@ pub(super) async fn ssh_route(
 }
 
 /// Whether the gateway behind 127.0.0.1:`port` is the one the SSH tunnel reaches: the
-/// same process answers both (same `server.bootId`).
+/// same process answers both (same `server.bootId`). Sends the profile's credentials
+/// there: only for a listener this user holds.
 async fn same_gateway(
     global: &GlobalArgs,
     settings: &Settings,
@@ -231,11 +244,21 @@ impl OwnForwards {
             let active = active.clone();
             let changed = changed.clone();
             accept_loops.push(tokio::spawn(async move {
+                let local = listener.local_addr().ok();
                 loop {
-                    let Ok((socket, _)) = listener.accept().await else {
+                    let Ok((socket, peer)) = listener.accept().await else {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
+                    if let Some(Owner::Other(uid)) =
+                        local.map(|local| socket_owner::loopback_peer(local, peer))
+                    {
+                        tracing::warn!(
+                            uid,
+                            "turned away another local user's connection to the dashboard forward"
+                        );
+                        continue;
+                    }
                     active.fetch_add(1, Ordering::SeqCst);
                     changed.notify_one();
                     let tunnel = tunnel.clone();

@@ -29,12 +29,18 @@ pub enum ChatError {
     Attachment { message: String, fix: String },
 
     /// The connection did not come back, or the reply did not end, in time.
-    #[error("{what} within {} s", .after.as_secs())]
+    #[error("{what} within {} s", whole_seconds(*.after))]
     Timeout { what: String, after: Duration },
 
     /// The run ended, but not with a reply the history can show.
     #[error("{0}")]
     NoReply(String),
+}
+
+/// A wait as the user gave it: `--timeout 3` ends a hair before 3 s have passed, and must
+/// read "3 s", not "2 s".
+fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().round() as u64
 }
 
 // Boxed so that every `Result<_, ChatError>` stays small; `?` still converts.
@@ -74,5 +80,19 @@ impl ChatError {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_names_the_wait_the_user_gave() {
+        let error = ChatError::Timeout {
+            what: "not connected to the gateway".into(),
+            after: Duration::from_millis(2_996),
+        };
+        assert_eq!(error.to_string(), "not connected to the gateway within 3 s");
     }
 }
