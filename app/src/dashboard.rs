@@ -118,7 +118,7 @@ pub async fn dashboard(
                 base.clone()
             }
             SignIn::None { why } => {
-                eprintln!("note: {why}");
+                crate::terminal::eprintln_safe!("note: {why}");
                 base.clone()
             }
         };
@@ -146,7 +146,7 @@ pub async fn dashboard(
                 browser::open_signed_in(global, target, wait).await?
             }
             SignIn::None { why } => {
-                eprintln!("note: {why}");
+                crate::terminal::eprintln_safe!("note: {why}");
                 browser::open_plain(global, &base).await?
             }
         }
@@ -264,7 +264,9 @@ async fn sign_in(global: &GlobalArgs, settings: &Settings) -> Result<SignIn, Fai
         tunnel.close().await;
         match minted {
             Ok(sign_in) => return Ok(sign_in),
-            Err(why) => eprintln!("note: {why}; signing in with the gateway token instead"),
+            Err(why) => crate::terminal::eprintln_safe!(
+                "note: {why}; signing in with the gateway token instead"
+            ),
         }
     }
     let (credentials, _) = connect::credentials(global, settings).await?;
