@@ -712,6 +712,7 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde
 }
 
 /// The names of the profiles the config files define besides `default`.
+#[cfg_attr(not(feature = "transport-ws"), allow(dead_code))] // only `tls trust` uses it
 pub fn named_profiles(figment: &Figment) -> Vec<String> {
     figment
         .profiles()
@@ -741,6 +742,7 @@ pub fn defined_by_profile(figment: &Figment, profile: &str, key: &str) -> bool {
 }
 
 /// Profile `name` resolved from the same sources as `settings`.
+#[cfg_attr(not(feature = "transport-ws"), allow(dead_code))] // only `tls trust` uses it
 pub fn resolve_profile(settings: &Settings, name: &str) -> Result<Profile, Failure> {
     settings
         .figment
