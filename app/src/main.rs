@@ -176,18 +176,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The command line, with `--version` in its long form (commit, protocol, plugins) and `-V`
 /// terse, as `rustc`/`cargo` do it.
 fn parse_command_line() -> Result<Cli, clap::Error> {
-    use clap::{CommandFactory, FromArgMatches};
     let short = format!(
         "{} ({})",
         env!("CARGO_PKG_VERSION"),
         env!("CLAWLINK_GIT_COMMIT")
     );
     // clap wants 'static text (without its `string` feature); this runs once per process.
-    let command = Cli::command()
+    let command = cli::command()
         .version(&*short.leak())
         .long_version(&*long_version().leak());
     let mut matches = command.try_get_matches()?;
-    Cli::from_arg_matches_mut(&mut matches)
+    cli::from_matches(&mut matches)
 }
 
 /// `clawlink --version`: what a bug report needs to know about this build.
