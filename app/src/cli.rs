@@ -93,11 +93,7 @@ pub fn command() -> clap::Command {
             .collect::<Vec<_>>()
     };
     let mut command = Cli::command();
-    let mut taken: Vec<String> = command
-        .get_arguments()
-        .filter_map(|a| a.get_long())
-        .map(str::to_owned)
-        .collect();
+    let mut taken = app_flags(&command);
     for descriptor in &transports {
         // A run selects one transport: selecting flags of two transports cannot be combined.
         let rivals: Vec<&str> = transports
@@ -107,7 +103,8 @@ pub fn command() -> clap::Command {
             .collect();
         for flag in descriptor.flags {
             // A flag the app or another transport already has is left out here, so that
-            // `registry::validate` can name the clash instead of clap panicking.
+            // `check_transport_flags` / `registry::validate` can name the clash at start-up
+            // instead of clap panicking.
             if taken.iter().any(|t| t == flag.flag) {
                 continue;
             }
@@ -132,6 +129,40 @@ pub fn command() -> clap::Command {
         }
     }
     command
+}
+
+/// Every long flag of the derived command line, subcommands included (a global transport
+/// flag reaches every subcommand, so it must not reuse any of them).
+fn app_flags(command: &clap::Command) -> Vec<String> {
+    let mut longs: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .map(str::to_owned)
+        .collect();
+    for sub in command.get_subcommands() {
+        longs.extend(app_flags(sub));
+    }
+    longs
+}
+
+/// Refuses a transport flag that reuses a flag of the app (`--config`, `--timeout`, …):
+/// [`command`] left it out, so the transport's setting would be unreachable.
+pub fn check_transport_flags() -> Result<(), String> {
+    let app = app_flags(&Cli::command());
+    for transport in registry::transports() {
+        if let Some(flag) = transport
+            .flags
+            .iter()
+            .find(|f| app.iter().any(|a| a == f.flag))
+        {
+            return Err(format!(
+                "transport {} declares the flag --{}, which clawlink itself uses; this build is \
+                 broken — rename the transport's flag",
+                transport.name, flag.flag
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The [`Cli`] of matches made by [`command`], with the transport flags given.
@@ -452,6 +483,13 @@ mod tests {
                 assert!(help.contains(flag.help), "{} missing", flag.help);
             }
         }
+    }
+
+    #[test]
+    fn no_transport_flag_clashes_with_the_apps() {
+        assert_eq!(check_transport_flags(), Ok(()));
+        assert!(app_flags(&Cli::command()).iter().any(|f| f == "token-file"));
+        assert!(!app_flags(&Cli::command()).iter().any(|f| f == "ssh"));
     }
 
     #[test]

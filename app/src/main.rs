@@ -97,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     clawlink_core::registry::validate()
         .map_err(|e| failure::Failure::config(e.to_string(), None))?;
     plugins::check_linked().map_err(|e| failure::Failure::config(e, None))?;
+    cli::check_transport_flags().map_err(|e| failure::Failure::config(e, None))?;
     let global = &cli.global;
     if let Command::Transports = cli.command {
         return commands::transports(global);
