@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clawlink_core::registry::{self, FlagValue, TransportDescriptor, TransportFlag};
 
 /// A remote control for an OpenClaw Gateway.
 #[derive(Debug, Parser)]
@@ -41,11 +42,12 @@ pub struct GlobalArgs {
 
 /// Connection overrides usable without any config file. Secrets are only ever taken from
 /// files or the environment, never from a flag value (argv is visible to every user).
+///
+/// The transports' own flags (`--url`, `--ssh`, `--identity`, …) are not fields here: each
+/// transport's descriptor declares them ([`TransportFlag`]), [`command`] adds them to the
+/// command line, and [`from_matches`] collects the ones given into `transport_flags`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnectionArgs {
-    /// Connect straight to this gateway URL (selects the direct-ws transport)
-    #[arg(long, global = true, value_name = "ws://HOST:PORT")]
-    pub url: Option<String>,
     /// Read the gateway token from this file (mode 0600)
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -57,32 +59,159 @@ pub struct ConnectionArgs {
         conflicts_with = "token_file"
     )]
     pub password_file: Option<PathBuf>,
-    /// Reach the gateway through SSH to this target (selects the ssh-tunnel transport)
-    #[arg(
-        long,
-        global = true,
-        value_name = "user@host[:port]",
-        conflicts_with = "url"
-    )]
-    pub ssh: Option<String>,
-    /// SSH identity file; like `ssh -i`, only this key is offered
-    #[arg(long, global = true, value_name = "FILE")]
-    pub identity: Option<PathBuf>,
-    /// The gateway's port on the remote host
-    #[arg(long, global = true, value_name = "N")]
-    pub remote_port: Option<u16>,
-    /// Preferred local port for `clawlink tunnel`
-    #[arg(long, global = true, value_name = "N")]
-    pub local_port: Option<u16>,
-    /// Directory to run remote openclaw commands from
-    #[arg(long, global = true, value_name = "DIR")]
-    pub project_root: Option<String>,
-    /// The openclaw CLI on the remote host (a file; .js/.mjs run with node)
-    #[arg(long, global = true, value_name = "PATH")]
-    pub cli_path: Option<String>,
-    /// How SSH host keys are trusted: strict, accept-new, openssh, or a SHA256:… fingerprint
-    #[arg(long, global = true, value_name = "POLICY")]
-    pub host_key_policy: Option<String>,
+    /// The transport flags given, in the registry's order (transports by name, then each
+    /// transport's flags as declared).
+    #[arg(skip)]
+    pub transport_flags: Vec<GivenTransportFlag>,
+}
+
+/// A transport's flag given on the command line, with its parsed value.
+#[derive(Debug, Clone)]
+pub struct GivenTransportFlag {
+    pub transport: &'static TransportDescriptor,
+    pub flag: &'static TransportFlag,
+    pub value: FlagArgument,
+}
+
+/// A transport flag's value, typed as its [`FlagValue`] asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagArgument {
+    Text(String),
+    Path(PathBuf),
+    Port(u16),
+}
+
+/// The whole command line: the derived [`Cli`] plus every registered transport's flags,
+/// global like the connection overrides above.
+pub fn command() -> clap::Command {
+    let transports = registry::transports();
+    let selecting = |d: &TransportDescriptor| {
+        d.flags
+            .iter()
+            .filter(|f| f.selects.is_some())
+            .map(|f| f.flag)
+            .collect::<Vec<_>>()
+    };
+    let mut command = Cli::command();
+    let mut taken = app_flags(&command);
+    for descriptor in &transports {
+        // A run selects one transport: selecting flags of two transports cannot be combined.
+        let rivals: Vec<&str> = transports
+            .iter()
+            .filter(|other| other.name != descriptor.name)
+            .flat_map(|other| selecting(other))
+            .collect();
+        for flag in descriptor.flags {
+            // A flag the app or another transport already has is left out here, so that
+            // `check_transport_flags` / `registry::validate` can name the clash at start-up
+            // instead of clap panicking.
+            if taken.iter().any(|t| t == flag.flag) {
+                continue;
+            }
+            taken.push(flag.flag.to_owned());
+            let arg = clap::Arg::new(flag.flag)
+                .long(flag.flag)
+                .value_name(flag.value_name)
+                .help(flag.help)
+                .global(true)
+                .action(clap::ArgAction::Set);
+            let arg = match flag.value {
+                FlagValue::Text | FlagValue::Url => arg.value_parser(clap::value_parser!(String)),
+                FlagValue::LocalPath => arg.value_parser(clap::value_parser!(PathBuf)),
+                FlagValue::Port => arg.value_parser(clap::value_parser!(u16)),
+            };
+            let arg = if flag.selects.is_some() {
+                arg.conflicts_with_all(rivals.clone())
+            } else {
+                arg
+            };
+            command = command.arg(arg);
+        }
+    }
+    command
+}
+
+/// Every long flag of the derived command line, subcommands included (a global transport
+/// flag reaches every subcommand, so it must not reuse any of them).
+fn app_flags(command: &clap::Command) -> Vec<String> {
+    let mut longs: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .map(str::to_owned)
+        .collect();
+    for sub in command.get_subcommands() {
+        longs.extend(app_flags(sub));
+    }
+    longs
+}
+
+/// Refuses a transport flag that reuses a flag of the app (`--config`, `--timeout`, …):
+/// [`command`] left it out, so the transport's setting would be unreachable.
+pub fn check_transport_flags() -> Result<(), String> {
+    let app = app_flags(&Cli::command());
+    for transport in registry::transports() {
+        if let Some(flag) = transport
+            .flags
+            .iter()
+            .find(|f| app.iter().any(|a| a == f.flag))
+        {
+            return Err(format!(
+                "transport {} declares the flag --{}, which clawlink itself uses; this build is \
+                 broken — rename the transport's flag",
+                transport.name, flag.flag
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The [`Cli`] of matches made by [`command`], with the transport flags given.
+pub fn from_matches(matches: &mut clap::ArgMatches) -> Result<Cli, clap::Error> {
+    let mut cli = Cli::from_arg_matches_mut(matches)?;
+    let mut given = Vec::new();
+    // `try_get_one`: a flag `command` left out (a clash `registry::validate` reports) has
+    // no value here, and asking for it must not panic.
+    for transport in registry::transports() {
+        for flag in transport.flags {
+            let value = match flag.value {
+                FlagValue::Text | FlagValue::Url => matches
+                    .try_get_one::<String>(flag.flag)
+                    .ok()
+                    .flatten()
+                    .map(|v| FlagArgument::Text(v.clone())),
+                FlagValue::LocalPath => matches
+                    .try_get_one::<PathBuf>(flag.flag)
+                    .ok()
+                    .flatten()
+                    .map(|v| FlagArgument::Path(v.clone())),
+                FlagValue::Port => matches
+                    .try_get_one::<u16>(flag.flag)
+                    .ok()
+                    .flatten()
+                    .map(|v| FlagArgument::Port(*v)),
+            };
+            if let Some(value) = value {
+                given.push(GivenTransportFlag {
+                    transport,
+                    flag,
+                    value,
+                });
+            }
+        }
+    }
+    cli.global.connection.transport_flags = given;
+    Ok(cli)
+}
+
+/// Parses `argv` as the binary does; panics (with clap's message) on a refused command line.
+#[cfg(test)]
+pub fn parse_from<I, T>(argv: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut matches = command().get_matches_from(argv);
+    from_matches(&mut matches).unwrap_or_else(|e| e.exit())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -337,4 +466,66 @@ pub struct ChatArgs {
     /// How many messages of history the interactive chat paints first
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub history: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transport_flags_join_a_command_line_clap_accepts() {
+        command().debug_assert();
+        let help = command().render_long_help().to_string();
+        for transport in registry::transports() {
+            for flag in transport.flags {
+                let line = format!("--{} <{}>", flag.flag, flag.value_name);
+                assert!(help.contains(&line), "{line} missing from:\n{help}");
+                assert!(help.contains(flag.help), "{} missing", flag.help);
+            }
+        }
+    }
+
+    #[test]
+    fn no_transport_flag_clashes_with_the_apps() {
+        assert_eq!(check_transport_flags(), Ok(()));
+        assert!(app_flags(&Cli::command()).iter().any(|f| f == "token-file"));
+        assert!(!app_flags(&Cli::command()).iter().any(|f| f == "ssh"));
+    }
+
+    #[test]
+    fn given_transport_flags_are_collected_typed_and_in_registry_order() {
+        let cli = parse_from([
+            "clawlink",
+            "status",
+            "--remote-port",
+            "2222",
+            "--ssh",
+            "claw@gw",
+            "--identity",
+            "key",
+        ]);
+        let given: Vec<(&str, &str, FlagArgument)> = cli
+            .global
+            .connection
+            .transport_flags
+            .iter()
+            .map(|g| (g.transport.name, g.flag.flag, g.value.clone()))
+            .collect();
+        assert_eq!(
+            given,
+            [
+                ("ssh-tunnel", "ssh", FlagArgument::Text("claw@gw".into())),
+                ("ssh-tunnel", "identity", FlagArgument::Path("key".into())),
+                ("ssh-tunnel", "remote-port", FlagArgument::Port(2222)),
+            ]
+        );
+    }
+
+    #[test]
+    fn selecting_flags_of_two_transports_conflict() {
+        let err = command()
+            .try_get_matches_from(["clawlink", "--url", "ws://a:1", "--ssh", "b", "status"])
+            .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
 }

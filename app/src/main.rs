@@ -97,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     clawlink_core::registry::validate()
         .map_err(|e| failure::Failure::config(e.to_string(), None))?;
     plugins::check_linked().map_err(|e| failure::Failure::config(e, None))?;
+    cli::check_transport_flags().map_err(|e| failure::Failure::config(e, None))?;
     let global = &cli.global;
     if let Command::Transports = cli.command {
         return commands::transports(global);
@@ -176,18 +177,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The command line, with `--version` in its long form (commit, protocol, plugins) and `-V`
 /// terse, as `rustc`/`cargo` do it.
 fn parse_command_line() -> Result<Cli, clap::Error> {
-    use clap::{CommandFactory, FromArgMatches};
     let short = format!(
         "{} ({})",
         env!("CARGO_PKG_VERSION"),
         env!("CLAWLINK_GIT_COMMIT")
     );
     // clap wants 'static text (without its `string` feature); this runs once per process.
-    let command = Cli::command()
+    let command = cli::command()
         .version(&*short.leak())
         .long_version(&*long_version().leak());
     let mut matches = command.try_get_matches()?;
-    Cli::from_arg_matches_mut(&mut matches)
+    cli::from_matches(&mut matches)
 }
 
 /// `clawlink --version`: what a bug report needs to know about this build.

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use crate::cli::GlobalArgs;
+use crate::cli::{FlagArgument, GlobalArgs};
 use crate::failure::Failure;
 use crate::secret_env;
 use crate::settings::{self, expand_home, Settings};
 use crate::state;
+use clawlink_core::registry::FlagValue;
 
 /// Seconds between a failure and the restart (systemd `RestartSec`).
 const RESTART_DELAY_S: u32 = 5;
@@ -506,37 +507,21 @@ fn plan(
     if let Some(config) = &config {
         push("--config", config.clone());
     }
-    if let Some(url) = &conn.url {
-        refuse_url_credentials(url)?;
-        push("--url", plain_text(url, "--url")?);
-    }
-    if let Some(target) = &conn.ssh {
-        push("--ssh", plain_text(target, "--ssh")?);
-    }
-    if let Some(identity) = &conn.identity {
-        push(
-            "--identity",
-            path_text(&host.absolute(identity), "--identity")?,
-        );
-    }
-    if let Some(port) = conn.remote_port {
-        push("--remote-port", port.to_string());
-    }
-    if let Some(port) = conn.local_port {
-        push("--local-port", port.to_string());
-    }
-    // Paths on the remote host: carried verbatim, this machine cannot resolve them.
-    if let Some(root) = &conn.project_root {
-        push("--project-root", plain_text(root, "--project-root")?);
-    }
-    if let Some(cli) = &conn.cli_path {
-        push("--cli-path", plain_text(cli, "--cli-path")?);
-    }
-    if let Some(policy) = &conn.host_key_policy {
-        push(
-            "--host-key-policy",
-            plain_text(policy, "--host-key-policy")?,
-        );
+    // The transports' flags, as their descriptors declare them; each value is made fit for
+    // a service file by its kind.
+    for given in &conn.transport_flags {
+        let flag = format!("--{}", given.flag.flag);
+        let value = match (&given.value, given.flag.value) {
+            (FlagArgument::Text(url), FlagValue::Url) => {
+                refuse_url_credentials(url, &flag)?;
+                plain_text(url, &flag)?
+            }
+            // Paths on the remote host: carried verbatim, this machine cannot resolve them.
+            (FlagArgument::Text(text), _) => plain_text(text, &flag)?,
+            (FlagArgument::Path(path), _) => path_text(&host.absolute(path), &flag)?,
+            (FlagArgument::Port(port), _) => port.to_string(),
+        };
+        push(&flag, value);
     }
     for (flag, file, what) in [
         ("--token-file", &conn.token_file, "the token file"),
@@ -698,7 +683,7 @@ fn refuse_secret_environment(
 }
 
 /// A URL with user info would put a credential into the service file.
-fn refuse_url_credentials(url: &str) -> Result<(), Failure> {
+fn refuse_url_credentials(url: &str, flag: &str) -> Result<(), Failure> {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = after_scheme
         .split(['/', '?', '#'])
@@ -707,7 +692,7 @@ fn refuse_url_credentials(url: &str) -> Result<(), Failure> {
     if authority.contains('@') {
         // The URL itself is not repeated: its user info may be a secret.
         return Err(Failure::config(
-            "the --url carries user info before '@', which must not be written into a service file",
+            format!("the {flag} carries user info before '@', which must not be written into a service file"),
             Some(
                 "remove it from the URL and give the secret with --token-file FILE or `clawlink auth set`"
                     .into(),
@@ -1528,13 +1513,12 @@ fn service_failure(message: String, fix: String) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     fn global(args: &[&str]) -> GlobalArgs {
         let mut argv = vec!["clawlink"];
         argv.extend_from_slice(args);
         argv.extend(["service", "install"]);
-        crate::cli::Cli::parse_from(argv).global
+        crate::cli::parse_from(argv).global
     }
 
     fn host(vars: &[(&str, &str)]) -> Host {
@@ -1892,7 +1876,7 @@ mod tests {
         .unwrap();
         assert!(err.message.contains("user info"));
         assert!(!err.message.contains("hunter2"));
-        assert!(refuse_url_credentials("ws://127.0.0.1:1/a@b").is_ok());
+        assert!(refuse_url_credentials("ws://127.0.0.1:1/a@b", "--url").is_ok());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value as FigValue};
 use figment::{Figment, Metadata, Profile as FigProfile};
 
-use crate::cli::GlobalArgs;
+use crate::cli::{FlagArgument, GlobalArgs};
 use crate::failure::Failure;
 use crate::prompt::AppPrompter;
 use crate::trusted_file;
@@ -39,8 +39,6 @@ const PROFILE_ENV_ROOTS: &[&str] = &[
 ];
 
 const DEFAULTS: &str = "built-in default";
-/// The SSH transport's registered name (the app composes it; core does not know it).
-const SSH_TRANSPORT: &str = clawlink_core::config::DEFAULT_REMOTE_TRANSPORT;
 /// The label of command-line overrides in the figment metadata (`config show`, and `agent` telling flags from files).
 pub(crate) const FLAGS: &str = "command line";
 /// The per-directory config file, read from the current directory when it is trusted.
@@ -261,60 +259,37 @@ fn config_files(global: &GlobalArgs) -> Result<Vec<ConfigFile>, Failure> {
     Ok(files)
 }
 
-/// Command-line overrides as a figment dictionary (only what was given).
+/// Command-line overrides as a figment dictionary (only what was given). Transport flags
+/// come as data from their descriptors: each sets `transports.<table>.<key>`, and a
+/// selecting one (`--ssh`, `--url`) also sets `transport` (and `mode` when it implies one).
 fn flag_overrides(global: &GlobalArgs) -> Dict {
     let mut dict = Dict::new();
     let conn = &global.connection;
-    if let Some(url) = &conn.url {
-        dict.insert(
-            "transport".into(),
-            FigValue::from(clawlink_core::config::LOCAL_TRANSPORT),
-        );
-        let mut table = Dict::new();
-        table.insert("url".into(), FigValue::from(url.clone()));
-        let mut transports = Dict::new();
-        transports.insert(
-            table_key(clawlink_core::config::LOCAL_TRANSPORT),
-            FigValue::from(table),
-        );
-        dict.insert("transports".into(), FigValue::from(transports));
-    }
-    let mut ssh = Dict::new();
-    if let Some(target) = &conn.ssh {
-        dict.insert("mode".into(), FigValue::from("remote"));
-        dict.insert("transport".into(), FigValue::from(SSH_TRANSPORT));
-        ssh.insert("target".into(), FigValue::from(target.clone()));
-    }
-    let ssh_values: [(&str, Option<FigValue>); 6] = [
-        (
-            "identity_file",
-            conn.identity
-                .as_ref()
-                .map(|p| FigValue::from(p.display().to_string())),
-        ),
-        ("remote_port", conn.remote_port.map(FigValue::from)),
-        ("local_port", conn.local_port.map(FigValue::from)),
-        (
-            "project_root",
-            conn.project_root.clone().map(FigValue::from),
-        ),
-        ("cli_path", conn.cli_path.clone().map(FigValue::from)),
-        (
-            "host_key_policy",
-            conn.host_key_policy.clone().map(FigValue::from),
-        ),
-    ];
-    for (key, value) in ssh_values {
-        if let Some(value) = value {
-            ssh.insert(key.into(), value);
+    let mut transports = Dict::new();
+    for given in &conn.transport_flags {
+        if let Some(selection) = given.flag.selects {
+            if let Some(mode) = selection.mode {
+                let mode = match mode {
+                    clawlink_core::config::Mode::Local => "local",
+                    clawlink_core::config::Mode::Remote => "remote",
+                };
+                dict.insert("mode".into(), FigValue::from(mode));
+            }
+            dict.insert("transport".into(), FigValue::from(given.transport.name));
+        }
+        let value = match &given.value {
+            FlagArgument::Text(text) => FigValue::from(text.clone()),
+            FlagArgument::Path(path) => FigValue::from(path.display().to_string()),
+            FlagArgument::Port(port) => FigValue::from(*port),
+        };
+        let table = transports
+            .entry(table_key(given.transport.name))
+            .or_insert_with(|| FigValue::from(Dict::new()));
+        if let FigValue::Dict(_, table) = table {
+            table.insert(given.flag.key.into(), value);
         }
     }
-    if !ssh.is_empty() {
-        let mut transports = match dict.remove("transports") {
-            Some(FigValue::Dict(_, d)) => d,
-            _ => Dict::new(),
-        };
-        transports.insert(table_key(SSH_TRANSPORT), FigValue::from(ssh));
+    if !transports.is_empty() {
         dict.insert("transports".into(), FigValue::from(transports));
     }
     let mut auth = Dict::new();
@@ -712,7 +687,7 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde
 }
 
 /// The names of the profiles the config files define besides `default`.
-#[cfg_attr(not(feature = "transport-ws"), allow(dead_code))] // only `tls trust` uses it
+#[allow(dead_code)] // only `tls trust` uses it, which a build without direct-ws leaves out
 pub fn named_profiles(figment: &Figment) -> Vec<String> {
     figment
         .profiles()
@@ -742,7 +717,7 @@ pub fn defined_by_profile(figment: &Figment, profile: &str, key: &str) -> bool {
 }
 
 /// Profile `name` resolved from the same sources as `settings`.
-#[cfg_attr(not(feature = "transport-ws"), allow(dead_code))] // only `tls trust` uses it
+#[allow(dead_code)] // only `tls trust` uses it, which a build without direct-ws leaves out
 pub fn resolve_profile(settings: &Settings, name: &str) -> Result<Profile, Failure> {
     settings
         .figment
@@ -775,7 +750,6 @@ pub fn expand_home(path: &Path) -> PathBuf {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use clawlink_core::config::Mode;
     use figment::Jail;
 
@@ -783,7 +757,7 @@ mod tests {
         let mut argv = vec!["clawlink"];
         argv.extend_from_slice(args);
         argv.push("status");
-        crate::cli::Cli::parse_from(argv).global
+        crate::cli::parse_from(argv).global
     }
 
     fn home(jail: &mut Jail) {

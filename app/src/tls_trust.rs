@@ -350,11 +350,10 @@ mod tests {
     }
 
     fn load(args: &[&str]) -> Result<Settings, Failure> {
-        use clap::Parser;
         let mut argv = vec!["clawlink"];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["tls", "trust"]);
-        settings::load(&crate::cli::Cli::parse_from(argv).global)
+        settings::load(&crate::cli::parse_from(argv).global)
     }
 
     #[test]

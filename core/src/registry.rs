@@ -1,17 +1,21 @@
-//! The compile-time registries: transports and feature plugins submit typed descriptors with `inventory`.
+//! The registries: transports and feature plugins submit typed descriptors with `inventory`;
+//! transports can also be added at run time ([`register_transport`], for plugins loaded from
+//! shared libraries).
 //!
-//! Plugins register *descriptors* (name, summary, example config, factory), never live
-//! objects: registration runs before `main`, so everything in a descriptor is const.
-//! Iteration is always sorted by name, and duplicate names are refused at start-up by
-//! [`validate`], because two plugins answering to one name would make a profile ambiguous.
+//! Plugins register *descriptors* (name, summary, example config, command-line flags,
+//! factory), never live objects: inventory registration runs before `main`, so everything in
+//! a descriptor is const. Iteration is always sorted by name, and duplicate names are refused
+//! (at run-time registration, and for both sources at start-up by [`validate`]), because two
+//! plugins answering to one name would make a profile ambiguous.
 //!
 //! Pitfall (see ARCHITECTURE.md): inventory silently drops a crate that nothing references.
 //! The app links every built-in plugin crate explicitly, and a test asserts the exact set of
 //! names.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use crate::config::Mode;
 use crate::feature::{Feature, FeatureError};
 use crate::transport::{Transport, TransportEnv, TransportError};
 
@@ -73,7 +77,51 @@ pub struct TransportDescriptor {
     pub summary: &'static str,
     /// A TOML snippet of the transport's settings table, shown by `clawlink transports`.
     pub example_config: &'static str,
+    /// The command-line overrides of the transport's settings (`--ssh`, `--url`, …), in the
+    /// order `--help` lists them. The app turns them into global flags and profile overrides.
+    pub flags: &'static [TransportFlag],
     pub factory: TransportFactory,
+}
+
+/// A command-line flag that overrides one key of a transport's settings table
+/// (`transports.<name>.<key>`).
+#[derive(Debug)]
+pub struct TransportFlag {
+    /// The long flag without its dashes: `remote-port` for `--remote-port`.
+    pub flag: &'static str,
+    /// The placeholder `--help` shows for the value (`N`, `FILE`, `user@host[:port]`).
+    pub value_name: &'static str,
+    /// The key of the transport's settings table the value is written to.
+    pub key: &'static str,
+    /// One line for `--help`.
+    pub help: &'static str,
+    /// How the value is parsed, stored and carried into a service file.
+    pub value: FlagValue,
+    /// Whether giving the flag selects this transport for the run (`transport = <name>`).
+    /// Flags of different transports that select are mutually exclusive.
+    pub selects: Option<Selection>,
+}
+
+/// What a selecting flag sets besides the transport's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selection {
+    /// The profile's `mode`, when selecting the transport implies one (`--ssh`: remote);
+    /// `None` leaves the profile's mode as it is.
+    pub mode: Option<Mode>,
+}
+
+/// The kind of a flag's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagValue {
+    /// Free text, carried verbatim (also paths on the remote host, which this machine cannot
+    /// resolve).
+    Text,
+    /// A gateway URL: text that must not carry user info into a service file.
+    Url,
+    /// A file on this machine: made absolute where the value outlives the command line.
+    LocalPath,
+    /// A TCP port number (0–65535).
+    Port,
 }
 
 /// A feature plugin, as it registers itself.
@@ -93,9 +141,51 @@ pub struct FeatureDescriptor {
 inventory::collect!(TransportDescriptor);
 inventory::collect!(FeatureDescriptor);
 
-/// Every registered transport, sorted by name.
+/// Transports registered at run time; descriptors are leaked so that they live as long as
+/// those from inventory (a loaded plugin is never unloaded).
+static RUNTIME_TRANSPORTS: RwLock<Vec<&'static TransportDescriptor>> = RwLock::new(Vec::new());
+
+/// A run-time registration refused because the name is taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a transport named {name:?} is already registered; each plugin needs a unique name \
+     (rename the plugin's descriptor, or leave one of the two out)"
+)]
+pub struct DuplicateName {
+    pub name: String,
+}
+
+/// Adds a transport at run time (a plugin loaded from a shared library). It then appears in
+/// [`transports`], [`transport`] and [`validate`] like one submitted through inventory.
+pub fn register_transport(
+    descriptor: TransportDescriptor,
+) -> Result<&'static TransportDescriptor, DuplicateName> {
+    let mut runtime = RUNTIME_TRANSPORTS
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let taken = inventory::iter::<TransportDescriptor>
+        .into_iter()
+        .chain(runtime.iter().copied())
+        .any(|d| d.name == descriptor.name);
+    if taken {
+        return Err(DuplicateName {
+            name: descriptor.name.to_owned(),
+        });
+    }
+    let leaked: &'static TransportDescriptor = Box::leak(Box::new(descriptor));
+    runtime.push(leaked);
+    Ok(leaked)
+}
+
+/// Every registered transport (inventory and run time), sorted by name.
 pub fn transports() -> Vec<&'static TransportDescriptor> {
-    let mut all: Vec<_> = inventory::iter::<TransportDescriptor>.into_iter().collect();
+    let runtime = RUNTIME_TRANSPORTS
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut all: Vec<_> = inventory::iter::<TransportDescriptor>
+        .into_iter()
+        .chain(runtime.iter().copied())
+        .collect();
     all.sort_by_key(|d| d.name);
     all
 }
@@ -109,9 +199,7 @@ pub fn features() -> Vec<&'static FeatureDescriptor> {
 
 /// The transport registered under `name`.
 pub fn transport(name: &str) -> Option<&'static TransportDescriptor> {
-    inventory::iter::<TransportDescriptor>
-        .into_iter()
-        .find(|d| d.name == name)
+    transports().into_iter().find(|d| d.name == name)
 }
 
 /// The feature registered under `name`.
@@ -135,9 +223,18 @@ pub enum RegistryError {
     },
 }
 
-/// Checks both registries; called once at start-up.
+/// Checks both registries (transports from inventory and from run time); called once at
+/// start-up. Besides names, the transports' command-line flags must be unique: one flag
+/// cannot set two transports' settings.
 pub fn validate() -> Result<(), RegistryError> {
-    find_duplicates("transport", transports().iter().map(|d| d.name))?;
+    let transports = transports();
+    find_duplicates("transport", transports.iter().map(|d| d.name))?;
+    find_duplicates(
+        "transport flag",
+        transports
+            .iter()
+            .flat_map(|d| d.flags.iter().map(|f| f.flag)),
+    )?;
     find_duplicates("feature", features().iter().map(|d| d.name))
 }
 
@@ -188,6 +285,53 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("registered 3 times"));
+    }
+
+    fn probe_factory(
+        _settings: &serde_json::Value,
+        _env: &TransportEnv,
+    ) -> Result<Arc<dyn Transport>, TransportError> {
+        Err(TransportError::config("a registry test's descriptor"))
+    }
+
+    fn runtime_descriptor(name: &'static str) -> TransportDescriptor {
+        TransportDescriptor {
+            name,
+            summary: "registered by a test",
+            example_config: "",
+            flags: &[TransportFlag {
+                flag: "registry-test-flag",
+                value_name: "X",
+                key: "x",
+                help: "a test flag",
+                value: FlagValue::Text,
+                selects: None,
+            }],
+            factory: probe_factory,
+        }
+    }
+
+    #[test]
+    fn transports_registered_at_run_time_are_listed_found_and_unique() {
+        let registered = register_transport(runtime_descriptor("registry-test-runtime"))
+            .expect("a fresh name registers");
+        assert_eq!(registered.name, "registry-test-runtime");
+        assert!(transports()
+            .iter()
+            .any(|d| d.name == "registry-test-runtime"));
+        assert_eq!(
+            transport("registry-test-runtime").map(|d| d.summary),
+            Some("registered by a test")
+        );
+        let names: Vec<_> = transports().iter().map(|d| d.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+
+        let again = register_transport(runtime_descriptor("registry-test-runtime")).unwrap_err();
+        assert_eq!(again.name, "registry-test-runtime");
+        assert!(again.to_string().contains("already registered"));
+        assert_eq!(validate(), Ok(()));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use clawlink_core::registry::TransportDescriptor;
+use clawlink_core::registry::{FlagValue, Selection, TransportDescriptor, TransportFlag};
 use clawlink_core::transport::{
     Connected, Transport, TransportEnv, TransportError, TransportErrorKind,
 };
@@ -43,6 +43,15 @@ clawlink_core::inventory::submit! {
         name: NAME,
         summary: "connect straight to the gateway URL (local mode, LAN, tailnet); the gateway sees this machine's address",
         example_config: EXAMPLE_CONFIG,
+        flags: &[TransportFlag {
+            flag: "url",
+            value_name: "ws://HOST:PORT",
+            key: "url",
+            help: "Connect straight to this gateway URL (selects the direct-ws transport)",
+            value: FlagValue::Url,
+            // Local or remote, the URL says where the gateway is: the profile's mode stays.
+            selects: Some(Selection { mode: None }),
+        }],
         factory: DirectWs::from_settings,
     }
 }

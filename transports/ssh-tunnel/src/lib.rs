@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use clawlink_core::config::Mode;
 use clawlink_core::prompt::Prompter;
-use clawlink_core::registry::TransportDescriptor;
+use clawlink_core::registry::{FlagValue, Selection, TransportDescriptor, TransportFlag};
 use clawlink_core::transport::{
     Connected, LocalEndpoint, RemoteOutput, Transport, TransportEnv, TransportError,
     TransportErrorKind,
@@ -68,9 +69,74 @@ clawlink_core::inventory::submit! {
         name: NAME,
         summary: "the gateway's WebSocket through an in-process SSH connection (like ssh -N -L, no child process); the default for remote mode",
         example_config: EXAMPLE_CONFIG,
+        flags: FLAGS,
         factory: SshTunnel::from_settings,
     }
 }
+
+/// The command-line overrides of [`SshSettings`]; `--ssh` selects this transport (and remote
+/// mode) for the run.
+const FLAGS: &[TransportFlag] = &[
+    TransportFlag {
+        flag: "ssh",
+        value_name: "user@host[:port]",
+        key: "target",
+        help: "Reach the gateway through SSH to this target (selects the ssh-tunnel transport)",
+        value: FlagValue::Text,
+        selects: Some(Selection {
+            mode: Some(Mode::Remote),
+        }),
+    },
+    TransportFlag {
+        flag: "identity",
+        value_name: "FILE",
+        key: "identity_file",
+        help: "SSH identity file; like `ssh -i`, only this key is offered",
+        value: FlagValue::LocalPath,
+        selects: None,
+    },
+    TransportFlag {
+        flag: "remote-port",
+        value_name: "N",
+        key: "remote_port",
+        help: "The gateway's port on the remote host",
+        value: FlagValue::Port,
+        selects: None,
+    },
+    TransportFlag {
+        flag: "local-port",
+        value_name: "N",
+        key: "local_port",
+        help: "Preferred local port for `clawlink tunnel`",
+        value: FlagValue::Port,
+        selects: None,
+    },
+    TransportFlag {
+        flag: "project-root",
+        value_name: "DIR",
+        key: "project_root",
+        help: "Directory to run remote openclaw commands from",
+        value: FlagValue::Text,
+        selects: None,
+    },
+    TransportFlag {
+        flag: "cli-path",
+        value_name: "PATH",
+        key: "cli_path",
+        help: "The openclaw CLI on the remote host (a file; .js/.mjs run with node)",
+        value: FlagValue::Text,
+        selects: None,
+    },
+    TransportFlag {
+        flag: "host-key-policy",
+        value_name: "POLICY",
+        key: "host_key_policy",
+        help:
+            "How SSH host keys are trusted: strict, accept-new, openssh, or a SHA256:… fingerprint",
+        value: FlagValue::Text,
+        selects: None,
+    },
+];
 
 /// Settings of `[profile.transports.ssh_tunnel]`.
 #[derive(Debug, Clone, Deserialize)]
