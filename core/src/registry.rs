@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::feature::{Feature, FeatureError};
-use crate::transport::{Transport, TransportEnv, TransportError};
+use crate::transport::{Capability, Transport, TransportEnv, TransportError, TransportErrorKind};
 
 /// Builds a transport from its settings (the profile's `transports.<name>` table as JSON).
 pub type TransportFactory = fn(
@@ -73,6 +73,9 @@ pub struct TransportDescriptor {
     pub summary: &'static str,
     /// A TOML snippet of the transport's settings table, shown by `clawlink transports`.
     pub example_config: &'static str,
+    /// The optional capabilities its transports offer (what their `Transport` accessors
+    /// return `Some` for), so that a refusal can name who offers what without building one.
+    pub capabilities: &'static [Capability],
     pub factory: TransportFactory,
 }
 
@@ -119,6 +122,51 @@ pub fn feature(name: &str) -> Option<&'static FeatureDescriptor> {
     inventory::iter::<FeatureDescriptor>
         .into_iter()
         .find(|d| d.name == name)
+}
+
+/// The registered transports that declare `capability`, sorted by name.
+pub fn transports_offering(capability: Capability) -> Vec<&'static str> {
+    transports()
+        .into_iter()
+        .filter(|d| d.capabilities.contains(&capability))
+        .map(|d| d.name)
+        .collect()
+}
+
+/// The one-line refusal of a command (`what`, e.g. "`clawlink remote`") that needs
+/// `capability` from a transport (`transport`, its name) that does not offer it: names the
+/// capability and the transports of this build that have it.
+pub fn refuse_missing(what: &str, transport: &str, capability: Capability) -> TransportError {
+    missing_capability(what, transport, capability, &transports_offering(capability))
+}
+
+fn missing_capability(
+    what: &str,
+    transport: &str,
+    capability: Capability,
+    offering: &[&str],
+) -> TransportError {
+    let (who, fix) = match offering {
+        [] => (
+            "no transport of this build offers it".to_owned(),
+            "rebuild clawlink with a transport that offers it (`cargo xtask build`)".to_owned(),
+        ),
+        names => {
+            let quoted: Vec<String> = names.iter().map(|n| format!("transport = \"{n}\"")).collect();
+            (
+                format!("offered by: {}", names.join(", ")),
+                format!("select a profile with {}", quoted.join(" or ")),
+            )
+        }
+    };
+    TransportError::new(
+        TransportErrorKind::Unsupported,
+        format!(
+            "{what} needs {}, which the {transport} transport does not offer ({who})",
+            capability.name()
+        ),
+    )
+    .with_fix(fix)
 }
 
 /// A registry that cannot be used as is.
@@ -188,6 +236,27 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("registered 3 times"));
+    }
+
+    #[test]
+    fn a_missing_capability_is_refused_naming_who_offers_it() {
+        let refusal = missing_capability(
+            "`clawlink remote`",
+            "direct-ws",
+            Capability::HostCommands,
+            &["quic", "ssh-tunnel"],
+        );
+        assert_eq!(refusal.kind, TransportErrorKind::Unsupported);
+        assert_eq!(
+            refusal.message,
+            "`clawlink remote` needs commands on the gateway host, which the direct-ws transport does not offer (offered by: quic, ssh-tunnel)"
+        );
+        assert_eq!(
+            refusal.fix.as_deref(),
+            Some("select a profile with transport = \"quic\" or transport = \"ssh-tunnel\"")
+        );
+        let nobody = missing_capability("x", "direct-ws", Capability::HostCommands, &[]);
+        assert!(nobody.message.contains("no transport of this build offers it"));
     }
 
     #[test]

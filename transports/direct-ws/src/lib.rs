@@ -43,6 +43,7 @@ clawlink_core::inventory::submit! {
         name: NAME,
         summary: "connect straight to the gateway URL (local mode, LAN, tailnet); the gateway sees this machine's address",
         example_config: EXAMPLE_CONFIG,
+        capabilities: &[],
         factory: DirectWs::from_settings,
     }
 }
