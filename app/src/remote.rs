@@ -123,7 +123,9 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
                 Ok(step) => {
                     steps.push(step);
                     let transport: Arc<dyn Transport> = tunnel.clone();
-                    steps.extend(cli_and_gateway_steps(transport.clone(), options, remote_status).await);
+                    steps.extend(
+                        cli_and_gateway_steps(transport.clone(), options, remote_status).await,
+                    );
                     transport.close().await;
                 }
             }
@@ -688,4 +690,31 @@ pub async fn trust(
         println!("added {name} to {}", file.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clawlink_core::gateway::protocol::HelloAuth;
+
+    #[test]
+    fn the_auth_line_says_what_hello_ok_said() {
+        let token_only: HelloAuth = serde_json::from_value(json!({
+            "method": "token", "role": "operator"
+        }))
+        .unwrap();
+        assert_eq!(
+            auth_summary(&token_only),
+            "token (operator, device not paired)"
+        );
+        let paired: HelloAuth = serde_json::from_value(json!({
+            "method": "device-token", "role": "operator", "deviceToken": "secret"
+        }))
+        .unwrap();
+        assert_eq!(
+            auth_summary(&paired),
+            "device-token (operator, device paired)"
+        );
+        assert_eq!(auth_summary(&HelloAuth::default()), "? (device not paired)");
+    }
 }

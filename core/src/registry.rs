@@ -137,7 +137,12 @@ pub fn transports_offering(capability: Capability) -> Vec<&'static str> {
 /// `capability` from a transport (`transport`, its name) that does not offer it: names the
 /// capability and the transports of this build that have it.
 pub fn refuse_missing(what: &str, transport: &str, capability: Capability) -> TransportError {
-    missing_capability(what, transport, capability, &transports_offering(capability))
+    missing_capability(
+        what,
+        transport,
+        capability,
+        &transports_offering(capability),
+    )
 }
 
 fn missing_capability(
@@ -152,7 +157,10 @@ fn missing_capability(
             "rebuild clawlink with a transport that offers it (`cargo xtask build`)".to_owned(),
         ),
         names => {
-            let quoted: Vec<String> = names.iter().map(|n| format!("transport = \"{n}\"")).collect();
+            let quoted: Vec<String> = names
+                .iter()
+                .map(|n| format!("transport = \"{n}\""))
+                .collect();
             (
                 format!("offered by: {}", names.join(", ")),
                 format!("select a profile with {}", quoted.join(" or ")),
@@ -256,7 +264,9 @@ mod tests {
             Some("select a profile with transport = \"quic\" or transport = \"ssh-tunnel\"")
         );
         let nobody = missing_capability("x", "direct-ws", Capability::HostCommands, &[]);
-        assert!(nobody.message.contains("no transport of this build offers it"));
+        assert!(nobody
+            .message
+            .contains("no transport of this build offers it"));
     }
 
     #[test]

@@ -13,9 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use clawlink_core::transport::{
-    Connected, DuplexStream, LocalEndpoint, Transport, TransportError,
-};
+use clawlink_core::transport::{Connected, DuplexStream, LocalEndpoint, Transport, TransportError};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 

@@ -180,7 +180,8 @@ pub trait HostCommands: Send + Sync {
 
     /// Runs `openclaw ARGS` on the gateway host without a terminal and collects its output;
     /// fails (kind `Remote`) when it does not finish within `limit`.
-    async fn run_cli(&self, args: &[&str], limit: Duration) -> Result<RemoteOutput, TransportError>;
+    async fn run_cli(&self, args: &[&str], limit: Duration)
+        -> Result<RemoteOutput, TransportError>;
 
     /// Starts `command`, with a terminal of that size when `pty` is given.
     async fn start(

@@ -21,7 +21,11 @@ impl HostCommands for SshTunnel {
         self.target().host.clone()
     }
 
-    async fn run_cli(&self, args: &[&str], limit: Duration) -> Result<RemoteOutput, TransportError> {
+    async fn run_cli(
+        &self,
+        args: &[&str],
+        limit: Duration,
+    ) -> Result<RemoteOutput, TransportError> {
         SshTunnel::run_cli(self, args, limit).await
     }
 
@@ -39,8 +43,12 @@ impl HostCommands for SshTunnel {
     }
 
     fn explain_failure(&self, output: &RemoteOutput) -> Option<TransportError> {
-        (output.exit_code == Some(NOT_FOUND))
-            .then(|| explain_not_found(&String::from_utf8_lossy(&output.stderr), &self.target().host))
+        (output.exit_code == Some(NOT_FOUND)).then(|| {
+            explain_not_found(
+                &String::from_utf8_lossy(&output.stderr),
+                &self.target().host,
+            )
+        })
     }
 }
 
@@ -210,7 +218,10 @@ mod tests {
         .unwrap();
         let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            command_line(&HostCommand::Argv(words(&["sh", "-c", "exit 7"])), &settings),
+            command_line(
+                &HostCommand::Argv(words(&["sh", "-c", "exit 7"])),
+                &settings
+            ),
             exec::sh_command("sh -c 'exit 7'")
         );
         assert_eq!(

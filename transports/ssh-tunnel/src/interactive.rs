@@ -236,7 +236,10 @@ impl RunningCommand for RemoteCommand {
                 }
                 RemoteEvent::Exit(exit) => {
                     for (held, wrap) in [
-                        (markers[0].finish(), RemoteEvent::Stdout as fn(Vec<u8>) -> RemoteEvent),
+                        (
+                            markers[0].finish(),
+                            RemoteEvent::Stdout as fn(Vec<u8>) -> RemoteEvent,
+                        ),
                         (markers[1].finish(), RemoteEvent::Stderr),
                     ] {
                         if !held.is_empty() {
@@ -254,7 +257,11 @@ impl RunningCommand for RemoteCommand {
         if i32::from(exit.shell_status()) != exec::NOT_FOUND {
             return None;
         }
-        let line = self.markers.as_deref()?.iter().find_map(|m| m.found.clone())?;
+        let line = self
+            .markers
+            .as_deref()?
+            .iter()
+            .find_map(|m| m.found.clone())?;
         Some(crate::commands::explain_not_found(&line, &self.host))
     }
 }
