@@ -16,6 +16,7 @@
 //! one-use loopback page to the signed-in URL (`browser`). `--print` prints the bootstrap URL (one-time) or, for the token fallback, the URL
 //! without the secret.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -30,12 +31,14 @@ use crate::failure::Failure;
 use crate::settings::Settings;
 
 mod browser;
+mod sign_in;
 #[cfg(feature = "transport-ssh")]
 mod socket_owner;
 #[cfg(feature = "transport-ssh")]
 mod ssh;
+use sign_in::mint_bootstrap;
 #[cfg(feature = "transport-ssh")]
-use ssh::{mint_bootstrap, ssh_route, OwnForwards};
+use ssh::{ssh_route, OwnForwards};
 
 /// Options of `clawlink dashboard`.
 #[derive(Debug, Args)]
@@ -61,6 +64,11 @@ enum Route {
 }
 
 impl Route {
+    /// Whether this command serves the forwards itself (over the transport).
+    fn serves_forwards(&self) -> bool {
+        !matches!(self, Route::Forwarded { .. } | Route::Direct { .. })
+    }
+
     fn http_base(&self) -> String {
         match self {
             Route::Forwarded { port, .. } => format!("http://127.0.0.1:{port}/"),
@@ -83,7 +91,6 @@ impl Route {
 /// How the browser signs in.
 enum SignIn {
     /// A one-time bootstrap token minted on the gateway host.
-    #[cfg_attr(not(feature = "transport-ssh"), allow(dead_code))]
     Bootstrap { token: String, profile: String },
     /// The gateway token (`#token=`), when no bootstrap token could be minted.
     Token(secrecy::SecretString),
@@ -97,8 +104,17 @@ pub async fn dashboard(
     settings: &Settings,
     args: &DashboardArgs,
 ) -> Result<()> {
-    let route = resolve_route(global, settings).await?;
-    let sign_in = sign_in(global, settings).await?;
+    // One transport (one SSH session) for the route, the sign-in and our own forwards.
+    let (route, transport) = resolve_route(global, settings).await?;
+    let transport = match transport {
+        Some(transport) => transport,
+        None => connect::build_transport(settings)?,
+    };
+    let sign_in = sign_in(global, settings, transport.as_ref()).await?;
+    if !route.serves_forwards() {
+        // Nothing else runs over it; our own forwards close it when the page is done.
+        transport.close().await;
+    }
     let base = route.http_base();
     let ws = route.ws_url();
     if let Route::Forwarded { port, by } = &route {
@@ -158,11 +174,11 @@ pub async fn dashboard(
     Ok(())
 }
 
-/// Chooses how the browser reaches the gateway.
+/// Chooses how the browser reaches the gateway; with the transport it built for that, if any.
 async fn resolve_route(
     #[cfg_attr(not(feature = "transport-ssh"), allow(unused_variables))] global: &GlobalArgs,
     settings: &Settings,
-) -> Result<Route, Failure> {
+) -> Result<(Route, Option<Arc<dyn Transport>>), Failure> {
     if let Some(status) = crate::agent::live_status(settings).await? {
         let forwarded = status
             .pointer("/transport/localEndpoints")
@@ -174,18 +190,22 @@ async fn resolve_route(
             .and_then(|e| e.get("url").and_then(Value::as_str))
             .and_then(loopback_port);
         if let Some(port) = forwarded {
-            return Ok(Route::Forwarded {
-                port,
-                by: "the running agent",
-            });
+            return Ok((
+                Route::Forwarded {
+                    port,
+                    by: "the running agent",
+                },
+                None,
+            ));
         }
     }
     #[cfg(feature = "transport-ssh")]
     if let Some(tunnel) = crate::remote::ssh_tunnel(settings)? {
-        return ssh_route(global, settings, tunnel).await;
+        let shared: Arc<dyn Transport> = tunnel.clone();
+        return Ok((ssh_route(global, settings, tunnel).await?, Some(shared)));
     }
     let transport = connect::build_transport(settings)?;
-    direct_route(transport.as_ref())
+    Ok((direct_route(transport.as_ref())?, Some(transport)))
 }
 
 fn direct_route(transport: &dyn Transport) -> Result<Route, Failure> {
@@ -251,18 +271,19 @@ fn warn_about_sandbox(settings: &Settings, route: &Route) {
     let _ = (settings, route);
 }
 
-/// Gets a sign-in for the browser: a bootstrap token from the gateway host when the
-/// profile reaches it over SSH, else the gateway token.
-async fn sign_in(global: &GlobalArgs, settings: &Settings) -> Result<SignIn, Failure> {
-    #[cfg(feature = "transport-ssh")]
-    if let Some(tunnel) = crate::remote::ssh_tunnel(settings)? {
+/// Gets a sign-in for the browser: a bootstrap token minted on the gateway host when the
+/// transport runs commands there, else the gateway token.
+async fn sign_in(
+    global: &GlobalArgs,
+    settings: &Settings,
+    transport: &dyn Transport,
+) -> Result<SignIn, Failure> {
+    if let Some(commands) = transport.commands() {
         eprintln!(
             "minting a one-time sign-in on {} (`openclaw dashboard`)…",
-            tunnel.target()
+            commands.host()
         );
-        let minted = mint_bootstrap(&tunnel).await;
-        tunnel.close().await;
-        match minted {
+        match mint_bootstrap(commands).await {
             Ok(sign_in) => return Ok(sign_in),
             Err(why) => crate::terminal::eprintln_safe!(
                 "note: {why}; signing in with the gateway token instead"
@@ -282,7 +303,6 @@ async fn sign_in(global: &GlobalArgs, settings: &Settings) -> Result<SignIn, Fai
 }
 
 /// `key=value&…` of a URL fragment, percent-decoded.
-#[cfg_attr(not(feature = "transport-ssh"), allow(dead_code))]
 fn parse_fragment(fragment: &str) -> Vec<(String, String)> {
     fragment
         .split('&')
@@ -294,7 +314,6 @@ fn parse_fragment(fragment: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[cfg_attr(not(feature = "transport-ssh"), allow(dead_code))]
 fn percent_decode(text: &str) -> String {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let bytes = text.as_bytes();

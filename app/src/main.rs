@@ -20,7 +20,6 @@ mod prompt;
 mod qr;
 #[cfg(feature = "transport-ssh")]
 mod remote;
-#[cfg(feature = "transport-ssh")]
 mod remote_exec;
 mod secret_env;
 mod service;
@@ -117,19 +116,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ssh(SshCommand::Trust { target, yes }) => {
             remote::trust(global, &settings, target.as_deref(), *yes).await
         }
-        #[cfg(feature = "transport-ssh")]
         Command::Remote(args) => remote_exec::run(global, &settings, args).await,
         // The commands stay in the CLI of every build, so that asking for one names what
         // is missing instead of clap calling it an unknown subcommand.
         #[cfg(not(feature = "transport-ssh"))]
-        Command::Test(_)
-        | Command::Tunnel
-        | Command::Ssh(SshCommand::Trust { .. })
-        | Command::Remote(_) => Err(failure::Failure::config(
-            "this build of clawlink has no ssh-tunnel transport",
-            Some("rebuild with `cargo xtask build` (the default includes it)".into()),
-        )
-        .into()),
+        Command::Test(_) | Command::Tunnel | Command::Ssh(SshCommand::Trust { .. }) => {
+            Err(failure::Failure::config(
+                "this build of clawlink has no ssh-tunnel transport",
+                Some("rebuild with `cargo xtask build` (the default includes it)".into()),
+            )
+            .into())
+        }
         Command::Auth(AuthCommand::Set { password }) => {
             commands::auth_set(global, &settings, secret_kind(*password)).await
         }

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clawlink_core::gateway::GatewayClient;
-use clawlink_core::transport::{RemoteOutput, Transport, TransportError};
+use clawlink_core::transport::{HostCommands, Transport, TransportError};
 use clawlink_transport_ssh::forward::{self, ForwardSpec};
 use clawlink_transport_ssh::known_hosts::{self, Verdict};
-use clawlink_transport_ssh::{exec, SshTunnel};
+use clawlink_transport_ssh::SshTunnel;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -122,22 +122,17 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
                 )),
                 Ok(step) => {
                     steps.push(step);
-                    // The CLI check and the gateway check share the SSH connection and run
-                    // side by side: a missing CLI must not hide a healthy gateway.
                     let transport: Arc<dyn Transport> = tunnel.clone();
-                    let (cli, gateway) = tokio::join!(
-                        remote_cli_step(&tunnel, remote_status),
-                        gateway_step(transport, options)
+                    steps.extend(
+                        cli_and_gateway_steps(transport.clone(), options, remote_status).await,
                     );
-                    steps.push(cli);
-                    steps.push(gateway);
-                    tunnel.close().await;
+                    transport.close().await;
                 }
             }
         }
         None => {
             let transport = connect::build_transport(settings)?;
-            steps.push(gateway_step(transport, options).await);
+            steps.extend(cli_and_gateway_steps(transport, options, remote_status).await);
         }
     }
     let ok = steps.iter().all(|s| s.ok);
@@ -160,7 +155,7 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
                 crate::terminal::println_safe!("{:<11} {:<6} {:>9}  fix: {fix}", "", "", "");
             }
         }
-        if steps.len() == 1 && steps[0].ok {
+        if steps.len() == 1 && steps[0].ok && steps[0].step == "gateway" {
             println!("(no SSH steps: this profile connects directly)");
         }
         if let Some((file, keywords)) = ignored.filter(|(_, k)| !k.is_empty()) {
@@ -214,92 +209,69 @@ fn ssh_step(started: Instant, info: &clawlink_transport_ssh::SessionInfo) -> Ste
     )
 }
 
-pub(crate) async fn remote_cli_step(tunnel: &SshTunnel, remote_status: bool) -> Step {
+/// The remote-CLI step (when the transport runs commands on the gateway host) and the
+/// gateway step. They share the transport's connection and run side by side: a missing CLI
+/// must not hide a healthy gateway.
+async fn cli_and_gateway_steps(
+    transport: Arc<dyn Transport>,
+    options: clawlink_core::gateway::ClientOptions,
+    remote_status: bool,
+) -> Vec<Step> {
+    match transport.commands() {
+        Some(commands) => {
+            let (cli, gateway) = tokio::join!(
+                remote_cli_step(commands, remote_status),
+                gateway_step(transport.clone(), options)
+            );
+            vec![cli, gateway]
+        }
+        None => vec![gateway_step(transport.clone(), options).await],
+    }
+}
+
+/// `openclaw --version` (or `status --json`) on the gateway host through the transport.
+pub(crate) async fn remote_cli_step(commands: &dyn HostCommands, remote_status: bool) -> Step {
     let started = Instant::now();
     let (args, limit): (&[&str], _) = if remote_status {
         (&["status", "--json"], Duration::from_secs(90))
     } else {
         (&["--version"], Duration::from_secs(30))
     };
-    let host = tunnel.target().host.clone();
-    let output = match tunnel.run_cli(args, limit).await {
+    let output = match commands.run_cli(args, limit).await {
         Ok(output) => output,
         Err(e) => return Step::failed("remote-cli", started, e.message, e.fix),
     };
-    match output.exit_code {
-        Some(0) => {
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            if remote_status {
-                summarize_status(started, &stdout)
-            } else {
-                let version = stdout.lines().next().unwrap_or("").trim().to_owned();
-                Step::ok(
-                    "remote-cli",
-                    started,
-                    version.clone(),
-                    json!({"version": version}),
-                )
-            }
+    if output.exit_code == Some(0) {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if remote_status {
+            return summarize_status(started, &stdout);
         }
-        Some(exec::NOT_FOUND) => cli_missing(started, &output, &host),
-        code => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-            Step::failed(
-                "remote-cli",
-                started,
-                format!(
-                    "openclaw {} exited with {}: {}",
-                    args.join(" "),
-                    code.map(|c| c.to_string())
-                        .unwrap_or_else(|| "a signal".into()),
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                ),
-                Some("run the same command on the host to see the full error".into()),
-            )
-        }
+        let version = stdout.lines().next().unwrap_or("").trim().to_owned();
+        return Step::ok(
+            "remote-cli",
+            started,
+            version.clone(),
+            json!({"version": version}),
+        );
     }
-}
-
-fn cli_missing(started: Instant, output: &RemoteOutput, host: &str) -> Step {
-    let (detail, fix) = explain_exit_127(&String::from_utf8_lossy(&output.stderr), host);
+    if let Some(explained) = commands.explain_failure(&output) {
+        return Step::failed("remote-cli", started, explained.message, explained.fix);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
     Step::failed(
         "remote-cli",
         started,
-        format!("exit 127: {detail} on {host}"),
-        Some(fix),
-    )
-}
-
-/// What an exit 127 of the remote CLI script means, from the marker line it printed on
-/// stderr (project root missing, node missing, or the CLI itself), and how to fix it.
-pub(crate) fn explain_exit_127(stderr: &str, host: &str) -> (String, String) {
-    let line = |marker: &str| {
-        stderr
-            .lines()
-            .find(|l| l.contains(marker))
-            .map(|l| l.replace(&format!("{marker}: "), ""))
-    };
-    if let Some(detail) = line(exec::MARK_NO_PROJECT) {
-        return (
-            detail,
-            "fix project_root (--project-root) to the directory of the openclaw checkout on the host".into(),
-        );
-    }
-    if let Some(detail) = line(exec::MARK_NO_NODE) {
-        return (
-            detail,
-            "install Node.js ≥ 24 on the host so that non-interactive shells find it (e.g. in /usr/local/bin)".into(),
-        );
-    }
-    let detail = line(exec::MARK_NO_CLI).unwrap_or_else(|| stderr.trim().to_owned());
-    (
-        detail,
         format!(
-            "on {host}, link it into a standard directory: `sudo ln -s \"$(command -v openclaw)\" /usr/local/bin/openclaw` \
-             (run in an interactive shell there); or set cli_path (--cli-path) to its full path; or add its directory to \
-             PATH in ~/.profile / ~/.zshenv, which non-interactive shells read"
+            "openclaw {} exited with {}: {}",
+            args.join(" "),
+            output
+                .exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "a signal".into()),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
         ),
+        Some("run the same command on the host to see the full error".into()),
     )
 }
 
@@ -370,17 +342,26 @@ async fn gateway_step(
     // The tunnel's SSH session is shared with the other steps: close only the WebSocket.
     let step = match health {
         Ok(health) => {
-            let auth = hello.auth.method.clone().unwrap_or_else(|| "?".into());
-            Step::ok(
-                "gateway",
-                started,
-                format!(
-                    "openclaw {} · auth {auth} (device paired) · health {} (ping {health_ms} ms)",
-                    hello.server.version,
-                    if health["ok"] == true { "ok" } else { "NOT ok" }
-                ),
-                json!({"server": hello.server.version, "auth": auth, "handshakeMs": handshake_ms, "healthMs": health_ms, "paired": hello.auth.device_token.is_some()}),
-            )
+            let auth = auth_summary(&hello.auth);
+            let healthy = health["ok"] == true;
+            let detail = format!(
+                "openclaw {} · auth {auth} · health {} (ping {health_ms} ms)",
+                hello.server.version,
+                if healthy { "ok" } else { "NOT ok" }
+            );
+            let data = json!({"server": hello.server.version, "auth": hello.auth.method.as_deref().unwrap_or("?"), "role": hello.auth.role, "handshakeMs": handshake_ms, "healthMs": health_ms, "paired": hello.auth.device_token.is_some(), "healthOk": healthy});
+            if healthy {
+                Step::ok("gateway", started, detail, data)
+            } else {
+                let mut step = Step::failed(
+                    "gateway",
+                    started,
+                    detail,
+                    Some("the gateway answers but reports itself unhealthy: `clawlink call health` shows which part, `openclaw gateway status` on the host more".into()),
+                );
+                step.data = data;
+                step
+            }
         }
         Err(e) => {
             let failure = Failure::from(e);
@@ -394,6 +375,22 @@ async fn gateway_step(
     };
     client.shutdown().await;
     step
+}
+
+/// What hello-ok said about our authentication: the method, the role, and whether the
+/// gateway issued a device token (an approved pairing).
+fn auth_summary(auth: &clawlink_core::gateway::protocol::HelloAuth) -> String {
+    let method = auth.method.as_deref().unwrap_or("?");
+    let paired = if auth.device_token.is_some() {
+        "device paired"
+    } else {
+        "device not paired"
+    };
+    if auth.role.is_empty() {
+        format!("{method} ({paired})")
+    } else {
+        format!("{method} ({}, {paired})", auth.role)
+    }
 }
 
 /// `clawlink tunnel`.
@@ -693,4 +690,31 @@ pub async fn trust(
         println!("added {name} to {}", file.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clawlink_core::gateway::protocol::HelloAuth;
+
+    #[test]
+    fn the_auth_line_says_what_hello_ok_said() {
+        let token_only: HelloAuth = serde_json::from_value(json!({
+            "method": "token", "role": "operator"
+        }))
+        .unwrap();
+        assert_eq!(
+            auth_summary(&token_only),
+            "token (operator, device not paired)"
+        );
+        let paired: HelloAuth = serde_json::from_value(json!({
+            "method": "device-token", "role": "operator", "deviceToken": "secret"
+        }))
+        .unwrap();
+        assert_eq!(
+            auth_summary(&paired),
+            "device-token (operator, device paired)"
+        );
+        assert_eq!(auth_summary(&HelloAuth::default()), "? (device not paired)");
+    }
 }

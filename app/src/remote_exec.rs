@@ -1,4 +1,4 @@
-//! `clawlink remote -- COMMAND`: runs a command on the SSH host with a terminal, resolving `openclaw` like `clawlink test`.
+//! `clawlink remote -- COMMAND`: runs a command on the gateway host with a terminal, through any transport offering commands on the gateway host, resolving `openclaw` like `clawlink test`.
 //!
 //! Like `ssh -t host COMMAND`, done in-process: when our stdin is a terminal (and `-T` was not
 //! given) the remote side gets a PTY of our size, our terminal goes to raw mode (restored on
@@ -6,20 +6,20 @@
 //! keystroke (Ctrl-C included) goes to the remote terminal. Without a terminal, stdin is
 //! streamed until EOF and stdout/stderr stay apart. The remote exit status becomes ours.
 //!
-//! `openclaw` as the first word runs through the same resolution script as `clawlink test`
-//! (project root, cli_path, the usual install directories on PATH); when it cannot find the
-//! CLI, node or the project root, its marker line is turned into the same fix `test` prints.
+//! `openclaw` as the first word runs through the transport's CLI resolution, as in `clawlink
+//! test`; when the CLI, node or the project root is missing, the transport's explanation
+//! becomes the same fix `test` prints.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
-use clawlink_core::transport::Transport;
-use clawlink_transport_ssh::exec;
-use clawlink_transport_ssh::interactive::{
-    PtyRequest, RemoteEvent, RemoteExit, RemoteInput, RemoteSignal,
+use clawlink_core::registry;
+use clawlink_core::transport::commands::{
+    CommandInput, HostCommand, PtyRequest, RemoteEvent, RemoteExit, RemoteSignal, RunningCommand,
 };
+use clawlink_core::transport::{Capability, TransportError};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -35,21 +35,21 @@ const SIGNAL_GRACE: Duration = Duration::from_secs(3);
 
 /// `clawlink remote`.
 pub async fn run(_global: &GlobalArgs, settings: &Settings, args: &RemoteArgs) -> Result<()> {
-    let Some(tunnel) = crate::remote::ssh_tunnel(settings)? else {
-        return Err(Failure::config(
-            format!(
-                "`clawlink remote` runs commands over SSH, but profile {:?} uses the {} transport",
-                settings.profile_name,
-                settings.profile.transport_name()
-            ),
-            Some(
-                "pass --ssh user@host, or select a profile with transport = \"ssh-tunnel\"".into(),
-            ),
-        )
+    let transport = crate::connect::build_transport(settings)?;
+    let Some(commands) = transport.commands() else {
+        return Err(Failure::from(registry::refuse_missing(
+            "`clawlink remote`",
+            transport.name(),
+            Capability::HostCommands,
+        ))
         .into());
     };
-    let runs_openclaw = args.command.first().map(String::as_str) == Some("openclaw");
-    let command = remote_command_line(&args.command, tunnel.settings());
+    let command = HostCommand::from_words(&args.command).ok_or_else(|| {
+        Failure::config(
+            "`clawlink remote` needs a command",
+            Some("e.g. `clawlink remote -- openclaw status`".into()),
+        )
+    })?;
     let stdin_is_tty = std::io::stdin().is_terminal();
     let pty = (stdin_is_tty && !args.no_tty).then(|| {
         // A terminal that cannot tell its size (e.g. under `script` without one) gets the
@@ -64,8 +64,8 @@ pub async fn run(_global: &GlobalArgs, settings: &Settings, args: &RemoteArgs) -
             rows,
         }
     });
-    let mut process = tunnel
-        .start_command(&command, pty.as_ref())
+    let mut process = commands
+        .start(&command, pty.as_ref())
         .await
         .map_err(Failure::from)?;
     let input = process.input();
@@ -78,15 +78,15 @@ pub async fn run(_global: &GlobalArgs, settings: &Settings, args: &RemoteArgs) -
         .forwards_input()
         .then(|| tokio::spawn(forward_stdin(input.clone())));
 
-    let mut markers = runs_openclaw.then(|| [MarkerSniffer::default(), MarkerSniffer::default()]);
-    let outcome = pump(&mut process, &input, pty.is_some(), markers.as_mut()).await;
+    let outcome = pump(process.as_mut(), input.as_ref(), pty.is_some()).await;
 
     if let Some(task) = forwarding {
         task.abort();
     }
     // The terminal first: whatever follows (an error line, the shell prompt) needs it sane.
     drop(raw);
-    tunnel.close().await;
+    let failure = process.failure();
+    transport.close().await;
     let exit = match outcome? {
         Ended::Remote(exit) => exit,
         Ended::Local { signal, why } => {
@@ -95,10 +95,8 @@ pub async fn run(_global: &GlobalArgs, settings: &Settings, args: &RemoteArgs) -
         }
     };
     let status = exit.shell_status();
-    if let (Some(markers), exec::NOT_FOUND) = (&markers, i32::from(status)) {
-        if let Some(line) = markers.iter().find_map(|m| m.found.clone()) {
-            return Err(cli_missing(&line, &tunnel.target().host).into());
-        }
+    if let Some(failure) = failure {
+        return Err(could_not_run(failure, status).into());
     }
     if let RemoteExit::Signal { name, message, .. } = &exit {
         eprintln!(
@@ -125,38 +123,12 @@ enum Ended {
     Local { signal: u8, why: String },
 }
 
-/// The one remote command line: `openclaw …` through the CLI resolution script, a single
-/// word as shell text (`clawlink remote -- 'ls | wc -l'`), several words as exact arguments
-/// (`clawlink remote -- sh -c 'exit 7'` runs `sh` with `-c` and `exit 7`, unlike ssh, which
-/// would re-split them). Always `/bin/sh -c '…'`, whatever the login shell is.
-fn remote_command_line(words: &[String], settings: &clawlink_transport_ssh::SshSettings) -> String {
-    match words {
-        [first, rest @ ..] if first == "openclaw" => {
-            let location = exec::CliLocation {
-                project_root: settings.project_root.clone(),
-                cli_path: settings.cli_path.clone(),
-            };
-            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            exec::sh_command(&exec::cli_script(&location, &rest))
-        }
-        [single] => exec::sh_command(single),
-        words => exec::sh_command(
-            &words
-                .iter()
-                .map(|w| exec::shell_quote(w))
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-    }
-}
-
 /// Moves output to our stdout/stderr, terminal size changes and signals to the remote side,
 /// until the command ends.
 async fn pump(
-    process: &mut clawlink_transport_ssh::interactive::RemoteCommand,
-    input: &RemoteInput,
+    process: &mut dyn RunningCommand,
+    input: &dyn CommandInput,
     pty: bool,
-    mut markers: Option<&mut [MarkerSniffer; 2]>,
 ) -> Result<Ended> {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
@@ -170,25 +142,9 @@ async fn pump(
         let received = tokio::select! {
             event = process.next() => {
                 match event.map_err(Failure::from)? {
-                    RemoteEvent::Stdout(data) => {
-                        let data = match markers.as_deref_mut() {
-                            Some([sniffer, _]) => sniffer.feed(&data),
-                            None => data,
-                        };
-                        write_all(&mut stdout, &data).await;
-                    }
-                    RemoteEvent::Stderr(data) => {
-                        let data = match markers.as_deref_mut() {
-                            Some([_, sniffer]) => sniffer.feed(&data),
-                            None => data,
-                        };
-                        write_all(&mut stderr, &data).await;
-                    }
+                    RemoteEvent::Stdout(data) => write_all(&mut stdout, &data).await,
+                    RemoteEvent::Stderr(data) => write_all(&mut stderr, &data).await,
                     RemoteEvent::Exit(exit) => {
-                        if let Some(markers) = markers.as_deref_mut() {
-                            write_all(&mut stdout, &markers[0].finish()).await;
-                            write_all(&mut stderr, &markers[1].finish()).await;
-                        }
                         // The system ssh ends with 255 on the signal we passed on; say
                         // which signal stopped us instead.
                         if last_signal != 0 && !input.forwards_input() && exit.shell_status() != 0 {
@@ -278,7 +234,7 @@ async fn write_all(out: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) {
 
 /// Reads our stdin on a plain thread (a blocking read cannot be cancelled; a detached
 /// thread does not hold up the exit the way tokio's stdin would) and forwards it, then EOF.
-async fn forward_stdin(input: RemoteInput) {
+async fn forward_stdin(input: std::sync::Arc<dyn CommandInput>) {
     let (sender, mut chunks) = mpsc::channel::<Vec<u8>>(16);
     std::thread::spawn(move || {
         use std::io::Read;
@@ -384,145 +340,15 @@ fn terminal_failure(what: &str) -> Failure {
     }
 }
 
-/// Watches the start of one output stream for the resolution script's marker line
-/// (`clawlink:no-cli: …`), which the script prints before anything else; keeps it off the
-/// screen and remembers it. Everything else passes through untouched.
-#[derive(Debug, Default)]
-struct MarkerSniffer {
-    held: Vec<u8>,
-    passing: bool,
-    found: Option<String>,
-}
-
-/// What every marker line starts with.
-const MARKER_PREFIX: &[u8] = b"clawlink:no-";
-
-impl MarkerSniffer {
-    /// The bytes of `chunk` that can be shown now.
-    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
-        if self.passing {
-            return chunk.to_vec();
-        }
-        self.held.extend_from_slice(chunk);
-        loop {
-            let common = self.held.len().min(MARKER_PREFIX.len());
-            if self.held[..common] != MARKER_PREFIX[..common] {
-                self.passing = true;
-                return std::mem::take(&mut self.held);
-            }
-            if self.held.len() < MARKER_PREFIX.len() {
-                return Vec::new();
-            }
-            let Some(end) = self.held.iter().position(|&b| b == b'\n') else {
-                return Vec::new();
-            };
-            let line: Vec<u8> = self.held.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line).trim_end().to_owned();
-            self.found.get_or_insert(line);
-            if self.held.is_empty() {
-                return Vec::new();
-            }
-        }
-    }
-
-    /// What is still held back when the stream ends (a partial line that was no marker).
-    fn finish(&mut self) -> Vec<u8> {
-        self.passing = true;
-        std::mem::take(&mut self.held)
-    }
-}
-
-/// The fix for a missing CLI, project root or node, worded as `clawlink test` words it.
-fn cli_missing(marker_line: &str, host: &str) -> Failure {
-    let (detail, fix) = crate::remote::explain_exit_127(marker_line, host);
-    let message = format!("exit 127: {detail} on {host}");
+/// The transport's explanation of a command that could not run (the CLI, node or the
+/// project root missing), worded as `clawlink test` words it; the exit status stays the
+/// remote one (127).
+fn could_not_run(error: TransportError, status: u8) -> Failure {
     Failure {
-        json: json!({"layer": "remote-cli", "message": message, "fix": fix}),
+        json: json!({"layer": "remote-cli", "message": error.message, "fix": error.fix}),
         layer: "remote-cli".into(),
-        message,
-        fix: Some(fix),
-        exit_code: 127,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_marker_line_is_kept_off_the_screen_and_remembered() {
-        let mut sniffer = MarkerSniffer::default();
-        // Arriving in pieces, with a PTY's CRLF.
-        assert!(sniffer.feed(b"claw").is_empty());
-        assert!(sniffer
-            .feed(b"link:no-cli: the openclaw CLI is not on PATH")
-            .is_empty());
-        assert!(sniffer.feed(b" for non-interactive shells\r\n").is_empty());
-        assert_eq!(
-            sniffer.found.as_deref(),
-            Some("clawlink:no-cli: the openclaw CLI is not on PATH for non-interactive shells")
-        );
-        let failure = cli_missing(sniffer.found.as_deref().unwrap(), "gw");
-        assert_eq!(failure.exit_code, 127);
-        assert_eq!(
-            failure.message,
-            "exit 127: the openclaw CLI is not on PATH for non-interactive shells on gw"
-        );
-        assert!(failure.fix.unwrap().contains("cli_path"));
-
-        let failure = cli_missing(
-            "clawlink:no-project-root: project root not found: /srv/oc",
-            "gw",
-        );
-        assert!(
-            failure.message.contains("/srv/oc") && failure.fix.unwrap().contains("--project-root")
-        );
-    }
-
-    #[test]
-    fn other_output_passes_untouched_even_when_it_starts_alike() {
-        let mut sniffer = MarkerSniffer::default();
-        assert!(sniffer.feed(b"cla").is_empty());
-        assert_eq!(sniffer.feed(b"ws out\n"), b"claws out\n");
-        assert_eq!(
-            sniffer.feed(b"clawlink:no-cli: later\n"),
-            b"clawlink:no-cli: later\n"
-        );
-        assert_eq!(sniffer.found, None);
-
-        let mut sniffer = MarkerSniffer::default();
-        assert!(sniffer.feed(b"c").is_empty());
-        assert_eq!(sniffer.finish(), b"c");
-    }
-
-    #[test]
-    fn commands_keep_their_words_and_openclaw_goes_through_the_resolution_script() {
-        let settings: clawlink_transport_ssh::SshSettings = serde_json::from_value(
-            json!({"target": "claw@gw", "cli_path": "/opt/oc/openclaw.mjs"}),
-        )
-        .unwrap();
-        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            remote_command_line(&words(&["sh", "-c", "exit 7"]), &settings),
-            exec::sh_command("sh -c 'exit 7'")
-        );
-        assert_eq!(
-            remote_command_line(&words(&["ls | wc -l"]), &settings),
-            exec::sh_command("ls | wc -l")
-        );
-        let openclaw = remote_command_line(
-            &words(&["openclaw", "channels", "login", "--verbose"]),
-            &settings,
-        );
-        assert_eq!(
-            openclaw,
-            exec::sh_command(&exec::cli_script(
-                &exec::CliLocation {
-                    project_root: None,
-                    cli_path: Some("/opt/oc/openclaw.mjs".into())
-                },
-                &["channels", "login", "--verbose"]
-            ))
-        );
+        message: error.message,
+        fix: error.fix,
+        exit_code: status,
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::Mode;
 use crate::feature::{Feature, FeatureError};
-use crate::transport::{Transport, TransportEnv, TransportError};
+use crate::transport::{Capability, Transport, TransportEnv, TransportError, TransportErrorKind};
 
 /// Builds a transport from its settings (the profile's `transports.<name>` table as JSON).
 pub type TransportFactory = fn(
@@ -80,6 +80,9 @@ pub struct TransportDescriptor {
     /// The command-line overrides of the transport's settings (`--ssh`, `--url`, …), in the
     /// order `--help` lists them. The app turns them into global flags and profile overrides.
     pub flags: &'static [TransportFlag],
+    /// The optional capabilities its transports offer (what their `Transport` accessors
+    /// return `Some` for), so that a refusal can name who offers what without building one.
+    pub capabilities: &'static [Capability],
     pub factory: TransportFactory,
 }
 
@@ -209,6 +212,59 @@ pub fn feature(name: &str) -> Option<&'static FeatureDescriptor> {
         .find(|d| d.name == name)
 }
 
+/// The registered transports that declare `capability`, sorted by name.
+pub fn transports_offering(capability: Capability) -> Vec<&'static str> {
+    transports()
+        .into_iter()
+        .filter(|d| d.capabilities.contains(&capability))
+        .map(|d| d.name)
+        .collect()
+}
+
+/// The one-line refusal of a command (`what`, e.g. "`clawlink remote`") that needs
+/// `capability` from a transport (`transport`, its name) that does not offer it: names the
+/// capability and the transports of this build that have it.
+pub fn refuse_missing(what: &str, transport: &str, capability: Capability) -> TransportError {
+    missing_capability(
+        what,
+        transport,
+        capability,
+        &transports_offering(capability),
+    )
+}
+
+fn missing_capability(
+    what: &str,
+    transport: &str,
+    capability: Capability,
+    offering: &[&str],
+) -> TransportError {
+    let (who, fix) = match offering {
+        [] => (
+            "no transport of this build offers it".to_owned(),
+            "rebuild clawlink with a transport that offers it (`cargo xtask build`)".to_owned(),
+        ),
+        names => {
+            let quoted: Vec<String> = names
+                .iter()
+                .map(|n| format!("transport = \"{n}\""))
+                .collect();
+            (
+                format!("offered by: {}", names.join(", ")),
+                format!("select a profile with {}", quoted.join(" or ")),
+            )
+        }
+    };
+    TransportError::new(
+        TransportErrorKind::Unsupported,
+        format!(
+            "{what} needs {}, which the {transport} transport does not offer ({who})",
+            capability.name()
+        ),
+    )
+    .with_fix(fix)
+}
+
 /// A registry that cannot be used as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -307,6 +363,7 @@ mod tests {
                 value: FlagValue::Text,
                 selects: None,
             }],
+            capabilities: &[],
             factory: probe_factory,
         }
     }
@@ -332,6 +389,29 @@ mod tests {
         assert_eq!(again.name, "registry-test-runtime");
         assert!(again.to_string().contains("already registered"));
         assert_eq!(validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_missing_capability_is_refused_naming_who_offers_it() {
+        let refusal = missing_capability(
+            "`clawlink remote`",
+            "direct-ws",
+            Capability::HostCommands,
+            &["quic", "ssh-tunnel"],
+        );
+        assert_eq!(refusal.kind, TransportErrorKind::Unsupported);
+        assert_eq!(
+            refusal.message,
+            "`clawlink remote` needs commands on the gateway host, which the direct-ws transport does not offer (offered by: quic, ssh-tunnel)"
+        );
+        assert_eq!(
+            refusal.fix.as_deref(),
+            Some("select a profile with transport = \"quic\" or transport = \"ssh-tunnel\"")
+        );
+        let nobody = missing_capability("x", "direct-ws", Capability::HostCommands, &[]);
+        assert!(nobody
+            .message
+            .contains("no transport of this build offers it"));
     }
 
     #[test]

@@ -12,6 +12,27 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::prompt::Prompter;
 
+pub mod commands;
+pub use commands::HostCommands;
+
+/// An optional part of the transport contract, as a descriptor declares it (so that a
+/// refusal can name the transports that offer it without building any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// [`HostCommands`], reached through [`Transport::commands`].
+    HostCommands,
+}
+
+impl Capability {
+    /// How refusals and listings name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HostCommands => commands::CAPABILITY,
+        }
+    }
+}
+
 /// A duplex byte stream to the gateway's WebSocket port (TCP, TLS, an SSH channel, …).
 pub trait DuplexStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> DuplexStream for T {}
@@ -90,16 +111,10 @@ pub trait Transport: Send + Sync {
         Vec::new()
     }
 
-    /// Runs a command on the gateway host (used by `clawlink test`). Default: unsupported.
-    async fn run_remote(&self, _command: &str) -> Result<RemoteOutput, TransportError> {
-        Err(TransportError::new(
-            TransportErrorKind::Unsupported,
-            format!(
-                "the {} transport cannot run commands on the gateway host",
-                self.name()
-            ),
-        )
-        .with_fix("use the ssh-tunnel transport to run remote commands"))
+    /// Commands on the gateway host (the openclaw CLI, a command with a terminal), when this
+    /// transport can run them. Default: not offered.
+    fn commands(&self) -> Option<&dyn HostCommands> {
+        None
     }
 
     /// Releases long-lived resources (SSH sessions, listeners). Default: nothing to release.

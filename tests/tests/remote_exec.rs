@@ -193,7 +193,7 @@ fn a_terminal_gets_a_remote_pty_unless_t_is_given() {
 }
 
 #[test]
-fn a_direct_profile_is_a_configuration_error() {
+fn a_direct_profile_is_refused_naming_the_capability_and_who_offers_it() {
     let dir = scratch_dir("remote-direct");
     let out = clawlink(
         &dir,
@@ -202,7 +202,9 @@ fn a_direct_profile_is_a_configuration_error() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("runs commands over SSH") && stderr.contains("--ssh user@host"),
+        stderr.contains(
+            "`clawlink remote` needs commands on the gateway host, which the direct-ws transport does not offer (offered by: ssh-tunnel)"
+        ) && stderr.contains("transport = \"ssh-tunnel\""),
         "{stderr}"
     );
 }

@@ -11,21 +11,18 @@ use std::time::Duration;
 
 use clawlink_core::gateway::GatewayClient;
 use clawlink_core::transport::{Transport, TransportEnv};
-use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::socket_owner::{self, Owner};
-use super::{parse_fragment, Route, SignIn};
+use super::Route;
 use crate::cli::GlobalArgs;
 use crate::connect;
 use crate::failure::Failure;
 use crate::prompt::AppPrompter;
 use crate::settings::Settings;
 
-/// How long `openclaw dashboard --json` may take on the host (it probes the gateway).
-const REMOTE_CLI_LIMIT: Duration = Duration::from_secs(120);
 /// Own forwards: how long to wait for the browser's first connection…
 const FIRST_USE_WAIT: Duration = Duration::from_secs(180);
 /// …and how long they outlive the last one (a page reload reconnects within this).
@@ -114,68 +111,9 @@ async fn same_gateway(
         .await
         .map_err(Failure::from)?;
     let our_boot = boot_id(&ours);
-    // The tunnel's SSH session stays open: the sign-in runs the CLI over it.
+    // The tunnel's SSH session stays open: the sign-in mints over it, the own forwards use it.
     ours.shutdown().await;
     Ok(their_boot.is_some() && their_boot == our_boot)
-}
-
-/// Runs `openclaw dashboard --json` on the gateway host and keeps only the one-time
-/// bootstrap token of its `browserUrl` (the JSON also carries the gateway token, which is
-/// dropped unread).
-pub(super) async fn mint_bootstrap(
-    tunnel: &clawlink_transport_ssh::SshTunnel,
-) -> Result<SignIn, String> {
-    let output = tunnel
-        .run_cli(&["dashboard", "--json"], REMOTE_CLI_LIMIT)
-        .await
-        .map_err(|e| format!("the remote openclaw CLI could not run: {}", e.message))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let parsed = stdout
-        .find('{')
-        .and_then(|i| {
-            serde_json::Deserializer::from_str(&stdout[i..])
-                .into_iter::<Value>()
-                .next()
-        })
-        .and_then(Result::ok);
-    let Some(answer) = parsed else {
-        return Err(match output.exit_code {
-            Some(clawlink_transport_ssh::exec::NOT_FOUND) => {
-                "the openclaw CLI is not on the host's PATH for non-interactive shells (see `clawlink test`)".into()
-            }
-            code => format!(
-                "`openclaw dashboard --json` printed no JSON (exit {})",
-                code.map_or_else(|| "by signal".into(), |c| c.to_string())
-            ),
-        });
-    };
-    if answer.get("ok").and_then(Value::as_bool) != Some(true) {
-        return Err(format!(
-            "`openclaw dashboard` on the host: {}",
-            answer
-                .get("reason")
-                .and_then(Value::as_str)
-                .unwrap_or("not ready")
-        ));
-    }
-    let browser_url = answer
-        .get("browserUrl")
-        .and_then(Value::as_str)
-        .ok_or("`openclaw dashboard --json` gave no browserUrl")?;
-    let fragment = browser_url
-        .split_once('#')
-        .map(|(_, f)| f)
-        .ok_or("the browserUrl has no sign-in fragment")?;
-    let params = parse_fragment(fragment);
-    let get = |key: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-    };
-    let token = get("bootstrapToken").ok_or("the browserUrl carries no bootstrapToken")?;
-    let profile = get("bootstrapProfile").unwrap_or_else(|| "owner".into());
-    Ok(SignIn::Bootstrap { token, profile })
 }
 
 /// Loopback forwards of the gateway port and of the widget sandbox (port + 1), served by

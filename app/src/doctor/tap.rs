@@ -13,9 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use clawlink_core::transport::{
-    Connected, DuplexStream, LocalEndpoint, RemoteOutput, Transport, TransportError,
-};
+use clawlink_core::transport::{Connected, DuplexStream, LocalEndpoint, Transport, TransportError};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -172,8 +170,8 @@ impl Transport for TapTransport {
         self.inner.local_endpoints()
     }
 
-    async fn run_remote(&self, command: &str) -> Result<RemoteOutput, TransportError> {
-        self.inner.run_remote(command).await
+    fn commands(&self) -> Option<&dyn clawlink_core::transport::HostCommands> {
+        self.inner.commands()
     }
 
     async fn close(&self) {

@@ -52,6 +52,7 @@ clawlink_core::inventory::submit! {
             // Local or remote, the URL says where the gateway is: the profile's mode stays.
             selects: Some(Selection { mode: None }),
         }],
+        capabilities: &[],
         factory: DirectWs::from_settings,
     }
 }

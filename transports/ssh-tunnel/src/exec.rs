@@ -14,7 +14,7 @@ use crate::session::SshSession;
 
 /// Exit code of the resolution script when something is missing (what shells use for
 /// "command not found").
-pub const NOT_FOUND: i32 = 127;
+pub const NOT_FOUND: i32 = clawlink_core::transport::commands::NOT_FOUND;
 
 /// Markers the script prints on stderr so that the caller can tell the 127 causes apart.
 pub const MARK_NO_CLI: &str = "clawlink:no-cli";

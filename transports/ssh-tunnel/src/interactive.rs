@@ -13,6 +13,10 @@ use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use clawlink_core::transport::commands::{
+    CommandInput, PtyRequest, RemoteEvent, RemoteExit, RemoteSignal, RunningCommand, SIGNALS,
+};
 use clawlink_core::transport::{TransportError, TransportErrorKind};
 use russh::client::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
@@ -20,106 +24,26 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
+use crate::commands::MarkerSniffer;
+use crate::exec;
 use crate::openssh::OpenSsh;
 use crate::session::SshSession;
 use crate::SshTunnel;
 
-/// The terminal the remote side should emulate (`TERM`) and its size in characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PtyRequest {
-    pub term: String,
-    pub cols: u32,
-    pub rows: u32,
-}
-
-/// What a remote command produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RemoteEvent {
-    /// Standard output (with a PTY: everything the terminal shows).
-    Stdout(Vec<u8>),
-    /// Standard error (never with a PTY, where it is part of the terminal's output).
-    Stderr(Vec<u8>),
-    /// The command ended; nothing follows.
-    Exit(RemoteExit),
-}
-
-/// How a remote command ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RemoteExit {
-    /// It exited with this status.
-    Code(u32),
-    /// A signal killed it.
-    Signal {
-        /// `TERM`, `KILL`, … (without `SIG`).
-        name: String,
-        core_dumped: bool,
-        /// The server's explanation, often empty.
-        message: String,
-    },
-    /// The channel closed without a status (some servers do that for killed commands).
-    Unknown,
-}
-
-impl RemoteExit {
-    /// The status a shell would report: the code itself (mod 256), 128 + the signal number for
-    /// a signal, 255 when unknown (what `ssh` exits with for its own failures).
-    pub fn shell_status(&self) -> u8 {
-        match self {
-            Self::Code(code) => (*code & 0xff) as u8,
-            Self::Signal { name, .. } => signal_number(name).map_or(255, |n| 128 + n),
-            Self::Unknown => 255,
-        }
+fn ssh_signal(signal: RemoteSignal) -> Sig {
+    match signal {
+        RemoteSignal::Interrupt => Sig::INT,
+        RemoteSignal::Terminate => Sig::TERM,
+        RemoteSignal::Hangup => Sig::HUP,
     }
 }
 
-/// Signals the caller may pass on to the remote command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoteSignal {
-    Interrupt,
-    Terminate,
-    Hangup,
-}
-
-impl RemoteSignal {
-    fn ssh(self) -> Sig {
-        match self {
-            Self::Interrupt => Sig::INT,
-            Self::Terminate => Sig::TERM,
-            Self::Hangup => Sig::HUP,
-        }
+fn libc_signal(signal: RemoteSignal) -> i32 {
+    match signal {
+        RemoteSignal::Interrupt => libc::SIGINT,
+        RemoteSignal::Terminate => libc::SIGTERM,
+        RemoteSignal::Hangup => libc::SIGHUP,
     }
-
-    fn libc(self) -> i32 {
-        match self {
-            Self::Interrupt => libc::SIGINT,
-            Self::Terminate => libc::SIGTERM,
-            Self::Hangup => libc::SIGHUP,
-        }
-    }
-}
-
-/// The signal names SSH servers send (RFC 4254 §6.10) and their POSIX numbers.
-const SIGNALS: [(&str, u8); 13] = [
-    ("HUP", 1),
-    ("INT", 2),
-    ("QUIT", 3),
-    ("ILL", 4),
-    ("ABRT", 6),
-    ("FPE", 8),
-    ("KILL", 9),
-    ("USR1", 10),
-    ("SEGV", 11),
-    ("USR2", 12),
-    ("PIPE", 13),
-    ("ALRM", 14),
-    ("TERM", 15),
-];
-
-fn signal_number(name: &str) -> Option<u8> {
-    SIGNALS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, number)| *number)
 }
 
 fn signal_name(number: i32) -> String {
@@ -142,31 +66,28 @@ enum InputTarget {
     OpenSsh(Option<u32>),
 }
 
-impl RemoteInput {
-    /// Whether the caller should read its stdin and terminal events and pass them here
-    /// (false for the openssh backend, whose `ssh` reads the terminal itself).
-    pub fn forwards_input(&self) -> bool {
+#[async_trait]
+impl CommandInput for RemoteInput {
+    /// False for the openssh backend, whose `ssh` reads the terminal itself.
+    fn forwards_input(&self) -> bool {
         matches!(self.target, InputTarget::Channel(_))
     }
 
-    /// Sends input bytes (waits while the server's window is full).
-    pub async fn send(&self, data: &[u8]) -> Result<(), TransportError> {
+    async fn send(&self, data: &[u8]) -> Result<(), TransportError> {
         match &self.target {
             InputTarget::Channel(channel) => channel.data(data).await.map_err(lost),
             InputTarget::OpenSsh(_) => Ok(()),
         }
     }
 
-    /// Tells the command its input ended.
-    pub async fn eof(&self) -> Result<(), TransportError> {
+    async fn eof(&self) -> Result<(), TransportError> {
         match &self.target {
             InputTarget::Channel(channel) => channel.eof().await.map_err(lost),
             InputTarget::OpenSsh(_) => Ok(()),
         }
     }
 
-    /// The local terminal was resized.
-    pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), TransportError> {
+    async fn resize(&self, cols: u32, rows: u32) -> Result<(), TransportError> {
         match &self.target {
             InputTarget::Channel(channel) => {
                 channel.window_change(cols, rows, 0, 0).await.map_err(lost)
@@ -175,16 +96,16 @@ impl RemoteInput {
         }
     }
 
-    /// Passes a signal on: a `signal` request on the channel (honoured by OpenSSH ≥ 7.9), or
-    /// the signal itself to the openssh child.
-    pub async fn signal(&self, signal: RemoteSignal) -> Result<(), TransportError> {
+    /// A `signal` request on the channel (honoured by OpenSSH ≥ 7.9), or the signal itself
+    /// to the openssh child.
+    async fn signal(&self, signal: RemoteSignal) -> Result<(), TransportError> {
         match &self.target {
-            InputTarget::Channel(channel) => channel.signal(signal.ssh()).await.map_err(lost),
+            InputTarget::Channel(channel) => channel.signal(ssh_signal(signal)).await.map_err(lost),
             InputTarget::OpenSsh(pid) => {
                 if let Some(pid) = pid {
                     // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
                     unsafe {
-                        libc::kill(*pid as i32, signal.libc());
+                        libc::kill(*pid as i32, libc_signal(signal));
                     }
                 }
                 Ok(())
@@ -192,8 +113,8 @@ impl RemoteInput {
         }
     }
 
-    /// Closes the channel: with a PTY the remote side gets a hangup, as when a terminal closes.
-    pub async fn close(&self) {
+    /// Closes the channel (or hangs the openssh child up).
+    async fn close(&self) {
         match &self.target {
             InputTarget::Channel(channel) => {
                 let _ = channel.close().await;
@@ -228,8 +149,15 @@ enum PendingReply {
 pub struct RemoteCommand {
     input: RemoteInput,
     source: Source,
-    /// The exit, once known; repeated by every later [`RemoteCommand::next`].
+    /// The exit, once known; repeated by every later `next`.
     finished: Option<RemoteExit>,
+    /// For the openclaw CLI: the resolution script's marker line is watched for at the start
+    /// of stdout and stderr (with a PTY both arrive as stdout) and kept off the screen.
+    markers: Option<Box<[MarkerSniffer; 2]>>,
+    /// Events ready to hand out before reading more (what the sniffers held back, then the exit).
+    ready: VecDeque<RemoteEvent>,
+    /// The host, for the explanation of a missing CLI.
+    host: String,
 }
 
 enum Source {
@@ -247,32 +175,94 @@ enum Source {
 }
 
 impl RemoteCommand {
-    /// The handle for input, window changes and signals.
-    pub fn input(&self) -> RemoteInput {
-        self.input.clone()
+    /// Watches the output for the CLI resolution script's marker lines (see
+    /// [`RunningCommand::failure`]).
+    pub(crate) fn watch_for_markers(mut self) -> Self {
+        self.markers = Some(Box::default());
+        self
     }
 
-    /// The next piece of output, or the exit (after which it keeps answering the same exit).
-    pub async fn next(&mut self) -> Result<RemoteEvent, TransportError> {
-        if let Some(exit) = &self.finished {
-            return Ok(RemoteEvent::Exit(exit.clone()));
-        }
-        let event = match &mut self.source {
+    async fn next_raw(&mut self) -> Result<RemoteEvent, TransportError> {
+        match &mut self.source {
             Source::Channel {
                 reader,
                 replies,
                 status,
                 session,
-            } => next_from_channel(reader, replies, status, session).await?,
+            } => next_from_channel(reader, replies, status, session).await,
             Source::Child { child, events } => match events.recv().await {
-                Some(event) => event,
-                None => RemoteEvent::Exit(child_exit(child).await?),
+                Some(event) => Ok(event),
+                None => Ok(RemoteEvent::Exit(child_exit(child).await?)),
             },
-        };
-        if let RemoteEvent::Exit(exit) = &event {
-            self.finished = Some(exit.clone());
         }
-        Ok(event)
+    }
+}
+
+#[async_trait]
+impl RunningCommand for RemoteCommand {
+    fn input(&self) -> Arc<dyn CommandInput> {
+        Arc::new(self.input.clone())
+    }
+
+    async fn next(&mut self) -> Result<RemoteEvent, TransportError> {
+        // Bounded: each round either returns or consumes one event of the remote command,
+        // whose output ends with its exit.
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(event);
+            }
+            if let Some(exit) = &self.finished {
+                return Ok(RemoteEvent::Exit(exit.clone()));
+            }
+            let event = self.next_raw().await?;
+            let Some(markers) = self.markers.as_deref_mut() else {
+                if let RemoteEvent::Exit(exit) = &event {
+                    self.finished = Some(exit.clone());
+                }
+                return Ok(event);
+            };
+            match event {
+                RemoteEvent::Stdout(data) => {
+                    let shown = markers[0].feed(&data);
+                    if !shown.is_empty() {
+                        return Ok(RemoteEvent::Stdout(shown));
+                    }
+                }
+                RemoteEvent::Stderr(data) => {
+                    let shown = markers[1].feed(&data);
+                    if !shown.is_empty() {
+                        return Ok(RemoteEvent::Stderr(shown));
+                    }
+                }
+                RemoteEvent::Exit(exit) => {
+                    for (held, wrap) in [
+                        (
+                            markers[0].finish(),
+                            RemoteEvent::Stdout as fn(Vec<u8>) -> RemoteEvent,
+                        ),
+                        (markers[1].finish(), RemoteEvent::Stderr),
+                    ] {
+                        if !held.is_empty() {
+                            self.ready.push_back(wrap(held));
+                        }
+                    }
+                    self.finished = Some(exit);
+                }
+            }
+        }
+    }
+
+    fn failure(&self) -> Option<TransportError> {
+        let exit = self.finished.as_ref()?;
+        if i32::from(exit.shell_status()) != exec::NOT_FOUND {
+            return None;
+        }
+        let line = self
+            .markers
+            .as_deref()?
+            .iter()
+            .find_map(|m| m.found.clone())?;
+        Some(crate::commands::explain_not_found(&line, &self.host))
     }
 }
 
@@ -394,7 +384,7 @@ impl SshTunnel {
         pty: Option<&PtyRequest>,
     ) -> Result<RemoteCommand, TransportError> {
         if let Some(ssh) = &self.openssh {
-            return start_openssh(ssh, command, pty.is_some());
+            return start_openssh(ssh, command, pty.is_some(), &self.target.host);
         }
         let session = self.session().await?;
         let channel = session.session_channel().await?;
@@ -429,11 +419,19 @@ impl SshTunnel {
                 session,
             },
             finished: None,
+            markers: None,
+            ready: VecDeque::new(),
+            host: self.target.host.clone(),
         })
     }
 }
 
-fn start_openssh(ssh: &OpenSsh, command: &str, tty: bool) -> Result<RemoteCommand, TransportError> {
+fn start_openssh(
+    ssh: &OpenSsh,
+    command: &str,
+    tty: bool,
+    host: &str,
+) -> Result<RemoteCommand, TransportError> {
     let program = ssh.program().to_path_buf();
     let mut process = ssh.command(ssh.exec_args(command, tty));
     process
@@ -460,6 +458,9 @@ fn start_openssh(ssh: &OpenSsh, command: &str, tty: bool) -> Result<RemoteComman
         },
         source: Source::Child { child, events },
         finished: None,
+        markers: None,
+        ready: VecDeque::new(),
+        host: host.to_owned(),
     })
 }
 
@@ -483,20 +484,9 @@ mod tests {
     use crate::target::SshTarget;
 
     #[test]
-    fn exit_statuses_read_like_a_shells() {
-        assert_eq!(RemoteExit::Code(0).shell_status(), 0);
-        assert_eq!(RemoteExit::Code(7).shell_status(), 7);
-        assert_eq!(RemoteExit::Code(256 + 3).shell_status(), 3);
-        let killed = |name: &str| RemoteExit::Signal {
-            name: name.into(),
-            core_dumped: false,
-            message: String::new(),
-        };
-        assert_eq!(killed("TERM").shell_status(), 143);
-        assert_eq!(killed("INT").shell_status(), 130);
-        assert_eq!(killed("WINCH").shell_status(), 255);
-        assert_eq!(RemoteExit::Unknown.shell_status(), 255);
+    fn local_signal_numbers_are_named_like_remote_ones() {
         assert_eq!(signal_name(libc::SIGKILL), "KILL");
+        assert_eq!(signal_name(libc::SIGTERM), "TERM");
         assert_eq!(signal_name(64), "SIG64");
     }
 

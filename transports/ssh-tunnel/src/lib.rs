@@ -7,6 +7,7 @@
 //! gateway connection, remote commands and `clawlink tunnel`'s local forwards, and is
 //! re-opened on demand after a loss.
 
+pub mod commands;
 pub mod exec;
 pub mod forward;
 mod hostkey;
@@ -26,8 +27,8 @@ use clawlink_core::config::Mode;
 use clawlink_core::prompt::Prompter;
 use clawlink_core::registry::{FlagValue, Selection, TransportDescriptor, TransportFlag};
 use clawlink_core::transport::{
-    Connected, LocalEndpoint, RemoteOutput, Transport, TransportEnv, TransportError,
-    TransportErrorKind,
+    Capability, Connected, HostCommands, LocalEndpoint, RemoteOutput, Transport, TransportEnv,
+    TransportError, TransportErrorKind,
 };
 use serde::Deserialize;
 
@@ -70,6 +71,7 @@ clawlink_core::inventory::submit! {
         summary: "the gateway's WebSocket through an in-process SSH connection (like ssh -N -L, no child process); the default for remote mode",
         example_config: EXAMPLE_CONFIG,
         flags: FLAGS,
+        capabilities: &[Capability::HostCommands],
         factory: SshTunnel::from_settings,
     }
 }
@@ -557,14 +559,8 @@ impl Transport for SshTunnel {
             .clone()
     }
 
-    async fn run_remote(&self, command: &str) -> Result<RemoteOutput, TransportError> {
-        let session = self.session().await?;
-        exec::run(
-            &session,
-            &exec::sh_command(command),
-            Duration::from_secs(120),
-        )
-        .await
+    fn commands(&self) -> Option<&dyn HostCommands> {
+        Some(self)
     }
 
     /// Ends the SSH session, and the openssh backend's `ssh -N -L` child, so that nothing
