@@ -12,6 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::prompt::Prompter;
 
+pub mod diagnosis;
+pub use diagnosis::{Diagnosis, LayerReport, LayerSink, LayerStatus, Stopped};
+
 /// A duplex byte stream to the gateway's WebSocket port (TCP, TLS, an SSH channel, …).
 pub trait DuplexStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> DuplexStream for T {}
@@ -100,6 +103,12 @@ pub trait Transport: Send + Sync {
             ),
         )
         .with_fix("use the ssh-tunnel transport to run remote commands"))
+    }
+
+    /// The transport's own doctor layers (see [`Diagnosis`]). Default: not offered; the
+    /// doctor then checks the transport as a whole through `connect`.
+    fn diagnosis(&self) -> Option<&dyn Diagnosis> {
+        None
     }
 
     /// Releases long-lived resources (SSH sessions, listeners). Default: nothing to release.

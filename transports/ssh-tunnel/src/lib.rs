@@ -7,6 +7,7 @@
 //! gateway connection, remote commands and `clawlink tunnel`'s local forwards, and is
 //! re-opened on demand after a loss.
 
+mod diagnosis;
 pub mod exec;
 pub mod forward;
 mod hostkey;
@@ -133,6 +134,9 @@ pub struct SshTunnel {
     openssh: Option<openssh::OpenSsh>,
     /// The openssh backend's `ssh -N -L` child for the gateway connection.
     openssh_forward: tokio::sync::Mutex<Option<openssh::ForwardChild>>,
+    /// Whether the profile names `local_port` (a taken default port is no failure: the
+    /// forwards fall back to a free one).
+    local_port_explicit: bool,
 }
 
 impl std::fmt::Debug for SshTunnel {
@@ -175,6 +179,7 @@ impl SshTunnel {
             endpoints: std::sync::Mutex::new(Vec::new()),
             openssh,
             openssh_forward: tokio::sync::Mutex::new(None),
+            local_port_explicit: false,
         })
     }
 
@@ -182,8 +187,10 @@ impl SshTunnel {
         settings: &serde_json::Value,
         env: &TransportEnv,
     ) -> Result<Arc<dyn Transport>, TransportError> {
-        let settings = Self::parse_settings(settings)?;
-        Ok(Arc::new(Self::new(settings, env.prompter.clone())?))
+        let explicit = settings.get("local_port").is_some();
+        let mut tunnel = Self::new(Self::parse_settings(settings)?, env.prompter.clone())?;
+        tunnel.local_port_explicit = explicit;
+        Ok(Arc::new(tunnel))
     }
 
     /// Parses and checks the settings table.
@@ -499,6 +506,10 @@ impl Transport for SshTunnel {
             Duration::from_secs(120),
         )
         .await
+    }
+
+    fn diagnosis(&self) -> Option<&dyn clawlink_core::transport::Diagnosis> {
+        Some(self)
     }
 
     /// Ends the SSH session, and the openssh backend's `ssh -N -L` child, so that nothing
