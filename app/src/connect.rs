@@ -26,6 +26,17 @@ pub struct SecretSources {
 
 /// Builds the profile's transport through the registry.
 pub fn build_transport(settings: &Settings) -> Result<Arc<dyn Transport>, Failure> {
+    let env = TransportEnv {
+        prompter: Arc::new(AppPrompter::from_environment()),
+    };
+    build_transport_with(settings, &env)
+}
+
+/// [`build_transport`] with another environment (the doctor's never prompts).
+pub fn build_transport_with(
+    settings: &Settings,
+    env: &TransportEnv,
+) -> Result<Arc<dyn Transport>, Failure> {
     let name = settings.profile.transport_name();
     let descriptor = registry::transport(name).ok_or_else(|| {
         let known: Vec<&str> = registry::transports().iter().map(|d| d.name).collect();
@@ -38,10 +49,7 @@ pub fn build_transport(settings: &Settings) -> Result<Arc<dyn Transport>, Failur
             Some("pick one of those with `transport = \"…\"`, or build clawlink with that transport (`cargo xtask build`)".into()),
         )
     })?;
-    let env = TransportEnv {
-        prompter: Arc::new(AppPrompter::from_environment()),
-    };
-    (descriptor.factory)(&settings.profile.transport_settings(name), &env).map_err(Failure::from)
+    (descriptor.factory)(&settings.profile.transport_settings(name), env).map_err(Failure::from)
 }
 
 /// Resolves the gateway secrets: `--token-file`/`--password-file`, else `CLAWLINK_TOKEN` /

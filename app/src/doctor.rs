@@ -1,28 +1,24 @@
 //! `clawlink doctor`: walks the layers from config to health and names the first that fails.
 //!
-//! Layers, in order: config → dns → tcp → ssh-host-key → ssh-auth → remote-cli → local-port →
-//! gateway-port → tls → websocket → protocol → auth → health; then `info` notes (what address
-//! the gateway sees, where the credentials came from, the round trip). Layers that do not apply
-//! to the profile's transport are `skipped` with an "n/a" reason, never failures; after the
-//! first failure the remaining layers are `skipped` as "not checked". Every step has its own
-//! time limit, so the doctor never hangs, and nothing it runs ever prompts.
-//!
-//! Each transport the build links has its own route through the layers from dns to tls
-//! (`doctor/ssh.rs`, `doctor/direct.rs`, each compiled only with its transport); any other
-//! transport is asked for a stream as a whole.
+//! The report lists, in order: config → the transport's own layers → websocket → protocol →
+//! auth → health; then `info` notes (what address the gateway sees, where the credentials
+//! came from, the round trip). A transport that offers the `Diagnosis` capability reports its
+//! layers itself (ssh-tunnel: dns → tcp → ssh-host-key → ssh-auth → remote-cli → local-port →
+//! gateway-port → tls; direct-ws: dns → tcp → gateway-port → tls), and asks the doctor for
+//! the generic local-port check where its forwards would listen; any other transport is
+//! asked for a stream as a whole (its gateway-port layer). The report always lists the
+//! layers of [`REPORT_LAYERS`], its documented shape: those the transport does not have are
+//! `skipped` with an "n/a" reason, never failures; after the first failure the remaining
+//! layers are `skipped` as "not checked". Every step has its own time limit, so the doctor
+//! never hangs, and nothing it runs ever prompts.
 //!
 //! Exit codes: 0 when every layer passed, 1 when one failed, 2 when the config layer failed.
 
-#[cfg(feature = "transport-ws")]
-mod direct;
-#[cfg(feature = "transport-ssh")]
+mod local_port;
 mod ports;
-#[cfg(feature = "transport-ssh")]
-mod ssh;
 mod tap;
 mod ws_probe;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +28,12 @@ use async_trait::async_trait;
 use clawlink_core::gateway::auth::device_token_key;
 use clawlink_core::gateway::protocol::PROTOCOL_VERSION;
 use clawlink_core::gateway::{ClientOptions, GatewayClient, GatewayError};
-use clawlink_core::transport::{Connected, Transport};
+use clawlink_core::prompt::{Confirmation, Prompter};
+use clawlink_core::transport::diagnosis::{Note, LOCAL_PORT_LAYER};
+use clawlink_core::transport::{
+    Connected, Diagnosis, LayerReport, LayerSink, LayerStatus, Stopped, Transport, TransportEnv,
+};
+use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -42,15 +43,17 @@ use crate::failure::Failure;
 use crate::settings::Settings;
 use crate::state;
 
-/// Every layer, in the order they are checked.
-const LAYERS: [&str; 13] = [
+/// The layers every report lists, in order: its documented shape, which scripts read. The
+/// generic layers, and those of the transports clawlink ships; a transport's own layers
+/// beyond these are added in its order, and those it lacks are "n/a".
+const REPORT_LAYERS: [&str; 13] = [
     "config",
     "dns",
     "tcp",
     "ssh-host-key",
     "ssh-auth",
     "remote-cli",
-    "local-port",
+    LOCAL_PORT_LAYER,
     "gateway-port",
     "tls",
     "websocket",
@@ -59,10 +62,11 @@ const LAYERS: [&str; 13] = [
     "health",
 ];
 
+/// The generic layers after the transport's, in order.
+const GATEWAY_LAYERS: [&str; 4] = ["websocket", "protocol", "auth", "health"];
+
 /// Time limits per step: generous for a slow link, short enough that a dead one is named
 /// within a minute.
-const DNS_LIMIT: Duration = Duration::from_secs(5);
-const TCP_LIMIT: Duration = Duration::from_secs(10);
 const CHANNEL_LIMIT: Duration = Duration::from_secs(15);
 const HTTP_ANSWER_LIMIT: Duration = Duration::from_secs(10);
 const HELLO_LIMIT: Duration = Duration::from_secs(20);
@@ -78,6 +82,16 @@ enum Status {
     Info,
 }
 
+impl From<LayerStatus> for Status {
+    fn from(status: LayerStatus) -> Self {
+        match status {
+            LayerStatus::Ok => Self::Ok,
+            LayerStatus::Failed => Self::Failed,
+            LayerStatus::Skipped => Self::Skipped,
+        }
+    }
+}
+
 /// One line of the report.
 #[derive(Debug, Serialize)]
 struct Row {
@@ -91,12 +105,31 @@ struct Row {
 }
 
 /// The report being written, layer by layer.
-#[derive(Default)]
 struct Walk {
     rows: Vec<Row>,
+    /// Every layer of this report, in order.
+    order: Vec<&'static str>,
+    /// Why a layer of the report the transport does not have is skipped.
+    absent_because: String,
+}
+
+impl Default for Walk {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            order: REPORT_LAYERS.to_vec(),
+            absent_because: "not a layer of this transport".into(),
+        }
+    }
 }
 
 impl Walk {
+    /// The report's layers for a transport whose own layers are `transport_layers`.
+    fn set_transport_layers(&mut self, transport_layers: &[&'static str], absent_because: String) {
+        self.order = report_order(transport_layers);
+        self.absent_because = absent_because;
+    }
+
     fn push(
         &mut self,
         layer: &'static str,
@@ -128,20 +161,27 @@ impl Walk {
         detail: String,
         fix: Option<String>,
         data: Value,
-    ) -> Stop {
+    ) -> Stopped {
         self.push(layer, Status::Failed, Some(ms(started)), detail, fix, data);
-        Stop
+        Stopped
     }
 
-    fn not_applicable(&mut self, layer: &'static str, why: &str) {
+    /// Records a layer a transport reported; `Err` when it failed.
+    fn record(&mut self, report: LayerReport) -> Result<(), Stopped> {
+        let failed = report.status == LayerStatus::Failed;
         self.push(
-            layer,
-            Status::Skipped,
-            None,
-            format!("n/a: {why}"),
-            None,
-            Value::Null,
+            report.layer,
+            report.status.into(),
+            report.ms,
+            report.detail,
+            report.fix,
+            report.data,
         );
+        if failed {
+            Err(Stopped)
+        } else {
+            Ok(())
+        }
     }
 
     fn info(&mut self, layer: &'static str, detail: String, data: Value) {
@@ -152,35 +192,83 @@ impl Walk {
         self.rows.iter().find(|r| r.status == Status::Failed)
     }
 
-    /// Lists the layers the walk did not reach as skipped, after the failure.
+    /// Puts the rows in the report's order: the layers the walk did not reach are skipped
+    /// as "not checked" after a failure, and those the transport does not have as "n/a"
+    /// before it; the info notes come last.
     fn finish(&mut self) {
         let failed = self.failed().map(|r| r.layer);
-        let Some(failed) = failed else { return };
-        let info_at = self
-            .rows
-            .iter()
-            .position(|r| r.status == Status::Info)
-            .unwrap_or(self.rows.len());
-        let mut missing: Vec<Row> = LAYERS
-            .iter()
-            .filter(|name| !self.rows.iter().any(|r| r.layer == **name))
-            .map(|name| Row {
-                layer: name,
-                status: Status::Skipped,
-                ms: None,
-                detail: format!("not checked: {failed} failed"),
-                fix: None,
-                data: Value::Null,
-            })
+        let failed_at = failed.and_then(|f| self.order.iter().position(|n| *n == f));
+        let mut rows: Vec<Option<Row>> = std::mem::take(&mut self.rows)
+            .into_iter()
+            .map(Some)
             .collect();
-        let tail = self.rows.split_off(info_at);
-        self.rows.append(&mut missing);
-        self.rows.extend(tail);
+        let mut ordered = Vec::with_capacity(rows.len() + self.order.len());
+        for (i, name) in self.order.iter().enumerate() {
+            let reported = rows
+                .iter_mut()
+                .find(|r| {
+                    r.as_ref()
+                        .is_some_and(|r| r.layer == *name && r.status != Status::Info)
+                })
+                .and_then(Option::take);
+            let row = match (reported, failed, failed_at) {
+                (Some(row), _, _) => row,
+                (None, Some(failed), Some(at)) if i > at => {
+                    skipped(name, format!("not checked: {failed} failed"))
+                }
+                (None, Some(failed), None) => {
+                    skipped(name, format!("not checked: {failed} failed"))
+                }
+                (None, _, _) => skipped(name, format!("n/a: {}", self.absent_because)),
+            };
+            ordered.push(row);
+        }
+        // Layers outside the order (none when transports keep their contract) stay, then
+        // the notes.
+        let (notes, others): (Vec<Row>, Vec<Row>) = rows
+            .into_iter()
+            .flatten()
+            .partition(|r| r.status == Status::Info);
+        ordered.extend(others);
+        ordered.extend(notes);
+        self.rows = ordered;
     }
 }
 
-/// The walk stopped at a failed layer (already recorded).
-struct Stop;
+fn skipped(layer: &'static str, detail: String) -> Row {
+    Row {
+        layer,
+        status: Status::Skipped,
+        ms: None,
+        detail,
+        fix: None,
+        data: Value::Null,
+    }
+}
+
+/// config, the transport's layers, the gateway's; then each layer of [`REPORT_LAYERS`] the
+/// transport lacks, after the last one present that precedes it there.
+fn report_order(transport_layers: &[&'static str]) -> Vec<&'static str> {
+    let mut order = vec!["config"];
+    order.extend(
+        transport_layers
+            .iter()
+            .filter(|n| **n != "config" && !GATEWAY_LAYERS.contains(n)),
+    );
+    order.extend(GATEWAY_LAYERS);
+    for (k, name) in REPORT_LAYERS.iter().enumerate() {
+        if order.contains(name) {
+            continue;
+        }
+        let after = REPORT_LAYERS[..k]
+            .iter()
+            .filter_map(|before| order.iter().position(|n| n == before))
+            .max()
+            .unwrap_or(0);
+        order.insert(after + 1, name);
+    }
+    order
+}
 
 fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
@@ -242,76 +330,72 @@ fn print_text(rows: &[Row]) {
 
 /// What the config layer produced.
 struct Setup {
-    route: Box<dyn Route>,
+    transport: Arc<dyn Transport>,
+    /// Checks a transport without its own diagnosis as a whole.
+    whole: WholeTransport,
     options: ClientOptions,
     sources: SecretSources,
     data_dir: PathBuf,
 }
 
-/// How the doctor reaches the gateway over one kind of transport: the layers from dns to
-/// tls, and what the gateway sees as this client's address. Layers a route does not have
-/// are `skipped` with an "n/a" reason.
-#[async_trait(?Send)]
-trait Route {
-    fn transport(&self) -> Arc<dyn Transport>;
-
-    /// `~/.ssh/config` keywords the profile's SSH target resolution ignored.
-    fn ignored_ssh_config(&self) -> Vec<String> {
-        Vec::new()
+impl Setup {
+    /// The transport's own diagnosis, or the check of it as a whole.
+    fn diagnosis(&self) -> &dyn Diagnosis {
+        self.transport.diagnosis().unwrap_or(&self.whole)
     }
-
-    /// Walks dns … tls; returns the stream it opened to the gateway when the websocket layer
-    /// can reuse it.
-    async fn walk_to_gateway(
-        &self,
-        walk: &mut Walk,
-        settings: &Settings,
-    ) -> Result<Option<Connected>, Stop>;
-
-    fn note_client_address(&self, walk: &mut Walk);
 }
 
-/// A transport the doctor has no layers of its own for (a plugin's): it resolves and
-/// connects by itself.
-struct OtherRoute(Arc<dyn Transport>);
+/// The doctor's side of a transport's walk: its reports go into the report, and the
+/// local-port check it asks for runs here.
+struct Sink<'a> {
+    walk: &'a mut Walk,
+    settings: &'a Settings,
+}
 
 #[async_trait(?Send)]
-impl Route for OtherRoute {
-    fn transport(&self) -> Arc<dyn Transport> {
-        self.0.clone()
+impl LayerSink for Sink<'_> {
+    fn report(&mut self, report: LayerReport) -> Result<(), Stopped> {
+        self.walk.record(report)
     }
 
-    async fn walk_to_gateway(
-        &self,
-        walk: &mut Walk,
-        _settings: &Settings,
-    ) -> Result<Option<Connected>, Stop> {
+    async fn local_port(&mut self, port: u16, explicit: bool) -> Result<(), Stopped> {
+        local_port::layer(self.walk, self.settings, port, explicit).await
+    }
+}
+
+/// A transport the doctor has no layers for (one without the `Diagnosis` capability): it
+/// resolves and connects by itself, so one layer asks it for a stream to the gateway port.
+struct WholeTransport(Arc<dyn Transport>);
+
+#[async_trait(?Send)]
+impl Diagnosis for WholeTransport {
+    fn layers(&self) -> Vec<&'static str> {
+        vec!["gateway-port"]
+    }
+
+    async fn diagnose(&self, sink: &mut dyn LayerSink) -> Result<Option<Connected>, Stopped> {
         let transport = &self.0;
-        let why = format!(
-            "the {} transport resolves and connects by itself",
-            transport.name()
-        );
-        walk.not_applicable("dns", &why);
-        walk.not_applicable("tcp", &why);
-        for layer in ["ssh-host-key", "ssh-auth", "remote-cli", "local-port"] {
-            walk.not_applicable(layer, "not an SSH transport");
-        }
         let started = Instant::now();
         let connected = match tokio::time::timeout(CHANNEL_LIMIT, transport.connect()).await {
-            Ok(Ok(connected)) => {
-                walk.pass(
+            Ok(Ok(connected)) => connected,
+            Ok(Err(e)) => {
+                let fix = e.fix.or_else(|| {
+                    Some(format!(
+                        "see the {} transport's settings (`clawlink transports`)",
+                        transport.name()
+                    ))
+                });
+                sink.report(LayerReport::failed(
                     "gateway-port",
                     started,
-                    format!("{} opened a stream to the gateway", transport.name()),
+                    e.message,
+                    fix,
                     Value::Null,
-                );
-                connected
-            }
-            Ok(Err(e)) => {
-                return Err(walk.fail("gateway-port", started, e.message, e.fix, Value::Null))
+                ))?;
+                return Err(Stopped);
             }
             Err(_) => {
-                return Err(walk.fail(
+                sink.report(LayerReport::failed(
                     "gateway-port",
                     started,
                     format!(
@@ -319,44 +403,74 @@ impl Route for OtherRoute {
                         transport.name(),
                         CHANNEL_LIMIT.as_secs()
                     ),
-                    None,
+                    Some(format!(
+                        "check that the gateway runs and that the {} transport's settings reach it",
+                        transport.name()
+                    )),
                     Value::Null,
-                ))
+                ))?;
+                return Err(Stopped);
             }
         };
-        walk.not_applicable("tls", "handled by the transport");
+        sink.report(LayerReport::ok(
+            "gateway-port",
+            started,
+            format!("{} opened a stream to the gateway", transport.name()),
+            Value::Null,
+        ))?;
         Ok(Some(connected))
     }
 
-    fn note_client_address(&self, walk: &mut Walk) {
-        walk.info(
-            "client-address",
-            format!(
+    fn client_address(&self) -> Note {
+        Note {
+            detail: format!(
                 "the {} transport decides which address the gateway sees",
                 self.0.name()
             ),
-            Value::Null,
-        );
+            data: Value::Null,
+        }
     }
 }
 
-/// The route of the profile's transport: the transports this build links have their own
-/// layers; any other is built through the registry (which names a transport this build lacks).
-fn route(settings: &Settings) -> Result<Box<dyn Route>, Failure> {
-    #[cfg(feature = "transport-ssh")]
-    if settings.profile.transport_name() == clawlink_transport_ssh::NAME {
-        return Ok(Box::new(ssh::SshRoute::configure(settings)?));
-    }
-    #[cfg(feature = "transport-ws")]
-    if settings.profile.transport_name() == clawlink_transport_ws::NAME {
-        return Ok(Box::new(direct::DirectRoute::configure(settings)?));
-    }
-    Ok(Box::new(OtherRoute(connect::build_transport(settings)?)))
+/// The doctor never asks: host keys are only trusted as the profile's policy says, and an
+/// encrypted key's passphrase comes only from `CLAWLINK_SSH_PASSPHRASE_FILE`.
+struct DoctorPrompter {
+    passphrase_file: Option<PathBuf>,
 }
 
-async fn diagnose(global: &GlobalArgs, settings: &Settings, walk: &mut Walk) -> Result<(), Stop> {
+impl DoctorPrompter {
+    fn from_environment() -> Self {
+        Self {
+            passphrase_file: std::env::var_os("CLAWLINK_SSH_PASSPHRASE_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
+
+#[async_trait]
+impl Prompter for DoctorPrompter {
+    async fn confirm(&self, _question: &Confirmation) -> bool {
+        false
+    }
+
+    async fn secret(&self, _prompt: &str) -> Option<SecretString> {
+        let file = self.passphrase_file.as_ref()?;
+        state::read_secret_file(file, "the SSH passphrase file").ok()
+    }
+
+    fn is_interactive(&self) -> bool {
+        false
+    }
+}
+
+async fn diagnose(
+    global: &GlobalArgs,
+    settings: &Settings,
+    walk: &mut Walk,
+) -> Result<(), Stopped> {
     let started = Instant::now();
-    let setup = match configure(global, settings).await {
+    let (setup, notes) = match configure(global, settings).await {
         Ok(setup) => setup,
         Err(failure) => {
             return Err(walk.fail(
@@ -368,8 +482,28 @@ async fn diagnose(global: &GlobalArgs, settings: &Settings, walk: &mut Walk) -> 
             ))
         }
     };
-    let transport = setup.route.transport();
-    let ignored = setup.route.ignored_ssh_config();
+    let transport = setup.transport.clone();
+    let diagnosis = setup.diagnosis();
+    walk.set_transport_layers(
+        &diagnosis.layers(),
+        if transport.diagnosis().is_some() {
+            format!("not a layer of the {} transport", transport.name())
+        } else {
+            format!(
+                "the {} transport resolves and connects by itself",
+                transport.name()
+            )
+        },
+    );
+    let mut data = json!({
+        "profile": settings.profile_name,
+        "transport": transport.name(),
+        "gateway": transport.describe(),
+        "files": settings.files,
+    });
+    if let Value::Object(map) = &mut data {
+        map.extend(notes.data);
+    }
     walk.pass(
         "config",
         started,
@@ -378,23 +512,22 @@ async fn diagnose(global: &GlobalArgs, settings: &Settings, walk: &mut Walk) -> 
             settings.profile_name,
             transport.name(),
             transport.describe(),
-            if ignored.is_empty() {
-                String::new()
-            } else {
-                format!(" · ~/.ssh/config keywords ignored: {}", ignored.join(", "))
-            }
+            notes
+                .notes
+                .iter()
+                .map(|n| format!(" · {n}"))
+                .collect::<String>()
         ),
-        json!({
-            "profile": settings.profile_name,
-            "transport": transport.name(),
-            "gateway": transport.describe(),
-            "files": settings.files,
-            "ignoredSshConfig": ignored,
-        }),
+        data,
     );
 
     // A stream the websocket layer can reuse instead of opening its own.
-    let ready_stream = setup.route.walk_to_gateway(walk, settings).await?;
+    let ready_stream = diagnosis
+        .diagnose(&mut Sink {
+            walk: &mut *walk,
+            settings,
+        })
+        .await?;
 
     // The operator connection, tapped: on the healthy path it shows the websocket layer too,
     // and no second socket leaves the gateway before `connect` (which it logs as a warning).
@@ -421,122 +554,41 @@ async fn diagnose(global: &GlobalArgs, settings: &Settings, walk: &mut Walk) -> 
     let _ = tokio::time::timeout(CLOSE_LIMIT, client.shutdown()).await;
     let _ = tokio::time::timeout(CLOSE_LIMIT, transport.close()).await;
     let health_ms = outcome?;
-    notes(walk, &setup, connect_ms, health_ms);
+    notes_layer(walk, &setup, connect_ms, health_ms);
     Ok(())
 }
 
-/// The config layer: the transport's settings, the credentials and the device state all load.
-async fn configure(global: &GlobalArgs, settings: &Settings) -> Result<Setup, Failure> {
-    let route = route(settings)?;
+/// The config layer: the transport's settings (built through the registry, with a prompter
+/// that never asks) and its own offline checks, the credentials and the device state load.
+async fn configure(
+    global: &GlobalArgs,
+    settings: &Settings,
+) -> Result<(Setup, clawlink_core::transport::diagnosis::SettingsNotes), Failure> {
+    let env = TransportEnv {
+        prompter: Arc::new(DoctorPrompter::from_environment()),
+    };
+    let transport = connect::build_transport_with(settings, &env)?;
+    let whole = WholeTransport(transport.clone());
+    let notes = transport
+        .diagnosis()
+        .unwrap_or(&whole)
+        .check_settings()
+        .map_err(Failure::from)?;
     let (_, sources) = connect::credentials(global, settings).await?;
     let mut options = connect::operator_options(global, settings).await?;
     // The doctor must answer within its step limits, whatever the profile allows.
     options.connect_timeout = options.connect_timeout.min(HELLO_LIMIT);
     options.request_timeout = options.request_timeout.min(HEALTH_LIMIT);
-    Ok(Setup {
-        route,
-        options,
-        sources,
-        data_dir: state::data_dir()?,
-    })
-}
-
-async fn dns_layer(
-    walk: &mut Walk,
-    host: &str,
-    port: u16,
-    what: &str,
-) -> Result<Vec<SocketAddr>, Stop> {
-    let started = Instant::now();
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        walk.pass(
-            "dns",
-            started,
-            format!("{what} {host} is an IP address: nothing to resolve"),
-            json!({"host": host, "addresses": [ip.to_string()]}),
-        );
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let lookup = tokio::time::timeout(DNS_LIMIT, tokio::net::lookup_host((host, port)))
-        .await
-        .map(|r| r.map(|addrs| addrs.collect::<Vec<_>>()));
-    let fix = if what.contains("gateway") {
-        "check the host name in the gateway URL and this machine's DNS (/etc/resolv.conf, VPN or tailnet MagicDNS)".to_owned()
-    } else {
-        "check the host name in the SSH target (or HostName in ~/.ssh/config) and this machine's DNS (/etc/resolv.conf, VPN or tailnet MagicDNS)".to_owned()
-    };
-    match lookup {
-        Err(_) => Err(walk.fail(
-            "dns",
-            started,
-            format!(
-                "resolving {what} {host} took more than {} s",
-                DNS_LIMIT.as_secs()
-            ),
-            Some(fix),
-            json!({"host": host}),
-        )),
-        Ok(Err(e)) => Err(walk.fail(
-            "dns",
-            started,
-            format!("cannot resolve {what} {host}: {e}"),
-            Some(fix),
-            json!({"host": host}),
-        )),
-        Ok(Ok(addrs)) if addrs.is_empty() => Err(walk.fail(
-            "dns",
-            started,
-            format!("{what} {host} resolves to no address"),
-            Some(fix),
-            json!({"host": host}),
-        )),
-        Ok(Ok(addrs)) => {
-            let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-            walk.pass(
-                "dns",
-                started,
-                format!("{what} {host} → {}", list.join(", ")),
-                json!({"host": host, "addresses": list}),
-            );
-            Ok(addrs)
-        }
-    }
-}
-
-/// How a TCP connect to a list of addresses went.
-// The direct route only tells the cases apart; the SSH route also reads the stream (for the
-// server's banner) and the refusals, so without it their fields are never read.
-#[cfg_attr(not(feature = "transport-ssh"), allow(dead_code))]
-enum TcpOutcome {
-    Connected(tokio::net::TcpStream, SocketAddr),
-    /// Every address answered with a refusal: the host is up, nothing listens on the port.
-    Refused(Vec<String>),
-    /// No answer, or the network said no route.
-    Unreachable(Vec<String>),
-}
-
-async fn tcp_connect(addrs: &[SocketAddr]) -> TcpOutcome {
-    let mut refused = Vec::new();
-    let mut other = Vec::new();
-    for addr in addrs {
-        match tokio::time::timeout(TCP_LIMIT, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return TcpOutcome::Connected(stream, *addr),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                refused.push(format!("{addr}: {e}"))
-            }
-            Ok(Err(e)) => other.push(format!("{addr}: {e}")),
-            Err(_) => other.push(format!(
-                "{addr}: no answer within {} s",
-                TCP_LIMIT.as_secs()
-            )),
-        }
-    }
-    if other.is_empty() {
-        TcpOutcome::Refused(refused)
-    } else {
-        other.extend(refused);
-        TcpOutcome::Unreachable(other)
-    }
+    Ok((
+        Setup {
+            transport,
+            whole,
+            options,
+            sources,
+            data_dir: state::data_dir()?,
+        },
+        notes,
+    ))
 }
 
 /// The HTTP upgrade and the `connect.challenge`, on a fresh stream (or the TLS layer's).
@@ -544,7 +596,7 @@ async fn websocket_layer(
     walk: &mut Walk,
     transport: &Arc<dyn Transport>,
     ready: Option<Connected>,
-) -> Result<(), Stop> {
+) -> Result<(), Stopped> {
     let started = Instant::now();
     let connected = match ready {
         Some(connected) => connected,
@@ -611,7 +663,7 @@ async fn handshake_layers(
     transport: &Arc<dyn Transport>,
     started: Instant,
     outcome: Result<Result<GatewayClient, GatewayError>, tokio::time::error::Elapsed>,
-) -> Result<(GatewayClient, u64), Stop> {
+) -> Result<(GatewayClient, u64), Stopped> {
     let source = credential_source(setup, transport);
     let protocol_accepted = |walk: &mut Walk| {
         walk.pass(
@@ -777,7 +829,7 @@ fn credential_source(setup: &Setup, transport: &Arc<dyn Transport>) -> String {
     }
 }
 
-async fn health_layer(walk: &mut Walk, client: &GatewayClient) -> Result<u64, Stop> {
+async fn health_layer(walk: &mut Walk, client: &GatewayClient) -> Result<u64, Stopped> {
     let started = Instant::now();
     match tokio::time::timeout(HEALTH_LIMIT, client.request("health", Value::Null)).await {
         Ok(Ok(health)) => {
@@ -916,9 +968,10 @@ fn health_data(health: &Value) -> Value {
 }
 
 /// What a healthy connection still needs explaining.
-fn notes(walk: &mut Walk, setup: &Setup, connect_ms: u64, health_ms: u64) {
-    setup.route.note_client_address(walk);
-    let source = credential_source(setup, &setup.route.transport());
+fn notes_layer(walk: &mut Walk, setup: &Setup, connect_ms: u64, health_ms: u64) {
+    let address = setup.diagnosis().client_address();
+    walk.info("client-address", address.detail, address.data);
+    let source = credential_source(setup, &setup.transport);
     walk.info("credentials", source.clone(), json!({"source": source}));
     walk.info(
         "latency",
@@ -965,9 +1018,64 @@ mod tests {
         );
         walk.finish();
         let names: Vec<&str> = walk.rows.iter().map(|r| r.layer).collect();
-        assert_eq!(names, LAYERS);
+        assert_eq!(names, REPORT_LAYERS);
         assert!(walk.rows[2..]
             .iter()
             .all(|r| r.status == Status::Skipped && r.detail == "not checked: dns failed"));
+    }
+
+    #[test]
+    fn the_report_keeps_its_shape_and_adds_a_transports_own_layers() {
+        // The layers of the transports clawlink ships give the documented shape.
+        let ssh = [
+            "dns",
+            "tcp",
+            "ssh-host-key",
+            "ssh-auth",
+            "remote-cli",
+            "local-port",
+            "gateway-port",
+            "tls",
+        ];
+        assert_eq!(report_order(&ssh), REPORT_LAYERS);
+        assert_eq!(
+            report_order(&["dns", "tcp", "gateway-port", "tls"]),
+            REPORT_LAYERS
+        );
+        assert_eq!(report_order(&["gateway-port"]), REPORT_LAYERS);
+        // A layer of another transport goes where that transport walks it.
+        let quic = report_order(&["dns", "udp", "quic-handshake", "gateway-port"]);
+        let at = |name: &str| quic.iter().position(|n| *n == name).unwrap();
+        assert!(at("dns") < at("udp") && at("udp") < at("quic-handshake"));
+        assert!(at("quic-handshake") < at("gateway-port") && at("gateway-port") < at("websocket"));
+        assert_eq!(quic.len(), REPORT_LAYERS.len() + 2);
+    }
+
+    #[test]
+    fn layers_a_transport_lacks_are_not_applicable_before_a_failure() {
+        let mut walk = Walk::default();
+        walk.set_transport_layers(
+            &["dns", "tcp", "gateway-port", "tls"],
+            "no such layer".into(),
+        );
+        let started = Instant::now();
+        walk.pass("config", started, "ok".into(), Value::Null);
+        walk.pass("dns", started, "ok".into(), Value::Null);
+        walk.pass("tcp", started, "ok".into(), Value::Null);
+        let _ = walk.fail(
+            "gateway-port",
+            started,
+            "refused".into(),
+            Some("start it".into()),
+            Value::Null,
+        );
+        walk.info("latency", "1 ms".into(), Value::Null);
+        walk.finish();
+        let names: Vec<&str> = walk.rows.iter().map(|r| r.layer).collect();
+        assert_eq!(&names[..REPORT_LAYERS.len()], REPORT_LAYERS);
+        assert_eq!(names.last(), Some(&"latency"));
+        let row = |name: &str| walk.rows.iter().find(|r| r.layer == name).unwrap();
+        assert_eq!(row("ssh-auth").detail, "n/a: no such layer");
+        assert_eq!(row("tls").detail, "not checked: gateway-port failed");
     }
 }

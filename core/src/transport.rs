@@ -32,6 +32,8 @@ impl Capability {
         }
     }
 }
+pub mod diagnosis;
+pub use diagnosis::{Diagnosis, LayerReport, LayerSink, LayerStatus, Stopped};
 
 /// A duplex byte stream to the gateway's WebSocket port (TCP, TLS, an SSH channel, …).
 pub trait DuplexStream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -114,6 +116,12 @@ pub trait Transport: Send + Sync {
     /// Commands on the gateway host (the openclaw CLI, a command with a terminal), when this
     /// transport can run them. Default: not offered.
     fn commands(&self) -> Option<&dyn HostCommands> {
+        None
+    }
+
+    /// The transport's own doctor layers (see [`Diagnosis`]). Default: not offered; the
+    /// doctor then checks the transport as a whole through `connect`.
+    fn diagnosis(&self) -> Option<&dyn Diagnosis> {
         None
     }
 

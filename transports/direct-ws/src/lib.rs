@@ -8,6 +8,7 @@
 //! DNS (they are loopback, RFC 6761, as browsers treat them), and plaintext to a `*.local` or
 //! `*.ts.net` name uses only the resolved addresses in that name's range.
 
+mod diagnosis;
 pub mod tls;
 
 use std::future::Future;
@@ -634,6 +635,10 @@ impl Transport for DirectWs {
     /// of a refused shared token with the device token.
     fn is_loopback_to_gateway(&self) -> bool {
         self.url.is_loopback() || self.tls.as_ref().is_some_and(|t| t.policy.has_pin())
+    }
+
+    fn diagnosis(&self) -> Option<&dyn clawlink_core::transport::Diagnosis> {
+        Some(self)
     }
 
     async fn connect(&self) -> Result<Connected, TransportError> {

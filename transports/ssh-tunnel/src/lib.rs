@@ -8,6 +8,7 @@
 //! re-opened on demand after a loss.
 
 pub mod commands;
+mod diagnosis;
 pub mod exec;
 pub mod forward;
 mod hostkey;
@@ -201,6 +202,9 @@ pub struct SshTunnel {
     openssh: Option<openssh::OpenSsh>,
     /// The openssh backend's `ssh -N -L` child for the gateway connection.
     openssh_forward: tokio::sync::Mutex<Option<openssh::ForwardChild>>,
+    /// Whether the profile names `local_port` (a taken default port is no failure: the
+    /// forwards fall back to a free one).
+    local_port_explicit: bool,
 }
 
 impl std::fmt::Debug for SshTunnel {
@@ -243,6 +247,7 @@ impl SshTunnel {
             endpoints: std::sync::Mutex::new(Vec::new()),
             openssh,
             openssh_forward: tokio::sync::Mutex::new(None),
+            local_port_explicit: false,
         })
     }
 
@@ -250,8 +255,10 @@ impl SshTunnel {
         settings: &serde_json::Value,
         env: &TransportEnv,
     ) -> Result<Arc<dyn Transport>, TransportError> {
-        let settings = Self::parse_settings(settings)?;
-        Ok(Arc::new(Self::new(settings, env.prompter.clone())?))
+        let explicit = settings.get("local_port").is_some();
+        let mut tunnel = Self::new(Self::parse_settings(settings)?, env.prompter.clone())?;
+        tunnel.local_port_explicit = explicit;
+        Ok(Arc::new(tunnel))
     }
 
     /// Parses and checks the settings table.
@@ -560,6 +567,10 @@ impl Transport for SshTunnel {
     }
 
     fn commands(&self) -> Option<&dyn HostCommands> {
+        Some(self)
+    }
+
+    fn diagnosis(&self) -> Option<&dyn clawlink_core::transport::Diagnosis> {
         Some(self)
     }
 
