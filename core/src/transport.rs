@@ -12,6 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::prompt::Prompter;
 
+mod ports;
+pub use ports::{GatewayPorts, Supervision};
+
 /// A duplex byte stream to the gateway's WebSocket port (TCP, TLS, an SSH channel, …).
 pub trait DuplexStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> DuplexStream for T {}
@@ -100,6 +103,17 @@ pub trait Transport: Send + Sync {
             ),
         )
         .with_fix("use the ssh-tunnel transport to run remote commands"))
+    }
+
+    /// Streams to ports on the gateway host (local forwards). Default: not offered.
+    fn ports(&self) -> Option<&dyn GatewayPorts> {
+        None
+    }
+
+    /// Watching and resetting the session under this transport's streams. Default: not
+    /// offered (each stream stands alone; nothing to watch).
+    fn supervision(&self) -> Option<&dyn Supervision> {
+        None
     }
 
     /// Releases long-lived resources (SSH sessions, listeners). Default: nothing to release.
