@@ -38,8 +38,9 @@ pub trait GatewayPorts: Send + Sync {
 /// The long-lived session under a transport's streams: notice its loss, restore it, reset it.
 #[async_trait]
 pub trait Supervision: Send + Sync {
-    /// Resolves once the underlying session is gone (at once when none is up), with why.
-    /// Cancel-safe: the caller drops the future to stop watching.
+    /// Resolves once the underlying session is gone, or none is up, with why; how soon it
+    /// notices is the transport's own pace (SSH: a check every two seconds of what its
+    /// keepalives found). Cancel-safe: the caller drops the future to stop watching.
     async fn session_lost(&self) -> TransportError;
 
     /// Establishes the session again now. Errors say whether retrying can help
