@@ -182,8 +182,8 @@ impl Agent {
         }
     }
 
-    /// The app's "Reset SSH tunnel": retire the transport (the SSH session), reconnect, and
-    /// report how long the fresh connection took.
+    /// The app's "Reset SSH tunnel": retire the transport's session (its `Supervision::reset`,
+    /// else close it), reconnect, and report how long the fresh connection took.
     async fn reconnect(&self) -> Response {
         let started = Instant::now();
         let before = self.client.state().borrow().generation;
