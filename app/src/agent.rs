@@ -1,7 +1,8 @@
 //! `clawlink up`, the long-running agent, and the commands that talk to it (`reconnect`, `health`).
 //!
-//! The agent composes what the profile selects: one transport (plus, for SSH, the loopback
-//! forwards other programs use), one supervised operator connection, and every enabled
+//! The agent composes what the profile selects: one transport (plus, when it offers ports
+//! on the gateway host, the loopback forwards other programs use, and when it has a session
+//! to supervise, a watch that restores it), one supervised operator connection, and every enabled
 //! feature plugin. It shows one status line that changes with the state, answers other
 //! invocations on its control socket, and on SIGINT/SIGTERM stops the features in reverse
 //! order, closes the connection and the transport, and removes its socket.
@@ -15,7 +16,7 @@ use anyhow::Result;
 use clawlink_core::feature::{FeatureHost, FeatureState, FeatureStatus};
 use clawlink_core::gateway::{ConnectionState, GatewayClient, Phase};
 use clawlink_core::registry;
-use clawlink_core::transport::Transport;
+use clawlink_core::transport::{LocalEndpoint, Transport};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -23,6 +24,7 @@ use crate::cli::{GlobalArgs, UpArgs};
 use crate::connect;
 use crate::control::{self, AskError, Request, Response};
 use crate::failure::Failure;
+use crate::forwards::{self, ServeOptions};
 use crate::settings::Settings;
 use crate::signals;
 
@@ -37,6 +39,8 @@ struct Agent {
     host: Mutex<FeatureHost>,
     disabled: Vec<&'static str>,
     socket: PathBuf,
+    /// The loopback forwards this agent serves for other programs.
+    local_endpoints: Vec<LocalEndpoint>,
     /// Forwards that could not have their configured port, and the port they use instead.
     port_fallbacks: Vec<PortFallback>,
     /// The connection generation a `clawlink reconnect` retired, until a newer one connects:
@@ -117,7 +121,7 @@ impl Agent {
                 "describe": transport.describe(),
                 "gatewayKey": transport.gateway_key(),
                 "loopbackToGateway": transport.is_loopback_to_gateway(),
-                "localEndpoints": transport.local_endpoints(),
+                "localEndpoints": self.local_endpoints,
             },
             "server": hello.map(|h| json!(h.server)),
             "protocol": hello.map(|h| h.protocol),
@@ -178,8 +182,8 @@ impl Agent {
         }
     }
 
-    /// The app's "Reset SSH tunnel": retire the transport (the SSH session), reconnect, and
-    /// report how long the fresh connection took.
+    /// The app's "Reset SSH tunnel": retire the transport's session (its `Supervision::reset`,
+    /// else close it), reconnect, and report how long the fresh connection took.
     async fn reconnect(&self) -> Response {
         let started = Instant::now();
         let before = self.client.state().borrow().generation;
@@ -247,17 +251,14 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     let (listener, socket) = control::bind(&settings.profile_name).await?;
     let _socket_file = SocketFile(socket.clone());
 
-    // An SSH profile's tunnel is the transport; its forwards start once the credentials and
-    // the device key have loaded, so a config error comes before any port is bound.
-    let ssh = ssh_side::SshSide::of_profile(settings)?;
-    let transport: Arc<dyn Transport> = match ssh.transport() {
-        Some(tunnel) => tunnel,
-        None => connect::build_transport(settings)?,
-    };
+    // The forwards start once the credentials and the device key have loaded, so a config
+    // error comes before any port is bound.
+    let transport = connect::build_transport(settings)?;
     let connector = Arc::new(connect::Connector::new(global, settings).await?);
     let options = connector.options("operator")?;
-    let mut ssh_tasks = ssh.start(args.no_forward).await?;
-    let port_fallbacks = std::mem::take(&mut ssh_tasks.port_fallbacks);
+    let mut side_tasks = SideTasks::start(&transport, args.no_forward).await?;
+    let port_fallbacks = std::mem::take(&mut side_tasks.port_fallbacks);
+    let local_endpoints = std::mem::take(&mut side_tasks.local_endpoints);
 
     let client = GatewayClient::start(transport.clone(), options);
     let mut host = FeatureHost::new(connector.clone());
@@ -284,6 +285,7 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
         host: Mutex::new(host),
         disabled,
         socket: socket.clone(),
+        local_endpoints,
         port_fallbacks,
         requested_reconnect: Mutex::new(None),
     });
@@ -316,7 +318,7 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     let order = host.stop_all().await;
     tracing::debug!(?order, "features stopped");
     client.shutdown().await;
-    ssh_tasks.stop().await;
+    side_tasks.stop().await;
     transport.close().await;
     if !global.json && !global.quiet {
         // stdout may be the pipe that closed: then the log line above is all there is.
@@ -325,16 +327,55 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     Ok(())
 }
 
-/// Tasks an SSH profile runs beside the gateway connection; stopped after the client and
-/// before the transport closes.
+/// Tasks the agent runs beside the gateway connection, for a transport that offers them:
+/// the loopback forwards (gateway and widget sandbox) that the openclaw CLI, the browser and
+/// `clawlink dashboard` use, like the app's tunnel, and a watch that restores the transport's
+/// session as soon as it drops (the forwards serve other programs, which the gateway
+/// connection's own reconnects do not cover). Stopped after the client and before the
+/// transport closes.
 #[derive(Default)]
-struct SshTasks {
+struct SideTasks {
     forwards: Option<JoinHandle<()>>,
     watch: Option<JoinHandle<()>>,
+    local_endpoints: Vec<LocalEndpoint>,
     port_fallbacks: Vec<PortFallback>,
 }
 
-impl SshTasks {
+impl SideTasks {
+    /// Binds the forwards (unless `no_forward`) when the transport offers ports, and starts
+    /// the session watch when it offers supervision.
+    async fn start(transport: &Arc<dyn Transport>, no_forward: bool) -> Result<Self, Failure> {
+        let mut tasks = Self::default();
+        if let Some(ports) = transport.ports().filter(|_| !no_forward) {
+            let bound = forwards::bind_gateway_and_sandbox(ports).await?;
+            tasks.port_fallbacks = bound
+                .iter()
+                .filter_map(|f| {
+                    Some(PortFallback {
+                        purpose: f.spec.purpose.clone(),
+                        preferred_port: f.spec.preferred_local_port,
+                        local_port: f.local_port,
+                        reason: f.fallback_reason.clone()?,
+                    })
+                })
+                .collect();
+            tasks.local_endpoints = bound.iter().map(|f| f.endpoint()).collect();
+            tasks.forwards = Some(tokio::spawn(forwards::serve(
+                transport.clone(),
+                bound.into(),
+                ServeOptions::default(),
+            )));
+        }
+        if transport.supervision().is_some() {
+            let transport = transport.clone();
+            tasks.watch = Some(tokio::spawn(async move {
+                let error = forwards::keep_session_up(transport).await;
+                tracing::error!(error = %error, "the transport's session cannot be restored");
+            }));
+        }
+        Ok(tasks)
+    }
+
     async fn stop(self) {
         if let Some(task) = self.watch {
             task.abort();
@@ -342,102 +383,6 @@ impl SshTasks {
         if let Some(task) = self.forwards {
             task.abort();
             let _ = task.await;
-        }
-    }
-}
-
-/// What an SSH profile adds to the agent: the tunnel as its transport, the loopback
-/// forwards (gateway and widget sandbox) that the openclaw CLI, the browser and
-/// `clawlink dashboard` use, like the app's tunnel, and a watch that keeps the session up.
-#[cfg(feature = "transport-ssh")]
-mod ssh_side {
-    use std::sync::Arc;
-
-    use clawlink_core::transport::Transport;
-    use clawlink_transport_ssh::SshTunnel;
-
-    use super::{PortFallback, SshTasks};
-    use crate::failure::Failure;
-    use crate::remote;
-    use crate::settings::Settings;
-
-    pub(super) struct SshSide(Option<Arc<SshTunnel>>);
-
-    impl SshSide {
-        pub(super) fn of_profile(settings: &Settings) -> Result<Self, Failure> {
-            Ok(Self(remote::ssh_tunnel(settings)?))
-        }
-
-        /// The tunnel, when the profile uses SSH.
-        pub(super) fn transport(&self) -> Option<Arc<dyn Transport>> {
-            self.0
-                .clone()
-                .map(|tunnel| -> Arc<dyn Transport> { tunnel })
-        }
-
-        /// Binds the forwards (unless `no_forward`) and starts the session watch. The
-        /// openssh backend has neither: its `ssh` child owns the session.
-        pub(super) async fn start(self, no_forward: bool) -> Result<SshTasks, Failure> {
-            let mut tasks = SshTasks::default();
-            let Some(tunnel) = self.0.filter(|t| t.openssh().is_none()) else {
-                return Ok(tasks);
-            };
-            if !no_forward {
-                let bound = remote::bind_forwards(&tunnel).await?;
-                tasks.port_fallbacks = bound
-                    .iter()
-                    .filter_map(|f| {
-                        Some(PortFallback {
-                            purpose: f.spec.purpose.clone(),
-                            preferred_port: f.spec.preferred_local_port,
-                            local_port: f.local_port,
-                            reason: f.fallback_reason.clone()?,
-                        })
-                    })
-                    .collect();
-                tunnel.set_local_endpoints(bound.iter().flat_map(|f| f.endpoints()).collect());
-                tasks.forwards = Some(tokio::spawn(clawlink_transport_ssh::forward::serve(
-                    tunnel.clone(),
-                    bound.into(),
-                )));
-            }
-            // The gateway connection notices a dead session too, but the forwards serve other
-            // programs: restore the session for them as soon as it drops.
-            tasks.watch = Some(tokio::spawn(async move {
-                let error = remote::keep_ssh_up(tunnel).await;
-                tracing::error!(error = %error, "SSH connection cannot be restored");
-            }));
-            Ok(tasks)
-        }
-    }
-}
-
-/// This build has no ssh-tunnel transport: no profile has a tunnel, so the agent adds no
-/// forwards and no session watch (an SSH profile fails in `connect::build_transport`, which
-/// names the transport this build lacks).
-#[cfg(not(feature = "transport-ssh"))]
-mod ssh_side {
-    use std::sync::Arc;
-
-    use clawlink_core::transport::Transport;
-
-    use super::SshTasks;
-    use crate::failure::Failure;
-    use crate::settings::Settings;
-
-    pub(super) struct SshSide;
-
-    impl SshSide {
-        pub(super) fn of_profile(_settings: &Settings) -> Result<Self, Failure> {
-            Ok(Self)
-        }
-
-        pub(super) fn transport(&self) -> Option<Arc<dyn Transport>> {
-            None
-        }
-
-        pub(super) async fn start(self, _no_forward: bool) -> Result<SshTasks, Failure> {
-            Ok(SshTasks::default())
         }
     }
 }
@@ -501,9 +446,7 @@ fn status_line(agent: &Agent, stable: bool) -> (String, &'static str) {
 /// forwards that had to move to another port, and the control socket.
 fn header(agent: &Agent) -> Vec<String> {
     let mut lines: Vec<String> = agent
-        .client
-        .transport()
-        .local_endpoints()
+        .local_endpoints
         .iter()
         .map(|e| format!("{:<15} {}", e.purpose, e.url))
         .collect();

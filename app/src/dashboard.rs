@@ -31,14 +31,18 @@ use crate::failure::Failure;
 use crate::settings::Settings;
 
 mod browser;
+mod own_forwards;
 mod sign_in;
-#[cfg(feature = "transport-ssh")]
+// Who holds a listener (`loopback_listener`) is asked only by the SSH route's probe of an
+// existing forward so far; who holds a peer serves every transport's own forwards.
+#[cfg_attr(not(feature = "transport-ssh"), allow(dead_code))]
 mod socket_owner;
 #[cfg(feature = "transport-ssh")]
 mod ssh;
+use own_forwards::OwnForwards;
 use sign_in::mint_bootstrap;
 #[cfg(feature = "transport-ssh")]
-use ssh::{ssh_route, OwnForwards};
+use ssh::ssh_route;
 
 /// Options of `clawlink dashboard`.
 #[derive(Debug, Args)]
@@ -57,7 +61,6 @@ enum Route {
     /// A loopback forward someone else serves (an agent, `clawlink tunnel`).
     Forwarded { port: u16, by: &'static str },
     /// Forwards this command serves itself.
-    #[cfg(feature = "transport-ssh")]
     Own(OwnForwards),
     /// The gateway's own URL (direct transports).
     Direct { http: String, ws: String },
@@ -72,7 +75,6 @@ impl Route {
     fn http_base(&self) -> String {
         match self {
             Route::Forwarded { port, .. } => format!("http://127.0.0.1:{port}/"),
-            #[cfg(feature = "transport-ssh")]
             Route::Own(own) => format!("http://127.0.0.1:{}/", own.port),
             Route::Direct { http, .. } => http.clone(),
         }
@@ -81,7 +83,6 @@ impl Route {
     fn ws_url(&self) -> String {
         match self {
             Route::Forwarded { port, .. } => format!("ws://127.0.0.1:{port}"),
-            #[cfg(feature = "transport-ssh")]
             Route::Own(own) => format!("ws://127.0.0.1:{}", own.port),
             Route::Direct { ws, .. } => ws.clone(),
         }
@@ -167,7 +168,6 @@ pub async fn dashboard(
             }
         }
     }
-    #[cfg(feature = "transport-ssh")]
     if let Route::Own(own) = route {
         own.serve_while_used(global).await;
     }
@@ -205,6 +205,13 @@ async fn resolve_route(
         return Ok((ssh_route(global, settings, tunnel).await?, Some(shared)));
     }
     let transport = connect::build_transport(settings)?;
+    if transport.ports().is_some() {
+        if let Some(supervision) = transport.supervision() {
+            supervision.restore().await.map_err(Failure::from)?;
+        }
+        let own = OwnForwards::bind(transport.clone()).await?;
+        return Ok((Route::Own(own), Some(transport)));
+    }
     Ok((direct_route(transport.as_ref())?, Some(transport)))
 }
 

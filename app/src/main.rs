@@ -11,6 +11,7 @@ mod control;
 mod dashboard;
 mod doctor;
 mod failure;
+mod forwards;
 mod human;
 mod keyring_store;
 mod logs;
@@ -30,6 +31,7 @@ mod terminal;
 #[cfg(feature = "transport-ws")]
 mod tls_trust;
 mod trusted_file;
+mod tunnel;
 mod voicewake;
 
 use std::process::ExitCode;
@@ -110,8 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Features => commands::features(global, &settings),
         #[cfg(feature = "transport-ssh")]
         Command::Test(args) => remote::test(global, &settings, args.remote_status).await,
-        #[cfg(feature = "transport-ssh")]
-        Command::Tunnel => remote::tunnel(global, &settings).await,
+        Command::Tunnel => tunnel::tunnel(global, &settings).await,
         #[cfg(feature = "transport-ssh")]
         Command::Ssh(SshCommand::Trust { target, yes }) => {
             remote::trust(global, &settings, target.as_deref(), *yes).await
@@ -120,7 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // The commands stay in the CLI of every build, so that asking for one names what
         // is missing instead of clap calling it an unknown subcommand.
         #[cfg(not(feature = "transport-ssh"))]
-        Command::Test(_) | Command::Tunnel | Command::Ssh(SshCommand::Trust { .. }) => {
+        Command::Test(_) | Command::Ssh(SshCommand::Trust { .. }) => {
             Err(failure::Failure::config(
                 "this build of clawlink has no ssh-tunnel transport",
                 Some("rebuild with `cargo xtask build` (the default includes it)".into()),

@@ -1,4 +1,4 @@
-//! The remote-mode commands: `clawlink test` (the seed's "Test remote", done right), `clawlink tunnel`, `clawlink ssh trust`.
+//! The remote-mode commands: `clawlink test` (the seed's "Test remote", done right), `clawlink ssh trust` (`clawlink tunnel` is in `tunnel.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clawlink_core::gateway::GatewayClient;
 use clawlink_core::transport::{HostCommands, Transport, TransportError};
-use clawlink_transport_ssh::forward::{self, ForwardSpec};
 use clawlink_transport_ssh::known_hosts::{self, Verdict};
 use clawlink_transport_ssh::SshTunnel;
 use serde::Serialize;
@@ -17,7 +16,6 @@ use crate::connect;
 use crate::failure::Failure;
 use crate::prompt::{self, AppPrompter};
 use crate::settings::Settings;
-use crate::signals::shutdown_signal;
 
 /// One step of `clawlink test`.
 #[derive(Debug, Serialize)]
@@ -390,206 +388,6 @@ fn auth_summary(auth: &clawlink_core::gateway::protocol::HelloAuth) -> String {
         format!("{method} ({paired})")
     } else {
         format!("{method} ({}, {paired})", auth.role)
-    }
-}
-
-/// `clawlink tunnel`.
-pub async fn tunnel(global: &GlobalArgs, settings: &Settings) -> Result<()> {
-    let Some(tunnel) = ssh_tunnel(settings)? else {
-        return Err(Failure::config(
-            format!(
-                "`clawlink tunnel` forwards over SSH, but profile {:?} uses the {} transport",
-                settings.profile_name,
-                settings.profile.transport_name()
-            ),
-            Some(
-                "pass --ssh user@host, or select a profile with transport = \"ssh-tunnel\"".into(),
-            ),
-        )
-        .into());
-    };
-    if tunnel.openssh().is_none() {
-        // Fail fast (host key, auth) before binding anything.
-        tunnel.session().await.map_err(Failure::from)?;
-    }
-    let [gateway, sandbox] = bind_forwards(&tunnel).await?;
-    let forwards = vec![gateway, sandbox];
-    tunnel.set_local_endpoints(forwards.iter().flat_map(|f| f.endpoints()).collect());
-
-    let stop = match tunnel.openssh() {
-        Some(ssh) => {
-            // We keep the listeners and relay to ssh's private Unix sockets: a port released
-            // for `ssh -L` could be taken by another local user before ssh binds it.
-            let remote_ports: Vec<u16> = forwards.iter().map(|f| f.spec.remote_port).collect();
-            let sockets = clawlink_transport_ssh::openssh::ForwardSockets::new(&remote_ports)
-                .map_err(Failure::from)?;
-            let child = ssh.start_forwards(&sockets).await.map_err(Failure::from)?;
-            print_forwards(global, &tunnel, &forwards);
-            let serving = tokio::spawn(forward::serve_to_sockets(forwards, sockets.paths.clone()));
-            let stop = supervise_openssh(&tunnel, child).await;
-            serving.abort();
-            stop?
-        }
-        None => {
-            print_forwards(global, &tunnel, &forwards);
-            let serving = tokio::spawn(forward::serve(tunnel.clone(), forwards));
-            // The real reason (host key, auth) when SSH cannot be restored.
-            let stop = tokio::select! {
-                stop = shutdown_signal() => Ok(stop),
-                lost = keep_ssh_up(tunnel.clone()) => Err(lost),
-            };
-            serving.abort();
-            tunnel.close().await;
-            stop.map_err(Failure::from)?
-        }
-    };
-    tracing::info!("{stop}: tunnel closed");
-    Ok(())
-}
-
-/// Binds the loopback listeners of the gateway forward and of the Control UI's widget
-/// sandbox (the gateway port + 1, which moves with it).
-pub async fn bind_forwards(tunnel: &SshTunnel) -> Result<[forward::BoundForward; 2], Failure> {
-    let remote = tunnel.settings().remote_port;
-    let gateway = forward::bind(ForwardSpec {
-        purpose: "gateway".into(),
-        preferred_local_port: tunnel.settings().local_port,
-        remote_port: remote,
-    })
-    .await
-    .map_err(Failure::from)?;
-    let sandbox = forward::bind(ForwardSpec {
-        purpose: "widget sandbox".into(),
-        preferred_local_port: gateway.local_port.saturating_add(1),
-        remote_port: remote.saturating_add(1),
-    })
-    .await
-    .map_err(Failure::from)?;
-    Ok([gateway, sandbox])
-}
-
-fn print_forwards(global: &GlobalArgs, tunnel: &SshTunnel, forwards: &[forward::BoundForward]) {
-    let listen = |f: &forward::BoundForward| -> Vec<String> {
-        match f.addresses() {
-            addresses if addresses.is_empty() => vec![format!("127.0.0.1:{}", f.local_port)],
-            addresses => addresses.iter().map(|a| a.to_string()).collect(),
-        }
-    };
-    if global.json {
-        let list: Vec<Value> = forwards
-            .iter()
-            .map(|f| {
-                json!({
-                    "purpose": f.spec.purpose,
-                    "url": f.endpoints()[0].url,
-                    "localPort": f.local_port,
-                    "remotePort": f.spec.remote_port,
-                    "listen": listen(f),
-                    "fallback": f.fallback_reason,
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({"ok": true, "target": tunnel.target().to_string(), "forwards": list})
-        );
-    } else {
-        for f in forwards {
-            if let Some(reason) = &f.fallback_reason {
-                eprintln!("note: {reason}; using port {} instead", f.local_port);
-            }
-            println!(
-                "{:<15} {}  (listening on {}, → 127.0.0.1:{} on {})",
-                f.spec.purpose,
-                f.endpoints()[0].url,
-                listen(f).join(" and "),
-                f.spec.remote_port,
-                tunnel.target()
-            );
-        }
-        println!("forwarding until Ctrl-C");
-    }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-}
-
-/// Keeps the openssh backend's `ssh -N -L` child alive (restarting it with backoff on the
-/// same sockets) until a signal; failures a retry cannot fix end the command.
-async fn supervise_openssh(
-    tunnel: &SshTunnel,
-    mut child: clawlink_transport_ssh::openssh::ForwardChild,
-) -> Result<&'static str, Failure> {
-    let ssh = tunnel.openssh().expect("openssh backend");
-    let sockets = child.sockets().clone();
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
-    loop {
-        tokio::select! {
-            stop = &mut signal => {
-                child.stop().await;
-                return Ok(stop);
-            }
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        if child.is_running() {
-            continue;
-        }
-        eprintln!(
-            "clawlink: ssh exited: {}; restarting it",
-            child.stderr_tail().join(" / ")
-        );
-        child = tokio::select! {
-            stop = &mut signal => return Ok(stop),
-            next = restore(|| ssh.start_forwards(&sockets)) => next.map_err(Failure::from)?,
-        };
-        eprintln!("clawlink: ssh forward restored");
-    }
-}
-
-/// Retries `attempt` with capped, jittered backoff until it succeeds or fails with an error
-/// retrying cannot fix (host key, auth), saying each time what failed. Callers stop it by
-/// dropping the future (on a signal).
-async fn restore<T, Fut>(mut attempt: impl FnMut() -> Fut) -> Result<T, TransportError>
-where
-    Fut: std::future::Future<Output = Result<T, TransportError>>,
-{
-    let backoff = clawlink_core::gateway::Backoff::default();
-    let mut failures = 0;
-    loop {
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(e) if !e.kind.is_retryable() => return Err(e),
-            Err(e) => {
-                let delay = backoff.delay(failures);
-                failures += 1;
-                eprintln!(
-                    "clawlink: {} (retrying in {:.1}s)",
-                    e.message,
-                    delay.as_secs_f64()
-                );
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// Notices a lost SSH connection and restores it (the listeners stay bound; connections
-/// accepted meanwhile wait for the new session). Returns only with an error retrying cannot
-/// fix (host key, auth).
-pub async fn keep_ssh_up(tunnel: Arc<SshTunnel>) -> TransportError {
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if tunnel.is_connected().await {
-            continue;
-        }
-        eprintln!(
-            "clawlink: SSH connection to {} lost; reconnecting",
-            tunnel.target()
-        );
-        match restore(|| tunnel.session()).await {
-            Ok(_) => eprintln!("clawlink: SSH connection restored"),
-            Err(e) => return e,
-        }
     }
 }
 

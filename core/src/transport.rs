@@ -34,6 +34,8 @@ impl Capability {
 }
 pub mod diagnosis;
 pub use diagnosis::{Diagnosis, LayerReport, LayerSink, LayerStatus, Stopped};
+mod ports;
+pub use ports::{GatewayPorts, Supervision};
 
 /// A duplex byte stream to the gateway's WebSocket port (TCP, TLS, an SSH channel, …).
 pub trait DuplexStream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -122,6 +124,17 @@ pub trait Transport: Send + Sync {
     /// The transport's own doctor layers (see [`Diagnosis`]). Default: not offered; the
     /// doctor then checks the transport as a whole through `connect`.
     fn diagnosis(&self) -> Option<&dyn Diagnosis> {
+        None
+    }
+
+    /// Streams to ports on the gateway host (local forwards). Default: not offered.
+    fn ports(&self) -> Option<&dyn GatewayPorts> {
+        None
+    }
+
+    /// Watching and resetting the session under this transport's streams. Default: not
+    /// offered (each stream stands alone; nothing to watch).
+    fn supervision(&self) -> Option<&dyn Supervision> {
         None
     }
 

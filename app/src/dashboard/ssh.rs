@@ -1,20 +1,18 @@
-//! `clawlink dashboard` over SSH: reusing a forward of the same gateway, minting the one-time sign-in on the host, and serving forwards of its own while the page is open.
+//! `clawlink dashboard` over SSH: reusing a forward of the same gateway, minting the one-time sign-in on the host, or else forwards of its own (`own_forwards`) while the page is open.
 //!
 //! A listener on the preferred local port is probed (with this profile's credentials) only
 //! when the kernel says this user holds it: anything another local user listens on gets no
 //! byte from us, and our own forwards turn away connections of other users.
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clawlink_core::gateway::GatewayClient;
 use clawlink_core::transport::{Transport, TransportEnv};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::net::TcpStream;
 
+use super::own_forwards::OwnForwards;
 use super::socket_owner::{self, Owner};
 use super::Route;
 use crate::cli::GlobalArgs;
@@ -23,10 +21,6 @@ use crate::failure::Failure;
 use crate::prompt::AppPrompter;
 use crate::settings::Settings;
 
-/// Own forwards: how long to wait for the browser's first connection…
-const FIRST_USE_WAIT: Duration = Duration::from_secs(180);
-/// …and how long they outlive the last one (a page reload reconnects within this).
-const IDLE_GRACE: Duration = Duration::from_secs(60);
 
 pub(super) async fn ssh_route(
     global: &GlobalArgs,
@@ -57,14 +51,12 @@ pub(super) async fn ssh_route(
             }
         },
     }
-    if tunnel.openssh().is_some() {
-        return Err(Failure::config(
-            "the openssh backend cannot open forwards for the dashboard by itself",
-            Some("start `clawlink tunnel` or `clawlink up` for this profile first, then run `clawlink dashboard`".into()),
-        ));
+    let transport: Arc<dyn Transport> = tunnel;
+    if let Some(supervision) = transport.supervision() {
+        // Fail fast (host key, auth) before binding anything.
+        supervision.restore().await.map_err(Failure::from)?;
     }
-    tunnel.session().await.map_err(Failure::from)?;
-    Ok(Route::Own(OwnForwards::bind(tunnel).await?))
+    Ok(Route::Own(OwnForwards::bind(transport).await?))
 }
 
 /// Whether the gateway behind 127.0.0.1:`port` is the one the SSH tunnel reaches: the
@@ -114,150 +106,6 @@ async fn same_gateway(
     // The tunnel's SSH session stays open: the sign-in mints over it, the own forwards use it.
     ours.shutdown().await;
     Ok(their_boot.is_some() && their_boot == our_boot)
-}
-
-/// Loopback forwards of the gateway port and of the widget sandbox (port + 1), served by
-/// this command while the browser uses them.
-pub(super) struct OwnForwards {
-    tunnel: Arc<clawlink_transport_ssh::SshTunnel>,
-    pub(super) port: u16,
-    listeners: Vec<(TcpListener, u16)>,
-}
-
-impl OwnForwards {
-    /// Binds the preferred local port and the one after it (the sandbox must be at
-    /// port + 1); when either is taken, a free pair.
-    async fn bind(tunnel: Arc<clawlink_transport_ssh::SshTunnel>) -> Result<Self, Failure> {
-        let remote = tunnel.settings().remote_port;
-        let preferred = tunnel.settings().local_port;
-        let mut candidates = vec![preferred];
-        for _ in 0..20 {
-            let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .await
-                .map_err(|e| Failure::config(format!("cannot listen on loopback: {e}"), None))?;
-            if let Ok(addr) = probe.local_addr() {
-                candidates.push(addr.port());
-            }
-        }
-        for port in candidates {
-            let Some(sandbox) = port.checked_add(1) else {
-                continue;
-            };
-            let (Ok(gateway), Ok(widgets)) = (
-                TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await,
-                TcpListener::bind((Ipv4Addr::LOCALHOST, sandbox)).await,
-            ) else {
-                continue;
-            };
-            if port != preferred {
-                eprintln!("note: 127.0.0.1:{preferred} (or the port after it) is in use; forwarding on {port} instead");
-            }
-            return Ok(Self {
-                tunnel,
-                port,
-                listeners: vec![(gateway, remote), (widgets, remote.saturating_add(1))],
-            });
-        }
-        Err(Failure::config(
-            "no free pair of loopback ports for the dashboard's forwards",
-            Some("free a port and its successor, or pass --local-port N".into()),
-        ))
-    }
-
-    /// Serves until the browser is done: no connection for [`IDLE_GRACE`] after the last
-    /// one closed (or none within [`FIRST_USE_WAIT`]), or Ctrl-C.
-    pub(super) async fn serve_while_used(self, global: &GlobalArgs) {
-        if !global.quiet {
-            eprintln!(
-                "forwarding the dashboard over SSH on 127.0.0.1:{} (and {} for widgets) while the page is open; Ctrl-C to stop",
-                self.port,
-                self.port.saturating_add(1)
-            );
-        }
-        let active = Arc::new(AtomicUsize::new(0));
-        let changed = Arc::new(Notify::new());
-        let mut accept_loops = Vec::new();
-        for (listener, remote_port) in self.listeners {
-            let tunnel = self.tunnel.clone();
-            let active = active.clone();
-            let changed = changed.clone();
-            accept_loops.push(tokio::spawn(async move {
-                let local = listener.local_addr().ok();
-                loop {
-                    let Ok((socket, peer)) = listener.accept().await else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    if let Some(Owner::Other(uid)) =
-                        local.map(|local| socket_owner::loopback_peer(local, peer))
-                    {
-                        tracing::warn!(
-                            uid,
-                            "turned away another local user's connection to the dashboard forward"
-                        );
-                        continue;
-                    }
-                    active.fetch_add(1, Ordering::SeqCst);
-                    changed.notify_one();
-                    let tunnel = tunnel.clone();
-                    let active = active.clone();
-                    let changed = changed.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = pipe(&tunnel, socket, remote_port).await {
-                            tracing::debug!(error = %e, "dashboard connection ended");
-                        }
-                        active.fetch_sub(1, Ordering::SeqCst);
-                        changed.notify_one();
-                    });
-                }
-            }));
-        }
-        let mut used = false;
-        let mut idle_since = Instant::now();
-        loop {
-            let busy = active.load(Ordering::SeqCst) > 0;
-            if busy {
-                used = true;
-                idle_since = Instant::now();
-            }
-            let limit = if used { IDLE_GRACE } else { FIRST_USE_WAIT };
-            let wake = tokio::select! {
-                _ = crate::signals::shutdown_signal() => break,
-                _ = changed.notified() => true,
-                _ = tokio::time::sleep_until(idle_since + limit), if !busy => false,
-            };
-            if !wake && active.load(Ordering::SeqCst) == 0 {
-                if !used && !global.quiet {
-                    eprintln!(
-                        "no browser came within {} s; closing the forwards",
-                        FIRST_USE_WAIT.as_secs()
-                    );
-                }
-                break;
-            }
-        }
-        for task in accept_loops {
-            task.abort();
-        }
-        self.tunnel.close().await;
-    }
-}
-
-async fn pipe(
-    tunnel: &clawlink_transport_ssh::SshTunnel,
-    mut socket: TcpStream,
-    remote_port: u16,
-) -> Result<(), String> {
-    let _ = socket.set_nodelay(true);
-    let channel = tunnel
-        .open_forward(remote_port)
-        .await
-        .map_err(|e| e.message)?;
-    let mut stream = channel.into_stream();
-    tokio::io::copy_bidirectional(&mut socket, &mut stream)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 /// Whether something accepts connections on 127.0.0.1:`port`.

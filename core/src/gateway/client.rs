@@ -446,7 +446,9 @@ struct Supervisor {
     events: broadcast::Sender<Arc<GatewayEvent>>,
     shutdown: CancellationToken,
     reconnect: Arc<Notify>,
-    /// Set by `reconnect_on_fresh_transport`: close the transport before connecting again.
+    /// Set by `reconnect_on_fresh_transport`: reset the transport's session (or close the
+    /// transport when it has no [`Supervision`](crate::transport::Supervision)) before
+    /// connecting again.
     fresh_transport: Arc<AtomicBool>,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Why an established connection was lost, while we are restoring it. The published
@@ -472,7 +474,10 @@ impl Supervisor {
     /// Closes the transport when a reconnect asked for a fresh one.
     async fn retire_transport_if_asked(&self) {
         if self.fresh_transport.swap(false, Ordering::SeqCst) {
-            self.transport.close().await;
+            match self.transport.supervision() {
+                Some(supervision) => supervision.reset().await,
+                None => self.transport.close().await,
+            }
         }
     }
 

@@ -4,13 +4,12 @@
 //! child processes, clawlink speaks SSH itself (russh, ring crypto): our WebSocket runs over a
 //! `direct-tcpip` channel to `127.0.0.1:<remote_port>` on the gateway host, so there is no
 //! child process to orphan and no local port to fight over. One SSH session is shared by the
-//! gateway connection, remote commands and `clawlink tunnel`'s local forwards, and is
-//! re-opened on demand after a loss.
+//! gateway connection, remote commands and the app's local forwards (through
+//! [`GatewayPorts`]), and is re-opened on demand after a loss ([`Supervision`]).
 
 pub mod commands;
 mod diagnosis;
 pub mod exec;
-pub mod forward;
 mod hostkey;
 pub mod interactive;
 pub mod known_hosts;
@@ -28,7 +27,8 @@ use clawlink_core::config::Mode;
 use clawlink_core::prompt::Prompter;
 use clawlink_core::registry::{FlagValue, Selection, TransportDescriptor, TransportFlag};
 use clawlink_core::transport::{
-    Capability, Connected, HostCommands, LocalEndpoint, RemoteOutput, Transport, TransportEnv,
+    Capability, Connected, DuplexStream, GatewayPorts, HostCommands, RemoteOutput, Supervision,
+    Transport, TransportEnv,
     TransportError, TransportErrorKind,
 };
 use serde::Deserialize;
@@ -197,10 +197,10 @@ pub struct SshTunnel {
     env: SshEnv,
     prompter: Arc<dyn Prompter>,
     session: tokio::sync::Mutex<Option<Arc<SshSession>>>,
-    endpoints: std::sync::Mutex<Vec<LocalEndpoint>>,
     /// The system ssh, when `backend = "openssh"`.
     openssh: Option<openssh::OpenSsh>,
-    /// The openssh backend's `ssh -N -L` child for the gateway connection.
+    /// The openssh backend's `ssh -N -L` child: the gateway port and the sandbox port, each
+    /// on a private Unix socket.
     openssh_forward: tokio::sync::Mutex<Option<openssh::ForwardChild>>,
     /// Whether the profile names `local_port` (a taken default port is no failure: the
     /// forwards fall back to a free one).
@@ -244,7 +244,6 @@ impl SshTunnel {
             env,
             prompter,
             session: tokio::sync::Mutex::new(None),
-            endpoints: std::sync::Mutex::new(Vec::new()),
             openssh,
             openssh_forward: tokio::sync::Mutex::new(None),
             local_port_explicit: false,
@@ -289,26 +288,61 @@ impl SshTunnel {
         self.openssh.as_ref()
     }
 
-    /// The openssh backend's gateway forward: a running `ssh -N -L SOCKET:…` child and the
-    /// private Unix socket it listens on, restarted when it died.
-    async fn openssh_gateway_socket(
+    /// The openssh backend's forward of `port`: the private Unix socket a running
+    /// `ssh -N -L SOCKET:…` child listens on, that child restarted when it died. One child
+    /// forwards the gateway port and the sandbox port (+ 1); other ports are not offered.
+    async fn openssh_socket(
         &self,
         ssh: &openssh::OpenSsh,
+        port: u16,
     ) -> Result<PathBuf, TransportError> {
+        let remote_ports = [
+            self.settings.remote_port,
+            self.settings.remote_port.saturating_add(1),
+        ];
+        let Some(index) = remote_ports.iter().position(|p| *p == port) else {
+            return Err(TransportError::new(
+                TransportErrorKind::Unsupported,
+                format!(
+                    "the openssh backend forwards only the gateway port {} and the sandbox port {}, not {port}",
+                    remote_ports[0], remote_ports[1]
+                ),
+            ));
+        };
         let mut slot = self.openssh_forward.lock().await;
         if let Some(child) = slot.as_mut() {
             if child.is_running() {
-                return Ok(child.sockets().paths[0].clone());
+                return Ok(child.sockets().paths[index].clone());
             }
             tracing::info!(tail = ?child.stderr_tail(), "ssh exited; starting it again");
         }
         let sockets = match slot.as_ref() {
             Some(child) => child.sockets().clone(),
-            None => openssh::ForwardSockets::new(&[self.settings.remote_port])?,
+            None => openssh::ForwardSockets::new(&remote_ports)?,
         };
         let child = ssh.start_forwards(&sockets).await?;
         *slot = Some(child);
-        Ok(sockets.paths[0].clone())
+        Ok(sockets.paths[index].clone())
+    }
+
+    /// A stream to `127.0.0.1:port` on the gateway host: an SSH channel (russh), or a
+    /// connection to the system ssh's private Unix socket (openssh) — never a TCP port
+    /// another local user could hold.
+    async fn open_port(&self, port: u16) -> Result<Box<dyn DuplexStream>, TransportError> {
+        if let Some(ssh) = &self.openssh {
+            let socket = self.openssh_socket(ssh, port).await?;
+            let stream = tokio::net::UnixStream::connect(&socket)
+                .await
+                .map_err(|e| {
+                    TransportError::new(
+                        TransportErrorKind::Tunnel,
+                        format!("ssh's local forward {}: {e}", socket.display()),
+                    )
+                })?;
+            return Ok(Box::new(stream));
+        }
+        let channel = self.open_forward(port).await?;
+        Ok(Box::new(channel.into_stream()))
     }
 
     /// The target and its ProxyJump hops (outermost first), with `~/.ssh/config` applied.
@@ -451,11 +485,6 @@ impl SshTunnel {
         exec::run(&session, &command, limit).await
     }
 
-    /// Records the local endpoints `clawlink tunnel` serves, for status output.
-    pub fn set_local_endpoints(&self, endpoints: Vec<LocalEndpoint>) {
-        *self.endpoints.lock().unwrap_or_else(|e| e.into_inner()) = endpoints;
-    }
-
     /// The host key the server presents and what the known_hosts files say about it,
     /// without authenticating (for `clawlink ssh trust`).
     pub async fn probe_host_key(&self) -> Result<HostKeyProbe, TransportError> {
@@ -536,34 +565,18 @@ impl Transport for SshTunnel {
     }
 
     async fn connect(&self) -> Result<Connected, TransportError> {
-        if let Some(ssh) = &self.openssh {
-            // ssh's private socket, never a TCP port another local user could hold.
-            let socket = self.openssh_gateway_socket(ssh).await?;
-            let stream = tokio::net::UnixStream::connect(&socket)
-                .await
-                .map_err(|e| {
-                    TransportError::new(
-                        TransportErrorKind::Tunnel,
-                        format!("ssh's local forward {}: {e}", socket.display()),
-                    )
-                })?;
-            return Ok(Connected {
-                stream: Box::new(stream),
-                request_url: format!("ws://127.0.0.1:{}/", self.settings.remote_port),
-            });
-        }
-        let channel = self.open_forward(self.settings.remote_port).await?;
         Ok(Connected {
-            stream: Box::new(channel.into_stream()),
+            stream: self.open_port(self.settings.remote_port).await?,
             request_url: format!("ws://127.0.0.1:{}/", self.settings.remote_port),
         })
     }
 
-    fn local_endpoints(&self) -> Vec<LocalEndpoint> {
-        self.endpoints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn ports(&self) -> Option<&dyn GatewayPorts> {
+        Some(self)
+    }
+
+    fn supervision(&self) -> Option<&dyn Supervision> {
+        Some(self)
     }
 
     fn commands(&self) -> Option<&dyn HostCommands> {
@@ -583,6 +596,67 @@ impl Transport for SshTunnel {
         if let Some(child) = self.openssh_forward.lock().await.take() {
             child.stop().await;
         }
+    }
+}
+
+#[async_trait]
+impl GatewayPorts for SshTunnel {
+    fn gateway_port(&self) -> u16 {
+        self.settings.remote_port
+    }
+
+    fn preferred_local_port(&self) -> u16 {
+        self.settings.local_port
+    }
+
+    fn host_label(&self) -> String {
+        self.target.to_string()
+    }
+
+    async fn open(&self, port: u16) -> Result<Box<dyn DuplexStream>, TransportError> {
+        self.open_port(port).await
+    }
+}
+
+/// How often a session is checked for life; SSH keepalives (or ssh's own) find a dead
+/// path, this only notices their verdict.
+const SESSION_CHECK: Duration = Duration::from_secs(2);
+
+#[async_trait]
+impl Supervision for SshTunnel {
+    /// The shared SSH connection (russh) or the `ssh -N -L` child (openssh) is gone, or was
+    /// never started.
+    async fn session_lost(&self) -> TransportError {
+        loop {
+            tokio::time::sleep(SESSION_CHECK).await;
+            let lost = match &self.openssh {
+                Some(_) => match self.openssh_forward.lock().await.as_mut() {
+                    Some(child) => (!child.is_running())
+                        .then(|| format!("ssh exited: {}", child.stderr_tail().join(" / "))),
+                    None => Some("ssh is not running".to_owned()),
+                },
+                None => (!self.is_connected().await)
+                    .then(|| format!("SSH connection to {} lost", self.target)),
+            };
+            if let Some(message) = lost {
+                return TransportError::new(TransportErrorKind::Tunnel, message);
+            }
+        }
+    }
+
+    async fn restore(&self) -> Result<(), TransportError> {
+        match &self.openssh {
+            Some(ssh) => self
+                .openssh_socket(ssh, self.settings.remote_port)
+                .await
+                .map(drop),
+            None => self.session().await.map(drop),
+        }
+    }
+
+    /// Ends the session (and ssh's child); the next stream opens a fresh one.
+    async fn reset(&self) {
+        self.close().await;
     }
 }
 
