@@ -451,16 +451,30 @@ pub fn transports(global: &GlobalArgs) -> Result<()> {
     if global.json {
         let list: Vec<Value> = all
             .iter()
-            .map(|d| json!({"name": d.name, "summary": d.summary, "example": d.example_config}))
+            .map(|d| {
+                let capabilities: Vec<&str> = d.capabilities.iter().map(|c| c.name()).collect();
+                json!({
+                    "name": d.name,
+                    "summary": d.summary,
+                    "capabilities": capabilities,
+                    "example": d.example_config,
+                })
+            })
             .collect();
         println!("{}", Value::Array(list));
         return Ok(());
     }
     for d in all {
+        let capabilities: Vec<&str> = d.capabilities.iter().map(|c| c.name()).collect();
         println!(
-            "{}\n  {}\n  example [PROFILE.transports.{}]:",
+            "{}\n  {}\n  offers: {}\n  example [PROFILE.transports.{}]:",
             d.name,
             d.summary,
+            if capabilities.is_empty() {
+                "the gateway connection only".to_owned()
+            } else {
+                capabilities.join("; ")
+            },
             clawlink_core::config::table_key(d.name)
         );
         for line in d.example_config.lines() {

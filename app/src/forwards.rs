@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clawlink_core::prompt::NonInteractive;
 use clawlink_core::registry;
 use clawlink_core::transport::{
-    GatewayPorts, LocalEndpoint, Transport, TransportEnv, TransportError, TransportErrorKind,
+    Capability, GatewayPorts, LocalEndpoint, Transport, TransportError, TransportErrorKind,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -388,28 +387,7 @@ where
     }
 }
 
-/// The registered transports that offer a capability, judged on a transport built from
-/// each one's example settings (building one opens nothing).
-pub fn transports_offering(offers: impl Fn(&dyn Transport) -> bool) -> Vec<&'static str> {
-    use figment::providers::{Format, Toml};
-    let env = TransportEnv {
-        prompter: Arc::new(NonInteractive),
-    };
-    registry::transports()
-        .iter()
-        .filter(|descriptor| {
-            let Ok(example) = figment::Figment::from(Toml::string(descriptor.example_config))
-                .extract::<serde_json::Value>()
-            else {
-                return false;
-            };
-            (descriptor.factory)(&example, &env).is_ok_and(|t| offers(t.as_ref()))
-        })
-        .map(|descriptor| descriptor.name)
-        .collect()
-}
-
-/// The profile's transport, when it offers ports on the gateway host; otherwise a one-line
+/// The profile's transport, when it offers ports on the gateway host; otherwise the one-line
 /// refusal naming the capability and the transports that offer it.
 pub fn transport_with_ports(
     settings: &Settings,
@@ -419,23 +397,11 @@ pub fn transport_with_ports(
     if transport.ports().is_some() {
         return Ok(transport);
     }
-    let offering = transports_offering(|t| t.ports().is_some());
-    Err(Failure::config(
-        format!(
-            "`clawlink {command}` needs ports on the gateway host (the GatewayPorts capability), which the {} transport of profile {:?} does not offer; transports that do: {}",
-            transport.name(),
-            settings.profile_name,
-            if offering.is_empty() {
-                "none in this build".to_owned()
-            } else {
-                offering.join(", ")
-            }
-        ),
-        Some(match offering.first() {
-            Some(name) => format!("select a profile with transport = \"{name}\""),
-            None => "build clawlink with a transport that offers it (`cargo xtask build`)".into(),
-        }),
-    ))
+    Err(Failure::from(registry::refuse_missing(
+        &format!("`clawlink {command}`"),
+        transport.name(),
+        Capability::GatewayPorts,
+    )))
 }
 
 #[cfg(test)]

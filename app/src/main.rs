@@ -121,13 +121,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // The commands stay in the CLI of every build, so that asking for one names what
         // is missing instead of clap calling it an unknown subcommand.
         #[cfg(not(feature = "transport-ssh"))]
-        Command::Test(_) | Command::Ssh(SshCommand::Trust { .. }) => {
-            Err(failure::Failure::config(
-                "this build of clawlink has no ssh-tunnel transport",
-                Some("rebuild with `cargo xtask build` (the default includes it)".into()),
-            )
-            .into())
-        }
+        Command::Test(_) | Command::Ssh(SshCommand::Trust { .. }) => Err(failure::Failure::config(
+            "this build of clawlink has no ssh-tunnel transport",
+            Some("rebuild with `cargo xtask build` (the default includes it)".into()),
+        )
+        .into()),
         Command::Auth(AuthCommand::Set { password }) => {
             commands::auth_set(global, &settings, secret_kind(*password)).await
         }

@@ -22,13 +22,40 @@ pub use commands::HostCommands;
 pub enum Capability {
     /// [`HostCommands`], reached through [`Transport::commands`].
     HostCommands,
+    /// [`GatewayPorts`], reached through [`Transport::ports`].
+    GatewayPorts,
+    /// [`Supervision`], reached through [`Transport::supervision`].
+    Supervision,
+    /// [`Diagnosis`], reached through [`Transport::diagnosis`].
+    Diagnosis,
 }
 
 impl Capability {
+    /// Every capability, in the order listings show them.
+    pub const ALL: [Capability; 4] = [
+        Self::GatewayPorts,
+        Self::HostCommands,
+        Self::Supervision,
+        Self::Diagnosis,
+    ];
+
     /// How refusals and listings name it.
     pub fn name(self) -> &'static str {
         match self {
             Self::HostCommands => commands::CAPABILITY,
+            Self::GatewayPorts => "ports on the gateway host",
+            Self::Supervision => "a supervised session (loss noticed, reset)",
+            Self::Diagnosis => "its own doctor layers",
+        }
+    }
+
+    /// Whether a built transport offers it (what its descriptor must declare).
+    pub fn offered_by(self, transport: &dyn Transport) -> bool {
+        match self {
+            Self::HostCommands => transport.commands().is_some(),
+            Self::GatewayPorts => transport.ports().is_some(),
+            Self::Supervision => transport.supervision().is_some(),
+            Self::Diagnosis => transport.diagnosis().is_some(),
         }
     }
 }

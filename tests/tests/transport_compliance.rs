@@ -66,19 +66,23 @@ fn build(name: &str, user: HostUser, home: &std::path::Path) -> Arc<dyn Transpor
         .unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
+/// What a descriptor declares is what its transports offer, for every capability (refusals
+/// and listings read the declaration without building a transport).
 #[test]
-fn host_commands_is_offered_exactly_by_the_transports_that_declare_it() {
-    let home = ssh_home("compliance-commands-declared");
-    let offering = registry::transports_offering(Capability::HostCommands);
-    assert!(offering.contains(&"ssh-tunnel"), "{offering:?}");
+fn every_capability_is_offered_exactly_by_the_transports_that_declare_it() {
+    let home = ssh_home("compliance-capabilities-declared");
+    assert!(registry::transports_offering(Capability::HostCommands).contains(&"ssh-tunnel"));
     for descriptor in registry::transports() {
         let transport = build(descriptor.name, HostUser::WithCli, &home);
-        assert_eq!(
-            transport.commands().is_some(),
-            offering.contains(&descriptor.name),
-            "{}: the descriptor's capabilities and Transport::commands disagree",
-            descriptor.name
-        );
+        for capability in Capability::ALL {
+            assert_eq!(
+                capability.offered_by(transport.as_ref()),
+                descriptor.capabilities.contains(&capability),
+                "{}: the descriptor's capabilities and the transport disagree on {}",
+                descriptor.name,
+                capability.name()
+            );
+        }
     }
 }
 
@@ -471,7 +475,8 @@ fn gateway_ports_serve_local_forwards_through_clawlink_tunnel() {
             let (_, stderr) = text(&out);
             assert_eq!(out.status.code(), Some(2), "{label}: {stderr}");
             assert!(
-                stderr.contains("GatewayPorts") && stderr.contains(clawlink_transport_ssh::NAME),
+                stderr.contains("ports on the gateway host")
+                    && stderr.contains(clawlink_transport_ssh::NAME),
                 "{label}: the refusal names the capability and a transport that has it: {stderr}"
             );
             assert_eq!(

@@ -21,7 +21,6 @@ use crate::failure::Failure;
 use crate::prompt::AppPrompter;
 use crate::settings::Settings;
 
-
 pub(super) async fn ssh_route(
     global: &GlobalArgs,
     settings: &Settings,

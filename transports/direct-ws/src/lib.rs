@@ -53,7 +53,7 @@ clawlink_core::inventory::submit! {
             // Local or remote, the URL says where the gateway is: the profile's mode stays.
             selects: Some(Selection { mode: None }),
         }],
-        capabilities: &[],
+        capabilities: &[clawlink_core::transport::Capability::Diagnosis],
         factory: DirectWs::from_settings,
     }
 }

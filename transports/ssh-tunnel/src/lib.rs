@@ -28,8 +28,7 @@ use clawlink_core::prompt::Prompter;
 use clawlink_core::registry::{FlagValue, Selection, TransportDescriptor, TransportFlag};
 use clawlink_core::transport::{
     Capability, Connected, DuplexStream, GatewayPorts, HostCommands, RemoteOutput, Supervision,
-    Transport, TransportEnv,
-    TransportError, TransportErrorKind,
+    Transport, TransportEnv, TransportError, TransportErrorKind,
 };
 use serde::Deserialize;
 
@@ -72,7 +71,12 @@ clawlink_core::inventory::submit! {
         summary: "the gateway's WebSocket through an in-process SSH connection (like ssh -N -L, no child process); the default for remote mode",
         example_config: EXAMPLE_CONFIG,
         flags: FLAGS,
-        capabilities: &[Capability::HostCommands],
+        capabilities: &[
+            Capability::GatewayPorts,
+            Capability::HostCommands,
+            Capability::Supervision,
+            Capability::Diagnosis,
+        ],
         factory: SshTunnel::from_settings,
     }
 }
