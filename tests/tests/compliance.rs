@@ -173,7 +173,8 @@ async fn every_feature_runs_offline_answers_control_and_stops_within_a_second() 
 
         let started = Instant::now();
         let stopped = host.stop_all().await;
-        assert_eq!(stopped, vec![descriptor.name]);
+        assert_eq!(stopped.order, vec![descriptor.name]);
+        assert!(stopped.late.is_empty(), "{stopped:?}");
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "{}: took {:?} to stop",

@@ -72,7 +72,9 @@ fn now_ms() -> u64 {
 /// Stops the host and checks the feature honoured the one-second shutdown contract.
 async fn stop_promptly(mut host: FeatureHost) {
     let started = Instant::now();
-    assert_eq!(host.stop_all().await, [NAME]);
+    let report = host.stop_all().await;
+    assert_eq!(report.order, [NAME]);
+    assert!(report.late.is_empty(), "{report:?}");
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "health took {:?} to stop",
