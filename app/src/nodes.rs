@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use clawlink_core::gateway::{GatewayClient, GatewayError, RequestOptions};
+use clawlink_core::notify::{codes, Priority};
 use clawlink_core::text::terminal_safe;
 use serde_json::{json, Map, Value};
 
@@ -27,7 +28,7 @@ use crate::human::age;
 use crate::settings::Settings;
 
 /// The command `notify` invokes.
-const NOTIFY_COMMAND: &str = "system.notify";
+const NOTIFY_COMMAND: &str = clawlink_core::notify::COMMAND;
 
 /// The permission keys of the app's node (its Capability enum), shown by `describe` as
 /// granted, denied or unknown even when the node does not report them.
@@ -74,23 +75,11 @@ pub struct ListArgs {
     pub connected: bool,
 }
 
-/// `--priority` of `clawlink notify`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Priority {
-    Passive,
-    Active,
-    #[value(name = "timeSensitive")]
-    TimeSensitive,
-}
-
-impl Priority {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Passive => "passive",
-            Self::Active => "active",
-            Self::TimeSensitive => "timeSensitive",
-        }
-    }
+/// `--priority` of `clawlink notify`: the wire names, as clap's possible values.
+fn priority_parser() -> impl clap::builder::TypedValueParser<Value = Priority> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Priority::NAMES)
+        .map(|name| Priority::parse(&name).expect("clap admits only Priority::NAMES"))
 }
 
 /// `--delivery` of `clawlink notify`.
@@ -130,7 +119,7 @@ pub struct NotifyArgs {
     #[arg(long, value_name = "NAME")]
     pub sound: Option<String>,
     /// How insistent the notification is
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = priority_parser())]
     pub priority: Option<Priority>,
     /// Where the node shows it
     #[arg(long, value_enum, default_value_t = Delivery::System)]
@@ -943,13 +932,13 @@ pub fn invoke_failure(error: GatewayError, node: &NodeRow) -> Failure {
 /// What to do about a node's own error code.
 fn node_error_fix(code: &str) -> &'static str {
     match code {
-        "NOTIFICATIONS_UNAVAILABLE" => {
+        codes::NOTIFICATIONS_UNAVAILABLE => {
             "the node has no notification service (on Linux a notification daemon on the session bus: GNOME, KDE, dunst, mako…); retry with --delivery auto or overlay"
         }
         "NOTIFICATIONS_DISABLED" => "enable notifications in the node's settings",
-        "NOT_AUTHORIZED" => "allow notifications for the node app in the node machine's system settings",
-        "UNKNOWN_SOUND" => "use one of the sound names the node listed, or leave --sound out",
-        "INVALID_REQUEST" => "check --title/--body/--priority/--delivery",
+        codes::NOT_AUTHORIZED => "allow notifications for the node app in the node machine's system settings",
+        codes::UNKNOWN_SOUND => "use one of the sound names the node listed, or leave --sound out",
+        codes::INVALID_REQUEST => "check --title/--body/--priority/--delivery",
         "TIMEOUT" => "the node did not answer in time; raise --invoke-timeout or check the node",
         "UNAVAILABLE" | "ROUTE_CHANGED" => {
             "the gateway could not hand the command to the node just now; retry in a moment"

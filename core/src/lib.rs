@@ -8,6 +8,7 @@
 pub mod config;
 pub mod feature;
 pub mod gateway;
+pub mod notify;
 pub mod prompt;
 pub mod registry;
 pub mod text;
