@@ -12,13 +12,14 @@
 //! than one is left the error lists the candidates.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use clawlink_core::gateway::{GatewayClient, GatewayError, RequestOptions};
 use clawlink_core::notify::{codes, Priority};
 use clawlink_core::text::terminal_safe;
+use clawlink_core::time::now_unix_millis;
 use serde_json::{json, Map, Value};
 
 use crate::cli::GlobalArgs;
@@ -628,7 +629,7 @@ async fn pending(global: &GlobalArgs, client: &GatewayClient) -> Result<(), Fail
         println!("No pending node pairing requests.");
         return Ok(());
     }
-    let now = now_ms();
+    let now = now_unix_millis();
     let table: Vec<Vec<String>> = pending
         .iter()
         .map(|p| {
@@ -987,13 +988,6 @@ fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -165,14 +165,10 @@ impl FeatureStatus {
 }
 
 mod unix_ms {
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::SystemTime;
 
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        s.serialize_u64(ms as u64)
+        s.serialize_u64(crate::time::unix_millis(*t))
     }
 }
 

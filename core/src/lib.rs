@@ -12,6 +12,7 @@ pub mod notify;
 pub mod prompt;
 pub mod registry;
 pub mod text;
+pub mod time;
 pub mod transport;
 
 pub use secrecy::{ExposeSecret, SecretString};

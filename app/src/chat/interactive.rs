@@ -1,7 +1,7 @@
 //! The interactive `clawlink chat`: the history painted, a line editor with history, the reply streamed as it comes, slash commands, Ctrl-C or /abort to stop a reply, Ctrl-D or /quit to leave (at any time, also while a message waits).
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
 use clawlink_feature_webchat::attach::{self, human_bytes, Attachment};
@@ -294,10 +294,7 @@ impl Session {
         match self.connection.chat.sessions(30).await {
             Ok(rows) if rows.is_empty() => self.printer.note("(no sessions)"),
             Ok(rows) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
+                let now = clawlink_core::time::now_unix_millis();
                 for row in rows {
                     let text = |k: &str| row.get(k).and_then(Value::as_str);
                     let key = text("key").unwrap_or("?");

@@ -53,12 +53,13 @@ use tokio::time::Instant;
 
 use crate::chime::{Chime, ChimeKind, CommandChime};
 use crate::detector::{Decision, Detector, Ignored, Timing};
-use crate::journal::{unix_ms, Detection, Journal, Stage};
+use crate::journal::{Detection, Journal, Stage};
 use crate::mirror::Mirror;
 pub use crate::settings::VoicewakeSettings;
 use crate::source::{SourceEvent, SourceStatus};
 use crate::transcript::Transcript;
 use crate::trigger::TriggerSet;
+use clawlink_core::time::unix_millis;
 
 /// The name profiles use (`[features.voicewake]`).
 pub const NAME: &str = "voicewake";
@@ -511,7 +512,7 @@ impl VoicewakeFeature {
         let changed = self.shared.state().set_triggers(
             triggers.clone(),
             from,
-            Some(unix_ms(SystemTime::now())),
+            Some(unix_millis(SystemTime::now())),
         );
         if changed {
             tracing::info!(target: "voicewake", from = from.as_str(), "triggers: {}", triggers.join(", "));
@@ -557,7 +558,7 @@ impl VoicewakeFeature {
                 "text": transcript.text,
                 "final": transcript.is_final,
                 "confidence": transcript.confidence,
-                "at": unix_ms(SystemTime::now()),
+                "at": unix_millis(SystemTime::now()),
             }));
             if !transcript.is_final {
                 state.stats.partial += 1;
