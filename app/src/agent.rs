@@ -612,13 +612,13 @@ async fn show_status(global: &GlobalArgs, agent: &Agent) {
 }
 
 fn paint(colour: &str, text: &str) -> String {
-    let code = match colour {
-        "green" => "32",
-        "orange" => "33",
-        "red" => "31",
-        _ => "90",
+    let style = match colour {
+        "green" => crate::style::OK,
+        "orange" => crate::style::WARN,
+        "red" => crate::style::ERROR,
+        _ => crate::style::QUIET,
     };
-    format!("\x1b[{code}m{text}\x1b[0m")
+    crate::style::paint(style, text, crate::style::stdout_colours())
 }
 
 /// `HH:MM:SS` in UTC, enough to read a plain log of state changes.
