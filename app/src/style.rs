@@ -8,6 +8,7 @@ use anstyle::{AnsiColor, Color, Style};
 /// A prompt of ours, and the local user's own lines (`you ›`).
 pub const PROMPT: Style = AnsiColor::Cyan.on_default();
 /// The agent's voice (`agent ›`).
+#[cfg_attr(not(feature = "feature-webchat"), allow(dead_code))] // only the chat speaks
 pub const AGENT: Style = Style::new().bold();
 /// Notes, roles and the other side's less important text.
 pub const DIM: Style = Style::new().dimmed();
@@ -27,6 +28,7 @@ pub fn stdout_colours() -> bool {
 }
 
 /// Whether our colours may go to stderr.
+#[cfg_attr(not(feature = "feature-webchat"), allow(dead_code))] // only the chat's notes
 pub fn stderr_colours() -> bool {
     anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
 }
