@@ -10,12 +10,13 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use clawlink_core::feature::{FeatureHost, FeatureState, FeatureStatus};
 use clawlink_core::gateway::{ConnectionState, GatewayClient, Phase};
 use clawlink_core::registry;
+use clawlink_core::time::unix_millis;
 use clawlink_core::transport::{LocalEndpoint, Transport};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -112,10 +113,10 @@ impl Agent {
             "pid": std::process::id(),
             "profile": self.profile,
             "socket": self.socket,
-            "startedAt": unix_ms(self.started),
+            "startedAt": unix_millis(self.started),
             "uptimeMs": self.started.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0),
             "connection": state,
-            "connectionSince": unix_ms(state.since),
+            "connectionSince": unix_millis(state.since),
             "transport": {
                 "name": transport.name(),
                 "describe": transport.describe(),
@@ -229,12 +230,6 @@ impl Agent {
             ),
         }
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Removes the control socket when the agent ends, however it ends.
@@ -465,7 +460,7 @@ async fn show_status(global: &GlobalArgs, agent: &Agent) {
         if !agent.port_fallbacks.is_empty() {
             let out = json!({
                 "event": "port-fallback",
-                "ts": unix_ms(SystemTime::now()),
+                "ts": unix_millis(SystemTime::now()),
                 "portFallbacks": agent.port_fallbacks,
             });
             if writeln!(std::io::stdout(), "{out}").is_err() {
@@ -503,7 +498,7 @@ async fn show_status(global: &GlobalArgs, agent: &Agent) {
                 let snapshot = state.borrow().clone();
                 let out = json!({
                     "event": "status",
-                    "ts": unix_ms(SystemTime::now()),
+                    "ts": unix_millis(SystemTime::now()),
                     "color": colour,
                     "reconnectRequested": agent.reconnect_requested_now(&snapshot),
                     "connection": snapshot,
@@ -560,18 +555,18 @@ async fn show_status(global: &GlobalArgs, agent: &Agent) {
 }
 
 fn paint(colour: &str, text: &str) -> String {
-    let code = match colour {
-        "green" => "32",
-        "orange" => "33",
-        "red" => "31",
-        _ => "90",
+    let style = match colour {
+        "green" => crate::style::OK,
+        "orange" => crate::style::WARN,
+        "red" => crate::style::ERROR,
+        _ => crate::style::QUIET,
     };
-    format!("\x1b[{code}m{text}\x1b[0m")
+    crate::style::paint(style, text, crate::style::stdout_colours())
 }
 
 /// `HH:MM:SS` in UTC, enough to read a plain log of state changes.
 fn humantime_now() -> String {
-    let secs = unix_ms(SystemTime::now()) / 1000;
+    let secs = unix_millis(SystemTime::now()) / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     format!("{h:02}:{m:02}:{s:02}Z")
 }

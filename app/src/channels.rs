@@ -5,7 +5,7 @@
 //! phone to scan it (`web.login.wait`, which may also hand out a fresh QR code when the old one
 //! expires). Parameters follow the gateway's closed schemas exactly.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -194,7 +194,7 @@ fn show_qr(global: &GlobalArgs, url: &str, message: &str, args: &ChannelLoginArg
                    "png": args.png.as_ref().map(|p| p.display().to_string())})
         );
     } else {
-        let ansi = std::io::stdout().is_terminal();
+        let ansi = crate::style::stdout_colours();
         let mut out = std::io::stdout().lock();
         writeln!(out)?;
         write!(

@@ -214,8 +214,30 @@ pub async fn connect(global: &GlobalArgs, settings: &Settings) -> Result<Gateway
         .map_err(Failure::from)
 }
 
+/// How long closing a transport (an SSH session's goodbye) may take before the command
+/// exits without it.
+pub const TRANSPORT_CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Ends a one-shot command's connection: the WebSocket, then the transport (an SSH session).
+/// Both waits are bounded; what did not close in time is logged and left behind, so the
+/// command still exits.
 pub async fn finish(client: &GatewayClient) {
     client.shutdown().await;
-    client.transport().close().await;
+    close_transport(client.transport().as_ref()).await;
+}
+
+/// Closes `transport`, at most [`TRANSPORT_CLOSE_DEADLINE`]; false (and a warning naming it)
+/// when it did not close in time.
+pub async fn close_transport(transport: &dyn clawlink_core::transport::Transport) -> bool {
+    let closed = tokio::time::timeout(TRANSPORT_CLOSE_DEADLINE, transport.close())
+        .await
+        .is_ok();
+    if !closed {
+        tracing::warn!(
+            transport = %transport.describe(),
+            deadline_ms = TRANSPORT_CLOSE_DEADLINE.as_millis() as u64,
+            "the transport did not close in time; exiting without it"
+        );
+    }
+    closed
 }

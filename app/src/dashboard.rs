@@ -309,56 +309,22 @@ async fn sign_in(
     })
 }
 
-/// `key=value&…` of a URL fragment, percent-decoded.
+/// `key=value&…` of a URL fragment, decoded as the browser's `URLSearchParams` does.
 fn parse_fragment(fragment: &str) -> Vec<(String, String)> {
-    fragment
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
+    form_urlencoded::parse(fragment.as_bytes())
+        .into_owned()
         .collect()
 }
 
-fn percent_decode(text: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| Some(hex(bytes[i + 1])? * 16 + hex(bytes[i + 2])?))
-            .flatten();
-        match (bytes[i], escaped) {
-            (_, Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', None) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, None) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// Everything but RFC 3986's unreserved characters is escaped in fragment values.
+const FRAGMENT_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, FRAGMENT_VALUE).to_string()
 }
 
 /// `BASE#k=v&…&gatewayUrl=WS`: the sign-in in the fragment (never sent to a server), and
@@ -389,8 +355,14 @@ mod tests {
                 ("gatewayUrl".to_owned(), "ws://127.0.0.1:28789".to_owned()),
             ]
         );
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(
+            parse_fragment("a=100%&b=a%2&c=x+y"),
+            vec![
+                ("a".to_owned(), "100%".to_owned()),
+                ("b".to_owned(), "a%2".to_owned()),
+                ("c".to_owned(), "x y".to_owned()),
+            ]
+        );
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //! new file from its start. Following survives reconnects: the client restores the connection
 //! underneath and a poll that fails meanwhile is retried, not fatal.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Duration;
 
+use anstyle::Style;
 use anyhow::Result;
 use clawlink_core::gateway::{GatewayClient, GatewayError, RequestOptions};
 use clawlink_core::text::terminal_safe;
@@ -22,6 +23,7 @@ use crate::cli::{GlobalArgs, LogsArgs};
 use crate::connect;
 use crate::failure::Failure;
 use crate::settings::Settings;
+use crate::style;
 use crate::terminal::eprintln_safe;
 
 /// How often a follow polls (the Control UI and `openclaw logs --follow` use 1 s too).
@@ -187,7 +189,7 @@ struct Printer {
 
 impl Printer {
     fn new(json: bool) -> Self {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = style::stdout_colours();
         Self { json, color }
     }
 
@@ -300,34 +302,31 @@ fn readable_line(line: &str, color: bool) -> String {
     let Some(record) = parse_record(line) else {
         return terminal_safe(line).into_owned();
     };
-    let paint = |code: &str, text: &str| {
-        if color && !code.is_empty() && !text.is_empty() {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
-        }
-    };
+    let paint = |style: Style, text: &str| style::paint(style, text, color);
     let level = terminal_safe(&record.level.unwrap_or_default()).into_owned();
     let level_color = match level.as_str() {
-        "error" | "fatal" => "31",
-        "warn" => "33",
-        "debug" | "trace" | "silly" => "2",
-        _ => "32",
+        "error" | "fatal" => style::ERROR,
+        "warn" => style::WARN,
+        "debug" | "trace" | "silly" => style::DIM,
+        _ => style::OK,
     };
     let message_color = match level.as_str() {
-        "error" | "fatal" => "31",
-        "warn" => "33",
-        _ => "",
+        "error" | "fatal" => style::ERROR,
+        "warn" => style::WARN,
+        _ => Style::new(),
     };
     let mut parts = Vec::new();
     if let Some(time) = record.time {
-        parts.push(paint("2", &terminal_safe(&time.replacen('T', " ", 1))));
+        parts.push(paint(
+            style::DIM,
+            &terminal_safe(&time.replacen('T', " ", 1)),
+        ));
     }
     if !level.is_empty() {
         parts.push(paint(level_color, &format!("{level:<5}")));
     }
     if let Some(subsystem) = record.subsystem {
-        parts.push(paint("36", &terminal_safe(&subsystem)));
+        parts.push(paint(style::PROMPT, &terminal_safe(&subsystem)));
     }
     parts.push(paint(message_color, &terminal_safe(&record.message)));
     parts.join(" ")

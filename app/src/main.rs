@@ -27,6 +27,7 @@ mod service;
 mod settings;
 mod signals;
 mod state;
+mod style;
 mod terminal;
 #[cfg(feature = "transport-ws")]
 mod tls_trust;

@@ -89,7 +89,7 @@ pub fn render_half_blocks(matrix: &ModuleMatrix, quiet: usize, ansi: bool) -> St
     let mut out = String::new();
     for pair in (0..total).step_by(2) {
         if ansi {
-            out.push_str("\x1b[97;40m");
+            out.push_str(&crate::style::QR.render().to_string());
         }
         for col in 0..total {
             let top = light(pair, col);
@@ -103,7 +103,7 @@ pub fn render_half_blocks(matrix: &ModuleMatrix, quiet: usize, ansi: bool) -> St
             });
         }
         if ansi {
-            out.push_str("\x1b[0m");
+            out.push_str(&crate::style::QR.render_reset().to_string());
         }
         out.push('\n');
     }
@@ -401,7 +401,12 @@ mod tests {
         let symbol = sample_symbol(21, 1);
         let text = render_half_blocks(&symbol, 2, true);
         for line in text.lines() {
-            assert!(line.starts_with("\x1b[97;40m") && line.ends_with("\x1b[0m"));
+            let (on, off) = (
+                crate::style::QR.render().to_string(),
+                crate::style::QR.render_reset().to_string(),
+            );
+            assert!(on.contains("97") && on.contains("40"), "{on:?}");
+            assert!(line.starts_with(&on) && line.ends_with(&off));
         }
     }
 

@@ -2,11 +2,12 @@
 //!
 //! A feature gets a [`FeatureContext`] — the gateway client, its own settings, a shutdown
 //! token and a status reporter — and runs until the token is cancelled. The host starts
-//! features in name order and stops them in reverse order.
+//! features in name order and stops them in reverse order, giving each a deadline: a feature
+//! that does not stop in time is abandoned and reported, so it cannot hang the agent's exit.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -164,14 +165,10 @@ impl FeatureStatus {
 }
 
 mod unix_ms {
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::SystemTime;
 
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        s.serialize_u64(ms as u64)
+        s.serialize_u64(crate::time::unix_millis(*t))
     }
 }
 
@@ -204,6 +201,19 @@ struct Running {
     status: watch::Receiver<FeatureStatus>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+}
+
+/// How long [`FeatureHost::stop_all`] waits for each feature: the contract asks for a
+/// second; the rest is slack for a loaded machine.
+pub const FEATURE_STOP_DEADLINE: Duration = Duration::from_secs(3);
+
+/// What [`FeatureHost::stop_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StopReport {
+    /// Every feature, in the order it was asked to stop (newest first).
+    pub order: Vec<&'static str>,
+    /// The features that had not returned by their deadline; their tasks were aborted.
+    pub late: Vec<&'static str>,
 }
 
 /// Runs the enabled features and stops them in reverse start order.
@@ -293,16 +303,32 @@ impl FeatureHost {
             .map(|r| r.feature.clone())
     }
 
-    /// Stops every feature, newest first, waiting for each to return.
-    pub async fn stop_all(&mut self) -> Vec<&'static str> {
-        let mut order = Vec::new();
-        while let Some(running) = self.running.pop() {
+    /// Stops every feature, newest first, waiting up to [`FEATURE_STOP_DEADLINE`] for each.
+    pub async fn stop_all(&mut self) -> StopReport {
+        self.stop_all_within(FEATURE_STOP_DEADLINE).await
+    }
+
+    /// Stops every feature, newest first, waiting up to `deadline` for each to return; a
+    /// feature still running after it is aborted, logged and listed in [`StopReport::late`].
+    pub async fn stop_all_within(&mut self, deadline: Duration) -> StopReport {
+        let mut report = StopReport::default();
+        while let Some(mut running) = self.running.pop() {
             running.shutdown.cancel();
-            if running.task.await.is_err() {
-                tracing::error!(feature = running.name, "feature task panicked");
+            match tokio::time::timeout(deadline, &mut running.task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => tracing::error!(feature = running.name, "feature task panicked"),
+                Err(_) => {
+                    running.task.abort();
+                    tracing::warn!(
+                        feature = running.name,
+                        deadline_ms = deadline.as_millis() as u64,
+                        "feature did not stop in time; abandoned"
+                    );
+                    report.late.push(running.name);
+                }
             }
-            order.push(running.name);
+            report.order.push(running.name);
         }
-        order
+        report
     }
 }

@@ -8,9 +8,11 @@
 pub mod config;
 pub mod feature;
 pub mod gateway;
+pub mod notify;
 pub mod prompt;
 pub mod registry;
 pub mod text;
+pub mod time;
 pub mod transport;
 
 pub use secrecy::{ExposeSecret, SecretString};

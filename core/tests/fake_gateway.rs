@@ -1,4 +1,4 @@
-//! Fault injection with an in-process fake gateway (the real one is tested in `tests/`): request headers, early events, protocol mismatch.
+//! Fault injection with an in-process fake gateway (the real one is tested in `tests/`): request headers, early events, protocol mismatch, a gateway that stops reading.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use clawlink_core::gateway::{
     ClientOptions, Credentials, DeviceIdentity, GatewayClient, GatewayError, Layer,
-    MemoryTokenStore,
+    MemoryTokenStore, ShutdownOutcome,
 };
 use clawlink_core::transport::{Connected, Transport, TransportError};
 use futures_util::{SinkExt, StreamExt};
@@ -228,4 +228,48 @@ async fn a_gateway_that_closes_before_hello_is_a_retryable_handshake_failure() {
     assert_eq!(last.layer(), Layer::Handshake);
     assert!(last.is_retryable());
     client.shutdown().await;
+}
+
+/// Completes the handshake, then never reads again (nor answers the close): the peer of a
+/// hung gateway or a dead path whose buffers are full.
+fn deaf() -> Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync> {
+    Arc::new(|io| {
+        tokio::spawn(async move {
+            let mut ws = tokio_tungstenite::accept_async(io).await.unwrap();
+            ws.send(text(json!({"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}})))
+                .await
+                .unwrap();
+            let Some(Ok(Message::Text(connect))) = ws.next().await else {
+                return;
+            };
+            let connect: Value = serde_json::from_str(&connect).unwrap();
+            ws.send(text(hello(&connect).0)).await.unwrap();
+            std::future::pending::<()>().await;
+            drop(ws);
+        });
+    })
+}
+
+#[tokio::test]
+async fn shutdown_returns_while_a_request_is_stuck_on_a_gateway_that_stopped_reading() {
+    let transport = Arc::new(Pipe { serve: deaf() });
+    let client = GatewayClient::start(transport, options());
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    // Larger than the pipe's buffer: the send blocks inside the supervisor's loop.
+    let stuck = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let big = "x".repeat(1 << 20);
+            client.request("health", json!({ "padding": big })).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stuck.is_finished(), "the deaf gateway answered");
+    // The hang guard is far above the client's own deadlines; reaching it is the bug.
+    let outcome = tokio::time::timeout(Duration::from_secs(30), client.shutdown())
+        .await
+        .expect("shutdown hung on a gateway that stopped reading");
+    assert_eq!(outcome, ShutdownOutcome::Closed);
+    let request = stuck.await.unwrap();
+    assert!(request.is_err(), "{request:?}");
 }

@@ -1,4 +1,4 @@
-//! The feature registry and host: a descriptor submitted through inventory is found, started with its settings, reports status, and stops in reverse order.
+//! The feature registry and host: a descriptor submitted through inventory is found, started with its settings, reports status, and stops in reverse order; a feature that ignores its shutdown is abandoned at the deadline and named.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +51,43 @@ clawlink_core::inventory::submit! {
     }
 }
 
+/// Ignores its shutdown token: the host must give up on it.
+struct Stuck;
+
+#[async_trait]
+impl Feature for Stuck {
+    async fn run(&self, ctx: FeatureContext) -> Result<(), FeatureError> {
+        ctx.status.set(
+            FeatureState::Running,
+            "never stops",
+            serde_json::Value::Null,
+        );
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+clawlink_core::inventory::submit! {
+    FeatureDescriptor {
+        name: "stuck-test",
+        summary: "test feature that never stops",
+        example_config: "",
+        enabled_by_default: false,
+        factory: |_| Ok(Box::new(Stuck)),
+    }
+}
+
+fn offline_gateway() -> GatewayClient {
+    GatewayClient::start(
+        Arc::new(Nowhere),
+        ClientOptions::operator(
+            Arc::new(DeviceIdentity::from_seed([1; 32])),
+            Credentials::default(),
+            Arc::new(MemoryTokenStore::default()),
+        ),
+    )
+}
+
 /// A transport that never connects: features must not depend on a live connection.
 struct Nowhere;
 
@@ -76,14 +113,7 @@ async fn features_start_report_and_stop_in_reverse_order() {
     assert!(registry::features().iter().any(|d| d.name == "echo-test"));
     registry::validate().unwrap();
 
-    let gateway = GatewayClient::start(
-        Arc::new(Nowhere),
-        ClientOptions::operator(
-            Arc::new(DeviceIdentity::from_seed([1; 32])),
-            Credentials::default(),
-            Arc::new(MemoryTokenStore::default()),
-        ),
-    );
+    let gateway = offline_gateway();
     let mut host = FeatureHost::default();
     let Err(bad) = host.start(descriptor, serde_json::json!({}), gateway.clone()) else {
         panic!("missing settings accepted")
@@ -110,7 +140,23 @@ async fn features_start_report_and_stop_in_reverse_order() {
         .iter()
         .all(|(name, s)| *name == "echo-test" && s.state == FeatureState::Running));
     assert_eq!(statuses[0].1.summary, "first");
-    host.stop_all().await;
+    let report = host.stop_all().await;
+    assert_eq!(report.order, ["echo-test", "echo-test"]);
+    assert!(report.late.is_empty(), "{report:?}");
     assert_eq!(*STOPPED.lock().unwrap(), ["second", "first"]);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_feature_that_never_stops_is_abandoned_at_its_deadline_and_named() {
+    let descriptor = registry::feature("stuck-test").expect("registered through inventory");
+    let gateway = offline_gateway();
+    let mut host = FeatureHost::default();
+    host.start(descriptor, serde_json::Value::Null, gateway.clone())
+        .unwrap();
+    let report = host.stop_all_within(Duration::from_millis(100)).await;
+    assert_eq!(report.order, ["stuck-test"]);
+    assert_eq!(report.late, ["stuck-test"]);
+    assert!(host.names().is_empty());
     gateway.shutdown().await;
 }

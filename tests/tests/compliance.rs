@@ -18,6 +18,7 @@ use serde_json::Value;
 use clawlink_feature_health as _;
 use clawlink_feature_notify as _;
 use clawlink_feature_voicewake as _;
+use clawlink_feature_webchat as _;
 use clawlink_transport_ssh as _;
 use clawlink_transport_ws as _;
 
@@ -44,7 +45,12 @@ fn every_plugin_is_registered_once_and_documents_itself() {
     let features = registry::features();
     assert!(transports.iter().any(|d| d.name == "direct-ws"));
     assert!(transports.iter().any(|d| d.name == "ssh-tunnel"));
-    assert!(features.iter().any(|d| d.name == "health"));
+    for linked in ["health", "notify", "voicewake", "webchat"] {
+        assert!(
+            features.iter().any(|d| d.name == linked),
+            "{linked} is not registered"
+        );
+    }
     for (name, summary, example) in transports
         .iter()
         .map(|d| (d.name, d.summary, d.example_config))
@@ -173,7 +179,8 @@ async fn every_feature_runs_offline_answers_control_and_stops_within_a_second() 
 
         let started = Instant::now();
         let stopped = host.stop_all().await;
-        assert_eq!(stopped, vec![descriptor.name]);
+        assert_eq!(stopped.order, vec![descriptor.name]);
+        assert!(stopped.late.is_empty(), "{stopped:?}");
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "{}: took {:?} to stop",

@@ -1,7 +1,7 @@
 //! The health feature run through the FeatureHost against the real gateway: readiness, polling and refresh, pushed health events, a lost and restored connection, the auth source, a closed port.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clawlink_core::feature::{FeatureHost, FeatureState, FeatureStatus};
 use clawlink_core::gateway::{
@@ -62,17 +62,12 @@ fn is_running_ok(status: &FeatureStatus) -> bool {
     status.state == FeatureState::Running && status.details["state"] == "ok"
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// Stops the host and checks the feature honoured the one-second shutdown contract.
 async fn stop_promptly(mut host: FeatureHost) {
     let started = Instant::now();
-    assert_eq!(host.stop_all().await, [NAME]);
+    let report = host.stop_all().await;
+    assert_eq!(report.order, [NAME]);
+    assert!(report.late.is_empty(), "{report:?}");
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "health took {:?} to stop",
@@ -160,7 +155,7 @@ async fn pushed_health_events_update_the_snapshot_without_a_call() {
     let host = start_health(&gateway, json!({"interval_secs": 3600}));
     let ready = wait_for(&host, Duration::from_secs(20), "healthy", is_running_ok).await;
     let readiness_check = ready.details["lastCheckAt"].clone();
-    let before = now_ms();
+    let before = clawlink_core::time::now_unix_millis();
 
     // The gateway broadcasts a `health` event when a public (non-admin) snapshot is refreshed:
     // a probe from a read-only client triggers one now instead of within the ~60 s cadence.
@@ -261,7 +256,7 @@ async fn a_lost_connection_degrades_at_once_and_is_checked_again_when_back() {
     let up = wait_for(&host, Duration::from_secs(20), "healthy", is_running_ok).await;
     assert_eq!(up.details["connection"]["generation"], 1);
 
-    let cut_at = now_ms();
+    let cut_at = clawlink_core::time::now_unix_millis();
     relay.cut();
     // Degraded within moments, not at the next poll (an hour away).
     let lost = wait_for(&host, Duration::from_secs(3), "degraded", |s| {

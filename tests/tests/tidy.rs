@@ -57,27 +57,40 @@ fn no_stubs_and_no_ignored_tests() {
     assert!(offenders.is_empty(), "{offenders:?}");
 }
 
-/// Dependency names listed in the `[dependencies]` table of a manifest.
+/// The crates a manifest depends on to build (not its dev- or build-dependencies): its
+/// `[dependencies]` and every `[target.'cfg(…)'.dependencies]`, by package name (a renamed
+/// dependency counts under the crate it really is).
 fn dependencies(manifest: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(manifest).unwrap();
-    let mut in_deps = false;
-    let mut deps = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_deps = line == "[dependencies]";
-            continue;
-        }
-        if in_deps {
-            if let Some((name, _)) = line.split_once('=') {
-                let name = name.trim();
-                if !name.is_empty() && !name.starts_with('#') {
-                    deps.push(name.to_owned());
-                }
-            }
-        }
-    }
-    deps
+    let manifest: toml::Table = toml::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: not valid TOML: {e}", manifest.display()));
+    let targets = manifest
+        .get("target")
+        .and_then(toml::Value::as_table)
+        .into_iter()
+        .flat_map(|targets| targets.values())
+        .filter_map(|target| target.get("dependencies"));
+    manifest
+        .get("dependencies")
+        .into_iter()
+        .chain(targets)
+        .filter_map(toml::Value::as_table)
+        .flat_map(|table| table.iter())
+        .map(|(name, spec)| {
+            spec.get("package")
+                .and_then(toml::Value::as_str)
+                .unwrap_or(name)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn dependencies_include_target_specific_tables() {
+    let deps = dependencies(&workspace_root().join("plugins/notify/Cargo.toml"));
+    assert!(deps.iter().any(|d| d == "clawlink-core"), "{deps:?}");
+    // Only under [target.'cfg(not(target_os = "macos"))'.dependencies].
+    assert!(deps.iter().any(|d| d == "zbus"), "{deps:?}");
 }
 
 #[test]

@@ -382,18 +382,18 @@ impl Stats {
     /// `{"runs", "median", "min", "max", "values"}` (plus p99 when asked).
     fn to_json(&self, with_p99: bool) -> json::Value {
         let mut pairs = vec![
-            ("runs", json::Value::Num(self.values.len() as f64)),
-            ("median", json::Value::num3(self.median())),
+            ("runs", json::num(self.values.len() as f64)),
+            ("median", json::num3(self.median())),
         ];
         if with_p99 {
-            pairs.push(("p50", json::Value::num3(self.percentile(50.0))));
-            pairs.push(("p99", json::Value::num3(self.percentile(99.0))));
-            pairs.push(("mean", json::Value::num3(self.mean())));
+            pairs.push(("p50", json::num3(self.percentile(50.0))));
+            pairs.push(("p99", json::num3(self.percentile(99.0))));
+            pairs.push(("mean", json::num3(self.mean())));
         }
-        pairs.push(("min", json::Value::num3(self.min())));
-        pairs.push(("max", json::Value::num3(self.max())));
-        pairs.push(("values", json::Value::nums3(&self.values)));
-        json::Value::obj(pairs)
+        pairs.push(("min", json::num3(self.min())));
+        pairs.push(("max", json::num3(self.max())));
+        pairs.push(("values", json::nums3(&self.values)));
+        json::obj(pairs)
     }
 }
 
@@ -407,7 +407,7 @@ fn unix_now() -> u64 {
 fn write_files(ctx: &BenchContext, name: &str, json: &json::Value, md: &str) -> Result<()> {
     let json_path = ctx.out_dir.join(format!("{name}.json"));
     let md_path = ctx.out_dir.join(format!("{name}.md"));
-    fs::write(&json_path, json.pretty())?;
+    fs::write(&json_path, json::pretty(json))?;
     fs::write(&md_path, md)?;
     print!("{md}");
     say(
@@ -780,6 +780,6 @@ mod tests {
 
     #[test]
     fn escapes_json_strings() {
-        assert_eq!(json::quote("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
+        assert_eq!(json::quote("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
     }
 }

@@ -1,7 +1,7 @@
 //! The interactive `clawlink chat`: the history painted, a line editor with history, the reply streamed as it comes, slash commands, Ctrl-C or /abort to stop a reply, Ctrl-D or /quit to leave (at any time, also while a message waits).
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
 use clawlink_feature_webchat::attach::{self, human_bytes, Attachment};
@@ -20,6 +20,7 @@ use super::{chat_failure, ChatArgs, ChatConnection};
 use crate::cli::GlobalArgs;
 use crate::failure::Failure;
 use crate::settings::Settings;
+use crate::style;
 
 /// How long the first connection may take before the prompt appears anyway (messages then
 /// wait in the outbox).
@@ -113,6 +114,8 @@ struct Session {
     staged: Vec<Attachment>,
     /// Lines typed while a message was on its way, handled before the next prompt.
     typed_ahead: std::collections::VecDeque<String>,
+    /// Whether our own styles (prompts, roles) are shown: see [`style::stdout_colours`].
+    colours: bool,
 }
 
 pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArgs) -> Result<()> {
@@ -128,7 +131,8 @@ pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArg
     }
     let connection = ChatConnection::open(global, settings).await?;
     let describe = connection.client().transport().describe();
-    let mut printer = Printer::text(true, Notes::Stdout, true, true);
+    let colours = style::stdout_colours();
+    let mut printer = Printer::text(true, Notes::Stdout, true, colours);
     // Until the prompt is shown, keys are neither echoed nor kept: a line typed into the
     // wait (a shell command after giving up on it) must not become a message.
     let unechoed = Unechoed::start();
@@ -175,6 +179,7 @@ pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArg
         cursor: None,
         staged: Vec::new(),
         typed_ahead: Default::default(),
+        colours,
     };
     session.paint_history(args.history).await;
     super::deliver_leftovers(&session.connection, &mut session.printer).await;
@@ -190,13 +195,21 @@ pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArg
 }
 
 impl Session {
+    /// One of our own labels in `style`, when colours are on.
+    fn paint(&self, style: anstyle::Style, label: &str) -> String {
+        style::paint(style, label, self.colours)
+    }
+
     fn prompt(&self) -> String {
         let attached = if self.staged.is_empty() {
             String::new()
         } else {
             format!(" +{}📎", self.staged.len())
         };
-        format!("\x1b[36myou{attached} ›\x1b[0m ")
+        format!(
+            "{} ",
+            self.paint(style::PROMPT, &format!("you{attached} ›"))
+        )
     }
 
     async fn repl(&mut self, editor: &LineEditor) -> Result<()> {
@@ -280,9 +293,9 @@ impl Session {
         }
         for line in lines {
             let who = match line.role.as_str() {
-                "user" => "\x1b[36myou ›\x1b[0m".to_owned(),
-                "assistant" => "\x1b[1magent ›\x1b[0m".to_owned(),
-                other => format!("\x1b[2m[{other}]\x1b[0m"),
+                "user" => self.paint(style::PROMPT, "you ›"),
+                "assistant" => self.paint(style::AGENT, "agent ›"),
+                other => self.paint(style::DIM, &format!("[{other}]")),
             };
             self.printer.write_own(&format!("{who} "));
             self.printer
@@ -294,10 +307,7 @@ impl Session {
         match self.connection.chat.sessions(30).await {
             Ok(rows) if rows.is_empty() => self.printer.note("(no sessions)"),
             Ok(rows) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
+                let now = clawlink_core::time::now_unix_millis();
                 for row in rows {
                     let text = |k: &str| row.get(k).and_then(Value::as_str);
                     let key = text("key").unwrap_or("?");
@@ -431,7 +441,8 @@ impl Session {
                 return AfterSend::Stay;
             }
         };
-        self.printer.begin_reply("\x1b[1magent ›\x1b[0m ");
+        let prefix = format!("{} ", self.paint(style::AGENT, "agent ›"));
+        self.printer.begin_reply(&prefix);
         let mut streamed = 0usize;
         let printer = &mut self.printer;
         let mut observe = |update: ChatUpdate| {

@@ -44,7 +44,7 @@ pub(crate) async fn run(
             std::io::stdout().is_terminal(),
             Notes::Stderr,
             stderr_tty,
-            stderr_tty,
+            stderr_tty && crate::style::stderr_colours(),
         )
     };
     let connection = ChatConnection::open(global, settings).await?;

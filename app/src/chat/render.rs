@@ -141,7 +141,7 @@ impl Printer {
         // Notes quote the gateway (errors, tool activity): their lines, not their escapes.
         let text = terminal_safe_lines(text);
         let shown = if self.dim {
-            format!("\x1b[2m{text}\x1b[0m")
+            crate::style::paint(crate::style::DIM, &text, true)
         } else {
             text.into_owned()
         };

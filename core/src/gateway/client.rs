@@ -9,6 +9,11 @@
 //! ping every 15 s (keeps NAT and SSH paths warm), mark the connection Degraded after 1.5
 //! ticks of silence and drop it after 2 ticks, then reconnect with jittered backoff — but
 //! only for errors that retrying can fix.
+//!
+//! Shutdown is bounded: every send races the shutdown token and a stall limit (a gateway that
+//! stopped reading cannot block the loop, nor starve the tick watchdog), the goodbye close
+//! frame gets [`CLOSE_FRAME_DEADLINE`], and [`GatewayClient::shutdown`] abandons a supervisor
+//! still running after [`SHUTDOWN_DEADLINE`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +48,10 @@ const PING_INTERVAL: Duration = Duration::from_secs(15);
 const EVENT_BUFFER: usize = 1024;
 /// How many times a first connect retries a gateway that says it is still starting.
 const FIRST_CONNECT_UNAVAILABLE_RETRIES: u32 = 20;
+/// How long the goodbye close frame may take to go out to a gateway that stopped reading.
+pub const CLOSE_FRAME_DEADLINE: Duration = Duration::from_secs(1);
+/// How long [`GatewayClient::shutdown`] waits for the supervisor before abandoning it.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The operator scopes clawlink asks for: the macOS app's set. Always the same set, so that a
 /// device token issued once keeps covering every later connection (asking for more later
@@ -421,10 +430,11 @@ impl GatewayClient {
         self.shared.reconnect.notify_one();
     }
 
-    /// Closes the WebSocket and waits for the supervisor to stop. The transport stays open:
-    /// it may be shared (one SSH session serves the gateway, remote commands and local
-    /// forwards), so whoever built it closes it.
-    pub async fn shutdown(&self) {
+    /// Closes the WebSocket and waits for the supervisor to stop, at most
+    /// [`SHUTDOWN_DEADLINE`]: a supervisor still running then is aborted and logged. The
+    /// transport stays open: it may be shared (one SSH session serves the gateway, remote
+    /// commands and local forwards), so whoever built it closes it.
+    pub async fn shutdown(&self) -> ShutdownOutcome {
         self.shared.shutdown.cancel();
         let handle = self
             .shared
@@ -432,10 +442,31 @@ impl GatewayClient {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(handle) = handle {
-            let _ = handle.await;
+        let Some(mut handle) = handle else {
+            return ShutdownOutcome::Closed;
+        };
+        match tokio::time::timeout(SHUTDOWN_DEADLINE, &mut handle).await {
+            Ok(_) => ShutdownOutcome::Closed,
+            Err(_) => {
+                handle.abort();
+                tracing::warn!(
+                    transport = %self.shared.transport.describe(),
+                    deadline_ms = SHUTDOWN_DEADLINE.as_millis() as u64,
+                    "the gateway connection did not close in time; abandoned"
+                );
+                ShutdownOutcome::Abandoned
+            }
         }
     }
+}
+
+/// How [`GatewayClient::shutdown`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// The supervisor stopped (or had already stopped) in time.
+    Closed,
+    /// The supervisor was still running at [`SHUTDOWN_DEADLINE`] and was aborted.
+    Abandoned,
 }
 
 /// The task that owns the socket.
@@ -867,16 +898,12 @@ impl Supervisor {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
 
+        // A send may wait as long as the watchdog would tolerate silence, no longer.
+        let stall_limit = tick;
         let end = loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => {
-                    let _ = sink.send(close_message("client shutdown")).await;
-                    break SessionEnd::Shutdown;
-                }
-                _ = self.reconnect.notified() => {
-                    let _ = sink.send(close_message("reconnect requested")).await;
-                    break SessionEnd::ReconnectRequested;
-                }
+                _ = self.shutdown.cancelled() => break SessionEnd::Shutdown,
+                _ = self.reconnect.notified() => break SessionEnd::ReconnectRequested,
                 frame = stream.next() => {
                     last_frame = Instant::now();
                     if degraded {
@@ -901,10 +928,10 @@ impl Supervisor {
                         continue;
                     }
                     tracing::trace!(%method, %id, "request");
-                    if let Err(e) = sink.send(Message::Text(frame.into())).await {
-                        let error = lost("sending a request", e);
+                    let sent = send_bounded(&mut sink, Message::Text(frame.into()), stall_limit, &self.shutdown).await;
+                    if let Some(end) = sent.session_end("sending a request") {
                         let _ = reply.send(Err(GatewayError::Disconnected { method }));
-                        break SessionEnd::Lost(error);
+                        break end;
                     }
                     pending.insert(id, Pending { method, expect_final, reply });
                 }
@@ -922,8 +949,9 @@ impl Supervisor {
                             reason: format!("gateway silent for {} s", silent.as_secs()),
                         }, None);
                     }
-                    if let Err(e) = sink.send(Message::Ping(Vec::new().into())).await {
-                        break SessionEnd::Lost(lost("pinging the gateway", e));
+                    let sent = send_bounded(&mut sink, Message::Ping(Vec::new().into()), stall_limit, &self.shutdown).await;
+                    if let Some(end) = sent.session_end("pinging the gateway") {
+                        break end;
                     }
                 }
             }
@@ -932,6 +960,19 @@ impl Supervisor {
             let _ = p
                 .reply
                 .send(Err(GatewayError::Disconnected { method: p.method }));
+        }
+        let goodbye = match &end {
+            SessionEnd::Shutdown => Some("client shutdown"),
+            SessionEnd::ReconnectRequested => Some("reconnect requested"),
+            SessionEnd::Lost(_) => None,
+        };
+        if let Some(reason) = goodbye {
+            // A gateway that stopped reading never takes the frame: say goodbye, don't wait.
+            let farewell =
+                tokio::time::timeout(CLOSE_FRAME_DEADLINE, sink.send(close_message(reason)));
+            if farewell.await.is_err() {
+                tracing::debug!(reason, "the close frame did not go out in time");
+            }
         }
         end
     }
@@ -1014,6 +1055,56 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20))
+}
+
+/// How one bounded send ended.
+enum SendOutcome {
+    Sent,
+    Failed(tungstenite::Error),
+    /// The gateway took nothing for the whole stall limit.
+    Stalled(Duration),
+    /// Shutdown came first; the frame may be half written.
+    ShutDown,
+}
+
+impl SendOutcome {
+    /// The session's end this outcome forces, if any.
+    fn session_end(self, doing: &str) -> Option<SessionEnd> {
+        match self {
+            SendOutcome::Sent => None,
+            SendOutcome::Failed(e) => Some(SessionEnd::Lost(lost(doing, e))),
+            SendOutcome::Stalled(limit) => Some(SessionEnd::Lost(GatewayError::Transport(
+                TransportError::new(
+                    TransportErrorKind::Io,
+                    format!(
+                        "the gateway took nothing for {} s while clawlink was {doing} (stalled connection)",
+                        limit.as_secs()
+                    ),
+                ),
+            ))),
+            SendOutcome::ShutDown => Some(SessionEnd::Shutdown),
+        }
+    }
+}
+
+/// Sends one frame unless shutdown comes first or the gateway takes nothing for `limit`.
+async fn send_bounded<S>(
+    sink: &mut S,
+    message: Message,
+    limit: Duration,
+    shutdown: &CancellationToken,
+) -> SendOutcome
+where
+    S: futures_util::Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    tokio::select! {
+        _ = shutdown.cancelled() => SendOutcome::ShutDown,
+        sent = tokio::time::timeout(limit, sink.send(message)) => match sent {
+            Ok(Ok(())) => SendOutcome::Sent,
+            Ok(Err(e)) => SendOutcome::Failed(e),
+            Err(_) => SendOutcome::Stalled(limit),
+        },
+    }
 }
 
 fn close_message(reason: &str) -> Message {

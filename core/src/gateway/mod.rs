@@ -11,7 +11,8 @@ pub mod state;
 pub use auth::{Credentials, DeviceTokenStore, MemoryTokenStore};
 pub use backoff::Backoff;
 pub use client::{
-    native_platform, ClientOptions, GatewayClient, GatewayEvent, RequestOptions, OPERATOR_SCOPES,
+    native_platform, ClientOptions, GatewayClient, GatewayEvent, RequestOptions, ShutdownOutcome,
+    CLOSE_FRAME_DEADLINE, OPERATOR_SCOPES, SHUTDOWN_DEADLINE,
 };
 pub use device::DeviceIdentity;
 pub use error::{GatewayError, Layer};

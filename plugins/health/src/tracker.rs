@@ -5,7 +5,8 @@
 //! manual refresh clears it (as the app does), and a lost connection turns the status
 //! degraded at once with the connection's own reason instead of waiting for the next poll.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use clawlink_core::time::unix_millis;
+use std::time::{Duration, SystemTime};
 
 use clawlink_core::feature::FeatureState;
 use clawlink_core::gateway::{ConnectionState, GatewayError, Phase};
@@ -250,7 +251,7 @@ impl Tracker {
             let age_ms = beat
                 .get("ts")
                 .and_then(Value::as_u64)
-                .map(|ts| unix_ms(now).saturating_sub(ts))
+                .map(|ts| unix_millis(now).saturating_sub(ts))
                 .unwrap_or_else(|| {
                     now.duration_since(*received)
                         .unwrap_or_default()
@@ -258,7 +259,7 @@ impl Tracker {
                 });
             let status = beat.get("status").and_then(Value::as_str).unwrap_or("?");
             out.insert("ageMs".into(), json!(age_ms));
-            out.insert("receivedAt".into(), json!(unix_ms(*received)));
+            out.insert("receivedAt".into(), json!(unix_millis(*received)));
             out.insert(
                 "line".into(),
                 json!(format!(
@@ -275,7 +276,7 @@ impl Tracker {
                 "fix": e.fix,
                 "code": e.code,
                 "detail": e.detail,
-                "at": unix_ms(e.at),
+                "at": unix_millis(e.at),
             })
         });
         json!({
@@ -285,10 +286,10 @@ impl Tracker {
             "summary": assessment.summary,
             "detail": assessment.detail,
             "pingMs": self.ping_ms,
-            "lastCheckAt": self.last_check_at.map(unix_ms),
-            "lastOkAt": self.last_ok_at.map(unix_ms),
-            "lastEventAt": self.last_event_at.map(unix_ms),
-            "snapshotAt": self.snapshot_at.map(unix_ms),
+            "lastCheckAt": self.last_check_at.map(unix_millis),
+            "lastOkAt": self.last_ok_at.map(unix_millis),
+            "lastEventAt": self.last_event_at.map(unix_millis),
+            "snapshotAt": self.snapshot_at.map(unix_millis),
             "lastError": last_error,
             "channels": assessment.channels,
             "heartbeat": heartbeat,
@@ -304,13 +305,6 @@ impl Tracker {
     }
 }
 
-/// Milliseconds since the Unix epoch (0 for a clock before 1970).
-pub(crate) fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +316,7 @@ mod tests {
     const ENDPOINT: &str = "ws://127.0.0.1:18789/";
 
     fn at(ms: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(ms)
+        std::time::UNIX_EPOCH + Duration::from_millis(ms)
     }
 
     fn healthy() -> Value {

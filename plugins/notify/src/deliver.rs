@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::desktop::{self, DeliveryError, DesktopNotifier, Notification};
-use crate::request::{codes, Delivery, InvokeError, NotifyRequest};
+use crate::request::{codes, Delivery, InvokeError, NotifyRequest, Urgency};
 use crate::sound::{self, DecodedSound, ResolvedSound, SoundLibrary, SoundPlayer};
 
 /// Shows notifications and plays their sounds.
@@ -38,7 +38,7 @@ impl Deliverer {
         };
         let play_here = decoded.is_some() && self.play_sounds && self.player.is_some();
 
-        let urgency = request.priority.urgency();
+        let urgency = Urgency::from(request.priority);
         let notification = Notification {
             title: request.title.clone(),
             body: request.body.clone(),

@@ -27,7 +27,7 @@ use crate::Shared;
 /// The device-key name of the node connection (its own identity, apart from the operator's).
 pub const NODE_DEVICE: &str = "node";
 /// The one command this node serves.
-pub const COMMAND: &str = "system.notify";
+pub use clawlink_core::notify::COMMAND;
 /// What the node declares as capability category.
 const CAPS: [&str; 1] = ["system"];
 /// Timeout of the pairing calls made on the operator connection.

@@ -9,17 +9,7 @@
 
 use serde_json::{Map, Value};
 
-/// Error codes this node answers with (the official nodes' vocabulary).
-pub mod codes {
-    /// Bad parameters (empty notification, unknown priority, …).
-    pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
-    /// No desktop notification service to deliver through.
-    pub const NOTIFICATIONS_UNAVAILABLE: &str = "NOTIFICATIONS_UNAVAILABLE";
-    /// The notification service refused us (permission denied).
-    pub const NOT_AUTHORIZED: &str = "NOT_AUTHORIZED";
-    /// The requested sound is neither a macOS system sound name nor in the sound theme.
-    pub const UNKNOWN_SOUND: &str = "UNKNOWN_SOUND";
-}
+pub use clawlink_core::notify::{codes, Priority};
 
 /// A node error as `node.invoke.result` carries it (`error: {code, message}`; the gateway
 /// refuses any other key there).
@@ -43,43 +33,14 @@ impl InvokeError {
     }
 }
 
-/// `priority`: how insistent the notification is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Priority {
-    Passive,
-    /// The default, as on the macOS app.
-    #[default]
-    Active,
-    TimeSensitive,
-}
-
-impl Priority {
-    pub const NAMES: [&'static str; 3] = ["passive", "active", "timeSensitive"];
-
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "passive" => Some(Self::Passive),
-            "active" => Some(Self::Active),
-            "timeSensitive" => Some(Self::TimeSensitive),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Passive => "passive",
-            Self::Active => "active",
-            Self::TimeSensitive => "timeSensitive",
-        }
-    }
-
-    /// The freedesktop urgency (the `urgency` hint: 0 low, 1 normal, 2 critical), the same
-    /// mapping as the Linux node host's `notify-send --urgency`.
-    pub fn urgency(self) -> Urgency {
-        match self {
-            Self::Passive => Urgency::Low,
-            Self::Active => Urgency::Normal,
-            Self::TimeSensitive => Urgency::Critical,
+/// The freedesktop urgency of a priority (the `urgency` hint: 0 low, 1 normal, 2 critical),
+/// the same mapping as the Linux node host's `notify-send --urgency`.
+impl From<Priority> for Urgency {
+    fn from(priority: Priority) -> Self {
+        match priority {
+            Priority::Passive => Urgency::Low,
+            Priority::Active => Urgency::Normal,
+            Priority::TimeSensitive => Urgency::Critical,
         }
     }
 }
@@ -257,11 +218,11 @@ mod tests {
 
     #[test]
     fn priority_maps_to_urgency() {
-        let urgency = |p: &str| {
+        let urgency = |p: &str| -> Urgency {
             NotifyRequest::from_params(&json!({"title": "t", "priority": p}))
                 .unwrap()
                 .priority
-                .urgency()
+                .into()
         };
         assert_eq!(urgency("passive"), Urgency::Low);
         assert_eq!(urgency("active"), Urgency::Normal);

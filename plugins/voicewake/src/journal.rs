@@ -3,8 +3,9 @@
 //! Every change bumps one version counter and stamps the changed detection with it, so a
 //! reader that remembers the last version it saw asks only for what changed since.
 
+use clawlink_core::time::unix_millis;
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -93,12 +94,6 @@ pub struct Journal {
     entries: VecDeque<Detection>,
 }
 
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Journal {
     pub fn version(&self) -> u64 {
         self.version
@@ -115,7 +110,7 @@ impl Journal {
     ) -> u64 {
         self.next_id += 1;
         self.version += 1;
-        let now = unix_ms(SystemTime::now());
+        let now = unix_millis(SystemTime::now());
         self.entries.push_back(Detection {
             id: self.next_id,
             version: self.version,
@@ -149,7 +144,7 @@ impl Journal {
         change(entry);
         self.version += 1;
         entry.version = self.version;
-        entry.updated_at = unix_ms(SystemTime::now());
+        entry.updated_at = unix_millis(SystemTime::now());
         if entry.stage.is_final() && entry.duration_ms.is_none() {
             entry.duration_ms = Some(entry.updated_at.saturating_sub(entry.at));
         }

@@ -29,10 +29,13 @@
 //! triggers in use and where they came from.
 
 pub mod chime;
+mod control;
 pub mod detector;
 pub mod forward;
+mod gateway_state;
 pub mod journal;
 pub mod mirror;
+pub mod push_to_talk;
 pub mod settings;
 pub mod source;
 pub mod transcript;
@@ -43,7 +46,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use clawlink_core::feature::{Feature, FeatureContext, FeatureError, FeatureState, StatusReporter};
-use clawlink_core::gateway::{GatewayClient, GatewayError, RequestOptions};
+use clawlink_core::gateway::GatewayClient;
 use clawlink_core::registry::FeatureDescriptor;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
@@ -52,13 +55,18 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::chime::{Chime, ChimeKind, CommandChime};
+use crate::control::{recent_args, send_args};
 use crate::detector::{Decision, Detector, Ignored, Timing};
-use crate::journal::{unix_ms, Detection, Journal, Stage};
+pub use crate::gateway_state::triggers_of;
+use crate::gateway_state::{fetch, Fetched};
+use crate::journal::{Journal, Stage};
 use crate::mirror::Mirror;
+pub use crate::push_to_talk::{send_once, split_push_to_talk};
 pub use crate::settings::VoicewakeSettings;
 use crate::source::{SourceEvent, SourceStatus};
 use crate::transcript::Transcript;
 use crate::trigger::TriggerSet;
+use clawlink_core::time::unix_millis;
 
 /// The name profiles use (`[features.voicewake]`).
 pub const NAME: &str = "voicewake";
@@ -457,44 +465,6 @@ impl forward::Progress for JournalProgress {
     }
 }
 
-/// The result of the `voicewake.get` / `voicewake.routing.get` pair made on a new connection.
-struct Fetched {
-    triggers: Result<Value, GatewayError>,
-    routing: Result<Value, GatewayError>,
-    /// How many `voicewake.changed` events had been applied when the fetch started: a later
-    /// event is newer than what the fetch returns.
-    changes_at_start: u64,
-}
-
-async fn fetch(gateway: GatewayClient, changes_at_start: u64) -> Fetched {
-    let options = RequestOptions {
-        timeout: Some(TRIGGER_RPC_TIMEOUT),
-        expect_final: false,
-    };
-    let triggers = gateway
-        .request_with("voicewake.get", Value::Null, options)
-        .await;
-    let routing = gateway
-        .request_with("voicewake.routing.get", Value::Null, options)
-        .await;
-    Fetched {
-        triggers,
-        routing,
-        changes_at_start,
-    }
-}
-
-/// The trigger list of a `voicewake.get` result or a `voicewake.changed` payload.
-pub fn triggers_of(payload: &Value) -> Option<Vec<String>> {
-    let list: Vec<String> = payload
-        .get("triggers")?
-        .as_array()?
-        .iter()
-        .filter_map(|t| t.as_str().map(str::to_owned))
-        .collect();
-    (!list.is_empty()).then_some(list)
-}
-
 /// What the detection loop keeps between events.
 struct Loop {
     detector: Detector,
@@ -511,7 +481,7 @@ impl VoicewakeFeature {
         let changed = self.shared.state().set_triggers(
             triggers.clone(),
             from,
-            Some(unix_ms(SystemTime::now())),
+            Some(unix_millis(SystemTime::now())),
         );
         if changed {
             tracing::info!(target: "voicewake", from = from.as_str(), "triggers: {}", triggers.join(", "));
@@ -557,7 +527,7 @@ impl VoicewakeFeature {
                 "text": transcript.text,
                 "final": transcript.is_final,
                 "confidence": transcript.confidence,
-                "at": unix_ms(SystemTime::now()),
+                "at": unix_millis(SystemTime::now()),
             }));
             if !transcript.is_final {
                 state.stats.partial += 1;
@@ -884,205 +854,6 @@ impl Feature for VoicewakeFeature {
             }),
         }
     }
-}
-
-/// `recent` arguments: nothing, or `{"since": VERSION, "limit": N}`.
-fn recent_args(args: &Value) -> Result<(Option<u64>, usize), FeatureError> {
-    let bad = |message: String| FeatureError {
-        message,
-        fix: Some("pass nothing, or {\"since\": VERSION, \"limit\": N}".into()),
-    };
-    match args {
-        Value::Null => Ok((None, 20)),
-        Value::Object(map) => {
-            if let Some(key) = map
-                .keys()
-                .find(|k| !matches!(k.as_str(), "since" | "limit"))
-            {
-                return Err(bad(format!("voicewake recent: unknown argument {key:?}")));
-            }
-            let number = |key: &str| -> Result<Option<u64>, FeatureError> {
-                match map.get(key) {
-                    None => Ok(None),
-                    Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                        bad(format!(
-                            "voicewake recent: {key} must be a non-negative integer, got {v}"
-                        ))
-                    }),
-                }
-            };
-            let since = number("since")?;
-            let limit = number("limit")?.unwrap_or(20) as usize;
-            Ok((since, limit))
-        }
-        other => Err(bad(format!(
-            "voicewake recent: arguments must be a JSON object, got {other}"
-        ))),
-    }
-}
-
-/// `send` arguments: `{"text": "…", "trigger"?: "…"}`.
-fn send_args(args: &Value) -> Result<(String, Option<String>), FeatureError> {
-    let bad = |message: String| FeatureError {
-        message,
-        fix: Some("pass {\"text\": \"what to send\"} and optionally \"trigger\"".into()),
-    };
-    let Value::Object(map) = args else {
-        return Err(bad(format!(
-            "voicewake send: arguments must be a JSON object, got {args}"
-        )));
-    };
-    if let Some(key) = map
-        .keys()
-        .find(|k| !matches!(k.as_str(), "text" | "trigger"))
-    {
-        return Err(bad(format!("voicewake send: unknown argument {key:?}")));
-    }
-    let text = match map.get("text") {
-        Some(Value::String(text)) => text.clone(),
-        Some(other) => {
-            return Err(bad(format!(
-                "voicewake send: text must be a string, got {other}"
-            )))
-        }
-        None => return Err(bad("voicewake send: text is missing".into())),
-    };
-    let trigger = match map.get("trigger") {
-        None => None,
-        Some(Value::String(t)) => Some(t.clone()),
-        Some(other) => {
-            return Err(bad(format!(
-                "voicewake send: trigger must be a string, got {other}"
-            )))
-        }
-    };
-    Ok((text, trigger))
-}
-
-/// Push-to-talk: the whole text is the command. A leading trigger phrase is taken off and
-/// sent as `voiceWakeTrigger` (so the gateway's routes apply); an explicit `trigger` is sent
-/// as given (and taken off the text when the text starts with it).
-pub fn split_push_to_talk(
-    triggers: &TriggerSet,
-    text: &str,
-    explicit: Option<&str>,
-) -> Result<(Option<String>, String), FeatureError> {
-    let text = text.trim();
-    let nothing = |what: &str| FeatureError {
-        message: format!("voicewake send: {what}"),
-        fix: Some(
-            "say what to send, e.g. `clawlink voicewake send \"what's the weather?\"`".into(),
-        ),
-    };
-    if text.is_empty() {
-        return Err(nothing("the text is empty"));
-    }
-    let (trigger, command) = match explicit.map(str::trim).filter(|t| !t.is_empty()) {
-        Some(explicit) => {
-            let own = TriggerSet::new(&[explicit]);
-            let command = own
-                .find(text, false)
-                .map(|m| m.command)
-                .unwrap_or_else(|| text.to_owned());
-            (Some(explicit.to_owned()), command)
-        }
-        None => match triggers.find(text, false) {
-            Some(found) => (Some(found.trigger), found.command),
-            None => (None, text.to_owned()),
-        },
-    };
-    if command.trim().is_empty() {
-        return Err(nothing("there is nothing after the trigger"));
-    }
-    Ok((trigger, command))
-}
-
-/// Forwards one transcript on `gateway` without a running feature (`clawlink voicewake send`
-/// when no agent runs): the gateway's triggers (for a leading trigger), the `agent` call,
-/// its final answer. Returns the detection as the feature would record it.
-pub async fn send_once(
-    gateway: &GatewayClient,
-    settings: &VoicewakeSettings,
-    text: &str,
-    explicit_trigger: Option<&str>,
-) -> Result<Detection, FeatureError> {
-    let triggers = match gateway
-        .request_with(
-            "voicewake.get",
-            Value::Null,
-            RequestOptions {
-                timeout: Some(TRIGGER_RPC_TIMEOUT),
-                expect_final: false,
-            },
-        )
-        .await
-    {
-        Ok(payload) => triggers_of(&payload),
-        Err(error) => {
-            tracing::warn!(%error, "voicewake.get failed; using the default triggers");
-            None
-        }
-    }
-    .unwrap_or_else(|| DEFAULT_TRIGGERS.iter().map(|t| t.to_string()).collect());
-    let (trigger, command) =
-        split_push_to_talk(&TriggerSet::new(&triggers), text, explicit_trigger)?;
-    let machine = settings
-        .machine_name
-        .clone()
-        .unwrap_or_else(forward::host_name);
-    let mut journal = Journal::default();
-    let id = journal.add(
-        "send",
-        text,
-        trigger.as_deref(),
-        Some(&command),
-        Stage::Sending,
-    );
-    let plan = forward::plan(gateway, settings, &machine, trigger.as_deref(), &command).await;
-    journal.update(id, |d| {
-        d.run_id = Some(plan.run_id.clone());
-        d.session_key = Some(plan.session_key.clone());
-        d.thinking = plan.thinking.clone();
-        d.thinking_dropped = plan.thinking_dropped.clone();
-    });
-    struct Accepted(Option<String>, bool);
-    impl forward::Progress for Accepted {
-        fn accepted(&mut self, session_key: Option<String>) {
-            self.1 = true;
-            if session_key.is_some() {
-                self.0 = session_key;
-            }
-        }
-    }
-    let mut accepted = Accepted(None, false);
-    let outcome = forward::send(
-        gateway,
-        &plan,
-        settings.to.as_deref(),
-        settings.run_timeout(),
-        &mut accepted,
-    )
-    .await;
-    journal.update(id, |d| {
-        if let Some(key) = accepted.0 {
-            d.session_key = Some(key);
-        }
-        match outcome {
-            forward::Outcome::Ok { summary } => {
-                d.stage = Stage::Ok;
-                d.summary = summary;
-            }
-            forward::Outcome::Error { message, code } => {
-                d.stage = Stage::Error;
-                d.error = Some(message);
-                d.error_code = code;
-            }
-        }
-    });
-    Ok(journal
-        .get(id)
-        .cloned()
-        .expect("the detection was just recorded"))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::unix_ms;
+use clawlink_core::time::unix_millis;
 
 /// The mirror of one gateway's triggers.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ impl Mirror {
             self.gateway.clone(),
             Mirrored {
                 triggers: triggers.to_vec(),
-                saved_at_ms: unix_ms(SystemTime::now()),
+                saved_at_ms: unix_millis(SystemTime::now()),
             },
         );
         let text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;

@@ -38,7 +38,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::client::ChatClient;
-use crate::outbox::{now_ms, Outbox, OutboxEntry};
+use crate::outbox::{Outbox, OutboxEntry};
+use clawlink_core::time::now_unix_millis;
 
 pub use crate::error::ChatError;
 /// How a caller asks [`client::ChatClient::follow`] to abort the run.
@@ -242,7 +243,7 @@ impl WebchatFeature {
                     tracing::info!(key = %entry.idempotency_key, status = %ack.status, attempts = ack.attempts, "outbox message delivered");
                     let mut stats = self.stats();
                     stats.delivered += 1;
-                    stats.last_delivered_at = Some(now_ms());
+                    stats.last_delivered_at = Some(now_unix_millis());
                     stats.last_error = None;
                 }
                 Err(ChatError::Rejected(e)) => {

@@ -11,10 +11,10 @@
 //! A process working on an entry holds an advisory lock on `locks/<key>`; others skip
 //! locked entries (an optimisation only: two senders of one key are still deduplicated).
 
+use clawlink_core::time::now_unix_millis;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +64,7 @@ impl OutboxEntry {
             session_key,
             message: message.into(),
             attachments,
-            created_at_ms: now_ms(),
+            created_at_ms: now_unix_millis(),
             attempts: 0,
             last_error: None,
         }
@@ -90,14 +90,6 @@ impl OutboxEntry {
         }
         preview
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The outbox directory.

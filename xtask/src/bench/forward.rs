@@ -43,7 +43,8 @@ pub fn clawlink_tunnel(ctx: &BenchContext, remote_port: u16, name: &str) -> Resu
     }
     let local_port = report
         .get("forwards")
-        .map(Value::as_array)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
         .find(|f| f.get("purpose").and_then(Value::as_str) == Some("gateway"))

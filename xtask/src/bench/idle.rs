@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::json::Value;
+use super::json::{self, Value};
 use super::procs::ChildGuard;
 use super::{unix_now, write_files, BenchContext, SummaryRow};
 use crate::util::say;
@@ -91,28 +91,26 @@ pub fn agent_idle_rss(ctx: &BenchContext) -> Result<SummaryRow> {
     let peak_mib = peak_kib as f64 / 1024.0;
     let met = final_mib <= GOAL_MIB;
 
-    let json = Value::obj([
-        ("benchmark", Value::str("agent-idle-rss")),
-        ("unix_time", Value::Num(unix_now() as f64)),
-        ("command", Value::str(&command)),
-        ("idle_secs", Value::Num(idle.as_secs() as f64)),
-        ("green_after_s", Value::num3(green_after.as_secs_f64())),
-        ("rss_mib_after_idle", Value::num3(final_mib)),
-        ("peak_rss_mib", Value::num3(peak_mib)),
+    let json = json::obj([
+        ("benchmark", json::str("agent-idle-rss")),
+        ("unix_time", json::num(unix_now() as f64)),
+        ("command", json::str(&command)),
+        ("idle_secs", json::num(idle.as_secs() as f64)),
+        ("green_after_s", json::num3(green_after.as_secs_f64())),
+        ("rss_mib_after_idle", json::num3(final_mib)),
+        ("peak_rss_mib", json::num3(peak_mib)),
         (
             "rss_mib_samples",
-            Value::Arr(
+            Value::Array(
                 samples
                     .iter()
-                    .map(|(t, mib)| {
-                        Value::obj([("t_s", Value::num3(*t)), ("mib", Value::num3(*mib))])
-                    })
+                    .map(|(t, mib)| json::obj([("t_s", json::num3(*t)), ("mib", json::num3(*mib))]))
                     .collect(),
             ),
         ),
-        ("goal_mib", Value::Num(GOAL_MIB)),
+        ("goal_mib", json::num(GOAL_MIB)),
         ("met", Value::Bool(met)),
-        ("exit_on_sigterm", Value::str(exit.to_string())),
+        ("exit_on_sigterm", json::str(exit.to_string())),
     ]);
     let mut md = String::new();
     let _ = writeln!(md, "# agent-idle-rss\n");

@@ -53,34 +53,34 @@ pub fn test_remote(ctx: &BenchContext) -> Result<SummaryRow> {
     let ratio_openssh = ours_ms.median() / openssh.total.median();
     let goal_met = ratio_seed <= TIME_GOAL_RATIO;
 
-    let json = Value::obj([
-        ("benchmark", Value::str("test-remote")),
-        ("unix_time", Value::Num(unix_now() as f64)),
-        ("warmup_runs", Value::Num(WARMUP_RUNS as f64)),
-        ("unit", Value::str("ms")),
+    let json = json::obj([
+        ("benchmark", json::str("test-remote")),
+        ("unix_time", json::num(unix_now() as f64)),
+        ("warmup_runs", json::num(WARMUP_RUNS as f64)),
+        ("unit", json::str("ms")),
         (
             "clawlink",
-            Value::obj([
-                ("command", Value::str(&ours.command)),
+            json::obj([
+                ("command", json::str(&ours.command)),
                 ("wall_ms", ours_ms.to_json(false)),
-                ("max_rss_mib", Value::num3(ours.max_rss_mib())),
+                ("max_rss_mib", json::num3(ours.max_rss_mib())),
                 ("steps_ms", steps.to_json()),
             ]),
         ),
         (
             "seed_status",
-            Value::obj([
-                ("command", Value::str(&seed_series.command)),
+            json::obj([
+                ("command", json::str(&seed_series.command)),
                 ("wall_ms", seed_ms.to_json(false)),
-                ("max_rss_mib", Value::num3(seed_series.max_rss_mib())),
+                ("max_rss_mib", json::num3(seed_series.max_rss_mib())),
             ]),
         ),
         (
             "openssh_equivalent",
-            Value::obj([
+            json::obj([
                 (
                     "commands",
-                    Value::Arr(openssh.commands.iter().map(Value::str).collect()),
+                    Value::Array(openssh.commands.iter().map(json::str).collect()),
                 ),
                 ("wall_ms", openssh.total.to_json(false)),
                 ("version_ms", openssh.version.to_json(false)),
@@ -90,13 +90,13 @@ pub fn test_remote(ctx: &BenchContext) -> Result<SummaryRow> {
         ),
         (
             "goals",
-            Value::obj([
-                ("time_ratio_vs_seed", Value::Num(round6(ratio_seed))),
-                ("time_goal", Value::Num(round6(TIME_GOAL_RATIO))),
+            json::obj([
+                ("time_ratio_vs_seed", json::num(round6(ratio_seed))),
+                ("time_goal", json::num(round6(TIME_GOAL_RATIO))),
                 ("time_met", Value::Bool(goal_met)),
                 (
                     "time_ratio_vs_openssh_equivalent",
-                    Value::Num(round6(ratio_openssh)),
+                    json::num(round6(ratio_openssh)),
                 ),
             ]),
         ),
@@ -197,7 +197,7 @@ struct Steps {
 
 impl Steps {
     fn to_json(&self) -> Value {
-        Value::obj(
+        json::obj(
             self.entries
                 .iter()
                 .map(|(name, stats)| (name.clone(), stats.to_json(false))),
@@ -220,14 +220,24 @@ fn step_breakdown(stdouts: &[String]) -> Result<Steps> {
                 stdout.trim()
             );
         }
-        for step in report.get("steps").map(Value::as_array).unwrap_or_default() {
+        for step in report
+            .get("steps")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             let Some(name) = step.get("step").and_then(Value::as_str) else {
                 continue;
             };
             if let Some(ms) = step.get("ms").and_then(Value::as_f64) {
                 push(name.to_string(), ms);
             }
-            for (key, value) in step.get("data").map(Value::as_object).unwrap_or_default() {
+            for (key, value) in step
+                .get("data")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(x) = value.as_f64() {
                     push(format!("{name}.{key}"), x);
                 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::json::Value;
+use super::json::{self, Value};
 use super::ws::{self, WsClient};
 use super::{forward, unix_now, write_files, BenchContext, Stats, SummaryRow, WARMUP_RUNS};
 use crate::util::say;
@@ -50,20 +50,20 @@ pub fn health_rtt(ctx: &BenchContext) -> Result<SummaryRow> {
         ("openssh_forward", &through_ssh, ssh_command),
     ];
     let mut pairs = vec![
-        ("benchmark".to_string(), Value::str("health-rtt")),
-        ("unix_time".to_string(), Value::Num(unix_now() as f64)),
-        ("unit".to_string(), Value::str("ms")),
-        ("round_trips".to_string(), Value::Num(RUNS as f64)),
+        ("benchmark".to_string(), json::str("health-rtt")),
+        ("unix_time".to_string(), json::num(unix_now() as f64)),
+        ("unit".to_string(), json::str("ms")),
+        ("round_trips".to_string(), json::num(RUNS as f64)),
         (
             "warmup_round_trips".to_string(),
-            Value::Num(WARMUP_RUNS as f64),
+            json::num(WARMUP_RUNS as f64),
         ),
         (
             "connect".to_string(),
-            Value::obj([
+            json::obj([
                 (
                     "client",
-                    Value::str("cli/cli, no device identity, shared token"),
+                    json::str("cli/cli, no device identity, shared token"),
                 ),
                 ("auth", auth.clone()),
             ]),
@@ -72,19 +72,17 @@ pub fn health_rtt(ctx: &BenchContext) -> Result<SummaryRow> {
     for (key, stats, command) in &paths {
         pairs.push((
             (*key).to_string(),
-            Value::obj([
-                ("via", Value::str(command)),
-                ("rtt_ms", stats.to_json(true)),
-            ]),
+            json::obj([("via", json::str(command)), ("rtt_ms", stats.to_json(true))]),
         ));
     }
-    let json = Value::Obj(pairs);
+    let json = json::obj(pairs);
 
     let auth_note = format!(
         "auth method {}, scopes {}",
         auth.get("method").and_then(Value::as_str).unwrap_or("?"),
         auth.get("scopes")
-            .map(Value::as_array)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
             .unwrap_or_default()
             .iter()
             .filter_map(Value::as_str)

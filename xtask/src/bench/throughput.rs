@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::json::Value;
+use super::json::{self, Value};
 use super::procs::{self, ChildGuard};
 use super::{forward, met, unix_now, write_files, BenchContext, Stats, SummaryRow};
 use crate::util::say;
@@ -91,21 +91,21 @@ pub fn tunnel_throughput(ctx: &BenchContext) -> Result<SummaryRow> {
 
     let series = |i: usize, command: &str| {
         let mut pairs = vec![
-            ("command", Value::str(command)),
+            ("command", json::str(command)),
             ("mib_per_s", stats[i].to_json(false)),
         ];
         if !cpu[i].values.is_empty() {
             pairs.push(("client_cpu_s_per_gib", cpu[i].to_json(false)));
         }
-        Value::obj(pairs)
+        json::obj(pairs)
     };
-    let json = Value::obj([
-        ("benchmark", Value::str("tunnel-throughput")),
-        ("unix_time", Value::Num(unix_now() as f64)),
-        ("transfer_mib", Value::Num(TRANSFER_MIB as f64)),
-        ("chunk_bytes", Value::Num(CHUNK as f64)),
-        ("rounds", Value::Num(ROUNDS as f64)),
-        ("warmup_runs", Value::Num(0.0)),
+    let json = json::obj([
+        ("benchmark", json::str("tunnel-throughput")),
+        ("unix_time", json::num(unix_now() as f64)),
+        ("transfer_mib", json::num(TRANSFER_MIB as f64)),
+        ("chunk_bytes", json::num(CHUNK as f64)),
+        ("rounds", json::num(ROUNDS as f64)),
+        ("warmup_runs", json::num(0.0)),
         (
             "direct",
             series(
@@ -117,13 +117,13 @@ pub fn tunnel_throughput(ctx: &BenchContext) -> Result<SummaryRow> {
         ("openssh", series(2, &openssh.command)),
         (
             "clawlink_tunnel_exit_on_sigterm",
-            Value::str(clawlink_status.to_string()),
+            json::str(clawlink_status.to_string()),
         ),
         (
             "goals",
-            Value::obj([
-                ("throughput_ratio", Value::num3(ratio)),
-                ("throughput_goal", Value::Num(GOAL_RATIO)),
+            json::obj([
+                ("throughput_ratio", json::num3(ratio)),
+                ("throughput_goal", json::num(GOAL_RATIO)),
                 ("throughput_met", Value::Bool(goal_met)),
             ]),
         ),

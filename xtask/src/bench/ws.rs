@@ -261,7 +261,7 @@ pub fn gateway_connect(port: u16, token: &str, timeout: Duration) -> Result<(WsC
     ws.send_text(&connect)?;
     let res = ws.wait_response("c", deadline)?;
     if res.get("ok").and_then(Value::as_bool) != Some(true) {
-        let error = res.get("error").map_or_else(String::new, Value::pretty);
+        let error = res.get("error").map_or_else(String::new, json::pretty);
         bail!(
             "the gateway refused the device-less cli connect: {}",
             error.trim()
@@ -277,7 +277,7 @@ pub fn gateway_connect(port: u16, token: &str, timeout: Duration) -> Result<(WsC
                 .unwrap_or(Value::Null),
         )
     };
-    let auth = Value::Obj(vec![keep("method"), keep("role"), keep("scopes")]);
+    let auth = json::obj(vec![keep("method"), keep("role"), keep("scopes")]);
     Ok((ws, auth))
 }
 
@@ -290,7 +290,7 @@ pub fn health_round_trip(ws: &mut WsClient, index: usize, timeout: Duration) -> 
     let res = ws.wait_response(&id, started + timeout)?;
     let elapsed = started.elapsed();
     if res.get("ok").and_then(Value::as_bool) != Some(true) {
-        let error = res.get("error").map_or_else(String::new, Value::pretty);
+        let error = res.get("error").map_or_else(String::new, json::pretty);
         bail!("health failed: {}", error.trim());
     }
     Ok(elapsed)
