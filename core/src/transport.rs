@@ -12,6 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::prompt::Prompter;
 
+mod host_identity;
+pub use host_identity::{Destination, HostIdentity, PresentedIdentity, Remembered, Standing};
+
 /// A duplex byte stream to the gateway's WebSocket port (TCP, TLS, an SSH channel, …).
 pub trait DuplexStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> DuplexStream for T {}
@@ -100,6 +103,11 @@ pub trait Transport: Send + Sync {
             ),
         )
         .with_fix("use the ssh-tunnel transport to run remote commands"))
+    }
+
+    /// Checking and remembering the peer's identity (`ssh trust`, `tls trust`). Default: not offered.
+    fn host_identity(&self) -> Option<&dyn HostIdentity> {
+        None
     }
 
     /// Releases long-lived resources (SSH sessions, listeners). Default: nothing to release.

@@ -9,6 +9,7 @@
 
 pub mod exec;
 pub mod forward;
+mod host_identity;
 mod hostkey;
 pub mod interactive;
 pub mod known_hosts;
@@ -24,7 +25,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use clawlink_core::config::Mode;
 use clawlink_core::prompt::Prompter;
-use clawlink_core::registry::{FlagValue, Selection, TransportDescriptor, TransportFlag};
+use clawlink_core::registry::{
+    FlagValue, Selection, TransportDescriptor, TransportFlag, TrustCommand,
+};
 use clawlink_core::transport::{
     Connected, LocalEndpoint, RemoteOutput, Transport, TransportEnv, TransportError,
     TransportErrorKind,
@@ -70,6 +73,12 @@ clawlink_core::inventory::submit! {
         summary: "the gateway's WebSocket through an in-process SSH connection (like ssh -N -L, no child process); the default for remote mode",
         example_config: EXAMPLE_CONFIG,
         flags: FLAGS,
+        trust: Some(TrustCommand {
+            command: "ssh",
+            argument_key: "target",
+            argument_required: None,
+            profile_pin_key: None,
+        }),
         factory: SshTunnel::from_settings,
     }
 }
@@ -548,6 +557,10 @@ impl Transport for SshTunnel {
             stream: Box::new(channel.into_stream()),
             request_url: format!("ws://127.0.0.1:{}/", self.settings.remote_port),
         })
+    }
+
+    fn host_identity(&self) -> Option<&dyn clawlink_core::transport::HostIdentity> {
+        Some(self)
     }
 
     fn local_endpoints(&self) -> Vec<LocalEndpoint> {
