@@ -29,8 +29,7 @@ mod signals;
 mod state;
 mod style;
 mod terminal;
-#[cfg(feature = "transport-ws")]
-mod tls_trust;
+mod trust;
 mod trusted_file;
 mod tunnel;
 mod voicewake;
@@ -114,15 +113,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "transport-ssh")]
         Command::Test(args) => remote::test(global, &settings, args.remote_status).await,
         Command::Tunnel => tunnel::tunnel(global, &settings).await,
-        #[cfg(feature = "transport-ssh")]
         Command::Ssh(SshCommand::Trust { target, yes }) => {
-            remote::trust(global, &settings, target.as_deref(), *yes).await
+            trust::trust(global, &settings, "ssh", target.as_deref(), *yes).await
         }
         Command::Remote(args) => remote_exec::run(global, &settings, args).await,
         // The commands stay in the CLI of every build, so that asking for one names what
         // is missing instead of clap calling it an unknown subcommand.
         #[cfg(not(feature = "transport-ssh"))]
-        Command::Test(_) | Command::Ssh(SshCommand::Trust { .. }) => Err(failure::Failure::config(
+        Command::Test(_) => Err(failure::Failure::config(
             "this build of clawlink has no ssh-tunnel transport",
             Some("rebuild with `cargo xtask build` (the default includes it)".into()),
         )
@@ -134,12 +132,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Auth(AuthCommand::Clear { password }) => {
             commands::auth_clear(global, &settings, secret_kind(*password)).await
         }
-        #[cfg(feature = "transport-ws")]
         Command::Tls(TlsCommand::Trust { url, yes }) => {
-            tls_trust::trust(global, &settings, url.as_deref(), *yes).await
+            trust::trust(global, &settings, "tls", url.as_deref(), *yes).await
         }
-        #[cfg(not(feature = "transport-ws"))]
-        Command::Tls(TlsCommand::Trust { .. }) => Err(missing_plugin("transport", "direct-ws")),
         Command::Up(args) => agent::up(global, &settings, args).await,
         Command::Reconnect => agent::reconnect(global, &settings).await,
         Command::Health => agent::health(global, &settings).await,

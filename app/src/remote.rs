@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clawlink_core::gateway::GatewayClient;
-use clawlink_core::transport::{HostCommands, Transport, TransportError};
-use clawlink_transport_ssh::known_hosts::{self, Verdict};
+use clawlink_core::transport::{HostCommands, Transport};
 use clawlink_transport_ssh::SshTunnel;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -14,7 +13,7 @@ use serde_json::{json, Value};
 use crate::cli::GlobalArgs;
 use crate::connect;
 use crate::failure::Failure;
-use crate::prompt::{self, AppPrompter};
+use crate::prompt::AppPrompter;
 use crate::settings::Settings;
 
 /// One step of `clawlink test`.
@@ -389,105 +388,6 @@ fn auth_summary(auth: &clawlink_core::gateway::protocol::HelloAuth) -> String {
     } else {
         format!("{method} ({}, {paired})", auth.role)
     }
-}
-
-/// `clawlink ssh trust [TARGET] [--yes]`.
-pub async fn trust(
-    global: &GlobalArgs,
-    settings: &Settings,
-    target: Option<&str>,
-    yes: bool,
-) -> Result<()> {
-    let mut raw = settings
-        .profile
-        .transport_settings(clawlink_transport_ssh::NAME);
-    if let Some(target) = target {
-        raw["target"] = json!(target);
-    }
-    // A bad target is a configuration error (exit 2), as it is through --ssh.
-    let parsed = SshTunnel::parse_settings(&raw).map_err(Failure::from)?;
-    let prompter = Arc::new(AppPrompter::from_environment());
-    let tunnel = SshTunnel::new(parsed, prompter.clone()).map_err(Failure::from)?;
-    let probe = tunnel.probe_host_key().await.map_err(Failure::from)?;
-    let name = known_hosts::host_key_name(&probe.host, probe.port);
-    let report = |status: &str, extra: Value| {
-        if global.json {
-            println!(
-                "{}",
-                json!({"host": name, "fingerprint": probe.fingerprint, "algorithm": probe.algorithm, "status": status, "detail": extra})
-            );
-        }
-    };
-    match &probe.verdict {
-        Verdict::Trusted { file, line } => {
-            report("already-trusted", json!({"file": file, "line": line}));
-            if !global.json {
-                println!(
-                    "{name} is already trusted: {} ({}) at {}:{line}",
-                    probe.fingerprint,
-                    probe.algorithm,
-                    file.display()
-                );
-            }
-            return Ok(());
-        }
-        Verdict::Revoked { file, line } => {
-            return Err(Failure::from(TransportError::new(
-                clawlink_core::transport::TransportErrorKind::HostTrust,
-                format!(
-                    "the key {} of {name} is @revoked in {}:{line}; it cannot be trusted",
-                    probe.fingerprint,
-                    file.display()
-                ),
-            ))
-            .into())
-        }
-        Verdict::Changed { known } => {
-            let old: Vec<String> = known
-                .iter()
-                .map(|k| format!("{} at {}:{}", k.fingerprint, k.file.display(), k.line))
-                .collect();
-            return Err(Failure::from(TransportError::new(
-                clawlink_core::transport::TransportErrorKind::HostTrust,
-                format!(
-                    "HOST KEY CHANGED for {name}: it now presents {} ({}); known_hosts has {}. `ssh trust` does not overwrite a changed key",
-                    probe.fingerprint,
-                    probe.algorithm,
-                    old.join(", ")
-                ),
-            )
-            .with_fix(format!(
-                "if the host was reinstalled, verify the new key out of band, remove the old one with `ssh-keygen -R '{name}'`, then run this again"
-            )))
-            .into());
-        }
-        Verdict::Unknown => {}
-    }
-    let Some(file) = probe.write_file.clone() else {
-        return Err(Failure::config(
-            "no known_hosts file to write to",
-            Some("set known_hosts_file in the profile".into()),
-        )
-        .into());
-    };
-    if !global.json {
-        println!("{name} presents a {} key", probe.algorithm);
-        println!("fingerprint {}", probe.fingerprint);
-        println!("(compare with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` run on that host)");
-    }
-    prompt::consent(
-        yes,
-        &format!("trusting {name}"),
-        format!("Add this key to {}?", file.display()),
-    )
-    .await?;
-    known_hosts::append(&file, &probe.host, probe.port, &probe.key)
-        .map_err(|e| Failure::config(format!("cannot write {}: {e}", file.display()), None))?;
-    report("added", json!({"file": file}));
-    if !global.json {
-        println!("added {name} to {}", file.display());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -687,7 +687,6 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde
 }
 
 /// The names of the profiles the config files define besides `default`.
-#[allow(dead_code)] // only `tls trust` uses it, which a build without direct-ws leaves out
 pub fn named_profiles(figment: &Figment) -> Vec<String> {
     figment
         .profiles()
@@ -717,7 +716,6 @@ pub fn defined_by_profile(figment: &Figment, profile: &str, key: &str) -> bool {
 }
 
 /// Profile `name` resolved from the same sources as `settings`.
-#[allow(dead_code)] // only `tls trust` uses it, which a build without direct-ws leaves out
 pub fn resolve_profile(settings: &Settings, name: &str) -> Result<Profile, Failure> {
     settings
         .figment

@@ -83,7 +83,35 @@ pub struct TransportDescriptor {
     /// The optional capabilities its transports offer (what their `Transport` accessors
     /// return `Some` for), so that a refusal can name who offers what without building one.
     pub capabilities: &'static [Capability],
+    /// The `clawlink <command> trust` subcommand this transport answers, through its
+    /// [`crate::transport::HostIdentity`] capability; `None`: none.
+    pub trust: Option<TrustCommand>,
     pub factory: TransportFactory,
+}
+
+/// How `clawlink <command> trust [ARGUMENT]` reaches a transport's host-identity capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustCommand {
+    /// The command group: `ssh` for `clawlink ssh trust`.
+    pub command: &'static str,
+    /// The key of the transport's settings table the argument sets (`target`, `url`).
+    pub argument_key: &'static str,
+    /// When set, the argument must be given or configured; `None` leaves a missing one to
+    /// the transport's own settings check.
+    pub argument_required: Option<RequiredArgument>,
+    /// The key of the settings table that pins the identity (`tls.spki_sha256`), when the
+    /// transport remembers identities in the profile instead of a store of its own; the
+    /// app then chooses the profile before anything goes over the network.
+    pub profile_pin_key: Option<&'static str>,
+}
+
+/// What `clawlink <command> trust` says when its required argument is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequiredArgument {
+    /// The error line: `no gateway URL given`.
+    pub missing: &'static str,
+    /// How to give it.
+    pub fix: &'static str,
 }
 
 /// A command-line flag that overrides one key of a transport's settings table
@@ -364,6 +392,7 @@ mod tests {
                 selects: None,
             }],
             capabilities: &[],
+            trust: None,
             factory: probe_factory,
         }
     }

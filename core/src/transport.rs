@@ -28,15 +28,18 @@ pub enum Capability {
     Supervision,
     /// [`Diagnosis`], reached through [`Transport::diagnosis`].
     Diagnosis,
+    /// [`HostIdentity`], reached through [`Transport::host_identity`].
+    HostIdentity,
 }
 
 impl Capability {
     /// Every capability, in the order listings show them.
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Self::GatewayPorts,
         Self::HostCommands,
         Self::Supervision,
         Self::Diagnosis,
+        Self::HostIdentity,
     ];
 
     /// How refusals and listings name it.
@@ -46,6 +49,7 @@ impl Capability {
             Self::GatewayPorts => "ports on the gateway host",
             Self::Supervision => "a supervised session (loss noticed, reset)",
             Self::Diagnosis => "its own doctor layers",
+            Self::HostIdentity => "checking and trusting the peer's identity",
         }
     }
 
@@ -56,6 +60,7 @@ impl Capability {
             Self::GatewayPorts => transport.ports().is_some(),
             Self::Supervision => transport.supervision().is_some(),
             Self::Diagnosis => transport.diagnosis().is_some(),
+            Self::HostIdentity => transport.host_identity().is_some(),
         }
     }
 }
@@ -63,6 +68,8 @@ pub mod diagnosis;
 pub use diagnosis::{Diagnosis, LayerReport, LayerSink, LayerStatus, Stopped};
 mod ports;
 pub use ports::{GatewayPorts, Supervision};
+mod host_identity;
+pub use host_identity::{Destination, HostIdentity, PresentedIdentity, Remembered, Standing};
 
 /// A duplex byte stream to the gateway's WebSocket port (TCP, TLS, an SSH channel, …).
 pub trait DuplexStream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -162,6 +169,11 @@ pub trait Transport: Send + Sync {
     /// Watching and resetting the session under this transport's streams. Default: not
     /// offered (each stream stands alone; nothing to watch).
     fn supervision(&self) -> Option<&dyn Supervision> {
+        None
+    }
+
+    /// Checking and remembering the peer's identity (`ssh trust`, `tls trust`). Default: not offered.
+    fn host_identity(&self) -> Option<&dyn HostIdentity> {
         None
     }
 

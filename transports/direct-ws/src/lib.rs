@@ -9,6 +9,7 @@
 //! `*.ts.net` name uses only the resolved addresses in that name's range.
 
 mod diagnosis;
+mod host_identity;
 pub mod tls;
 
 use std::future::Future;
@@ -18,7 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use clawlink_core::registry::{FlagValue, Selection, TransportDescriptor, TransportFlag};
+use clawlink_core::registry::{
+    FlagValue, RequiredArgument, Selection, TransportDescriptor, TransportFlag, TrustCommand,
+};
 use clawlink_core::transport::{
     Connected, Transport, TransportEnv, TransportError, TransportErrorKind,
 };
@@ -53,7 +56,19 @@ clawlink_core::inventory::submit! {
             // Local or remote, the URL says where the gateway is: the profile's mode stays.
             selects: Some(Selection { mode: None }),
         }],
-        capabilities: &[clawlink_core::transport::Capability::Diagnosis],
+        capabilities: &[
+            clawlink_core::transport::Capability::Diagnosis,
+            clawlink_core::transport::Capability::HostIdentity,
+        ],
+        trust: Some(TrustCommand {
+            command: "tls",
+            argument_key: "url",
+            argument_required: Some(RequiredArgument {
+                missing: "no gateway URL given",
+                fix: "pass the wss:// URL: `clawlink tls trust wss://HOST`",
+            }),
+            profile_pin_key: Some("tls.spki_sha256"),
+        }),
         factory: DirectWs::from_settings,
     }
 }
@@ -629,6 +644,10 @@ impl Transport for DirectWs {
 
     fn describe(&self) -> String {
         self.url.to_url()
+    }
+
+    fn host_identity(&self) -> Option<&dyn clawlink_core::transport::HostIdentity> {
+        Some(self)
     }
 
     /// Loopback, or a pinned wss:// endpoint: where the reference client allows one retry

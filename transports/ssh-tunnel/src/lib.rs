@@ -10,6 +10,7 @@
 pub mod commands;
 mod diagnosis;
 pub mod exec;
+mod host_identity;
 mod hostkey;
 pub mod interactive;
 pub mod known_hosts;
@@ -25,7 +26,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use clawlink_core::config::Mode;
 use clawlink_core::prompt::Prompter;
-use clawlink_core::registry::{FlagValue, Selection, TransportDescriptor, TransportFlag};
+use clawlink_core::registry::{
+    FlagValue, Selection, TransportDescriptor, TransportFlag, TrustCommand,
+};
 use clawlink_core::transport::{
     Capability, Connected, DuplexStream, GatewayPorts, HostCommands, RemoteOutput, Supervision,
     Transport, TransportEnv, TransportError, TransportErrorKind,
@@ -76,7 +79,14 @@ clawlink_core::inventory::submit! {
             Capability::HostCommands,
             Capability::Supervision,
             Capability::Diagnosis,
+            Capability::HostIdentity,
         ],
+        trust: Some(TrustCommand {
+            command: "ssh",
+            argument_key: "target",
+            argument_required: None,
+            profile_pin_key: None,
+        }),
         factory: SshTunnel::from_settings,
     }
 }
@@ -576,6 +586,10 @@ impl Transport for SshTunnel {
     }
 
     fn ports(&self) -> Option<&dyn GatewayPorts> {
+        Some(self)
+    }
+
+    fn host_identity(&self) -> Option<&dyn clawlink_core::transport::HostIdentity> {
         Some(self)
     }
 
