@@ -104,6 +104,13 @@ impl DevTools {
 
     /// One command (on the attached page, once there is one); its result.
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        let answer = self.answer(method, params).await;
+        assert!(answer["error"].is_null(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// One command's whole answer, error included.
+    async fn answer(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let mut command = json!({"id": id, "method": method, "params": params});
@@ -128,8 +135,7 @@ impl DevTools {
         })
         .await
         .unwrap_or_else(|_| panic!("no answer to {method} within 30 s"));
-        assert!(answer["error"].is_null(), "{method}: {answer}");
-        answer["result"].clone()
+        answer
     }
 
     /// Opens a blank page and attaches to it.
@@ -166,15 +172,22 @@ impl DevTools {
         .await;
     }
 
-    /// Evaluates `expression` in the page; its value.
+    /// Evaluates `expression` in the page; its value, or null while the page is navigating
+    /// (the sign-in page redirects: an evaluation can land between two documents, and the
+    /// callers poll until the page settles).
     async fn eval(&mut self, expression: &str) -> Value {
-        let result = self
-            .call(
+        let answer = self
+            .answer(
                 "Runtime.evaluate",
                 json!({"expression": expression, "returnByValue": true}),
             )
             .await;
-        result["result"]["value"].clone()
+        let error = answer["error"]["message"].as_str().unwrap_or_default();
+        if error.contains("navigated or closed") || error.contains("context was destroyed") {
+            return Value::Null;
+        }
+        assert!(answer["error"].is_null(), "Runtime.evaluate: {answer}");
+        answer["result"]["result"]["value"].clone()
     }
 }
 
