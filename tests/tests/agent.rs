@@ -308,8 +308,12 @@ fn an_agent_started_with_flags_answers_plain_status_and_health() {
     );
     let health = run_beside(&dir, &plain, &[], &["--json", "health"]);
     let (out, err) = text(&health);
-    assert!(health.status.success(), "{out}\n{err}");
-    let health: Value = serde_json::from_str(out.trim()).unwrap();
+    // Exit 1 is a real answer too: the real gateway reports itself degraded while the
+    // machine's CPU is saturated ("event loop degraded (cpu)"), which this test does not
+    // control. What it checks is who answered.
+    assert!(matches!(health.status.code(), Some(0 | 1)), "{out}\n{err}");
+    let health: Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
     assert_eq!(health["source"], "agent", "{health:#}");
     assert_eq!(health["agent"]["pid"], agent.pid());
     let (out, _) = text(&run_beside(&dir, &plain, &[], &["health"]));
