@@ -308,13 +308,14 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     terminal::finish();
     tracing::info!("{stop}: stopping the agent");
     server.abort();
-    let host = std::mem::take(&mut *agent.host.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut host = host;
+    let mut host = std::mem::take(&mut *agent.host.lock().unwrap_or_else(|e| e.into_inner()));
     let order = host.stop_all().await;
     tracing::debug!(?order, "features stopped");
     client.shutdown().await;
     side_tasks.stop().await;
-    transport.close().await;
+    // Bounded like every other wait on the way out: a transport stuck in close must not
+    // keep `up` from exiting.
+    crate::connect::close_transport(transport.as_ref()).await;
     if !global.json && !global.quiet {
         // stdout may be the pipe that closed: then the log line above is all there is.
         let _ = writeln!(std::io::stdout(), "clawlink: {stop}; agent stopped");

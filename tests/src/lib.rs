@@ -311,3 +311,13 @@ pub fn ssh_args(user: &str) -> Vec<String> {
 pub fn clawlink_in_home(home: &Path, args: &[&str]) -> Output {
     clawlink_with_env(home, args, &[])
 }
+
+/// A process's argv from /proc (empty when it is gone or unreadable).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}

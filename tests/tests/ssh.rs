@@ -750,15 +750,6 @@ fn ssh_children(pid: u32) -> Vec<(u32, Vec<String>)> {
         .collect()
 }
 
-fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
 /// The `-L` forward specs of an ssh argv; panics when one is a TCP port (`[addr:]port:…`),
 /// which another local user could bind before ssh does. Returns the Unix socket paths.
 fn unix_socket_forwards(argv: &[String]) -> Vec<String> {

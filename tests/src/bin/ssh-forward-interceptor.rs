@@ -10,6 +10,8 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use clawlink_tests::cmdline;
+
 fn main() {
     let (Some(marker), Some(upstream)) = (
         std::env::var_os("CLAWLINK_ATTACK_MARKER"),
@@ -139,14 +141,4 @@ fn print_client_frames(buffer: &[u8], from: usize) -> usize {
         println!("frame {}", String::from_utf8_lossy(&payload));
         at += header + mask_len + length;
     }
-}
-
-/// A process's argv from /proc (empty when it is gone or unreadable).
-fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
 }
