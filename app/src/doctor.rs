@@ -7,7 +7,7 @@
 //! gateway-port → tls; direct-ws: dns → tcp → gateway-port → tls), and asks the doctor for
 //! the generic local-port check where its forwards would listen; any other transport is
 //! asked for a stream as a whole (its gateway-port layer). The report always lists the
-//! layers of [`REPORT_LAYERS`], its documented shape: those the transport does not have are
+//! layers of its documented shape (derived from the linked transports' descriptors): those the transport does not have are
 //! `skipped` with an "n/a" reason, never failures; after the first failure the remaining
 //! layers are `skipped` as "not checked". Every step has its own time limit, so the doctor
 //! never hangs, and nothing it runs ever prompts.
@@ -29,7 +29,7 @@ use clawlink_core::gateway::auth::device_token_key;
 use clawlink_core::gateway::protocol::PROTOCOL_VERSION;
 use clawlink_core::gateway::{ClientOptions, GatewayClient, GatewayError};
 use clawlink_core::prompt::{Confirmation, Prompter};
-use clawlink_core::transport::diagnosis::{Note, LOCAL_PORT_LAYER};
+use clawlink_core::transport::diagnosis::Note;
 use clawlink_core::transport::{
     Connected, Diagnosis, LayerReport, LayerSink, LayerStatus, Stopped, Transport, TransportEnv,
 };
@@ -43,24 +43,9 @@ use crate::failure::Failure;
 use crate::settings::Settings;
 use crate::state;
 
-/// The layers every report lists, in order: its documented shape, which scripts read. The
-/// generic layers, and those of the transports clawlink ships; a transport's own layers
-/// beyond these are added in its order, and those it lacks are "n/a".
-const REPORT_LAYERS: [&str; 13] = [
-    "config",
-    "dns",
-    "tcp",
-    "ssh-host-key",
-    "ssh-auth",
-    "remote-cli",
-    LOCAL_PORT_LAYER,
-    "gateway-port",
-    "tls",
-    "websocket",
-    "protocol",
-    "auth",
-    "health",
-];
+/// The layer the doctor checks itself for a transport without its own diagnosis: a stream
+/// to the gateway through `connect`, as a whole.
+const WHOLE_STREAM_LAYER: &str = "gateway-port";
 
 /// The generic layers after the transport's, in order.
 const GATEWAY_LAYERS: [&str; 4] = ["websocket", "protocol", "auth", "health"];
@@ -117,7 +102,7 @@ impl Default for Walk {
     fn default() -> Self {
         Self {
             rows: Vec::new(),
-            order: REPORT_LAYERS.to_vec(),
+            order: report_layers(),
             absent_because: "not a layer of this transport".into(),
         }
     }
@@ -246,7 +231,50 @@ fn skipped(layer: &'static str, detail: String) -> Row {
     }
 }
 
-/// config, the transport's layers, the gateway's; then each layer of [`REPORT_LAYERS`] the
+/// The layers every report lists, in order: its documented shape, which scripts read.
+/// Derived from the linked transports' descriptors (see [`report_shape`]), so that the
+/// doctor never names a transport's layers itself.
+fn report_layers() -> Vec<&'static str> {
+    report_shape(
+        clawlink_core::registry::transports()
+            .iter()
+            .map(|descriptor| descriptor.layers),
+    )
+}
+
+/// "config", every transport's own layers (each merged in that transport's order), the
+/// whole-stream layer, then the gateway's layers.
+fn report_shape<'a>(
+    transports_layers: impl IntoIterator<Item = &'a [&'static str]>,
+) -> Vec<&'static str> {
+    let mut order = vec!["config"];
+    for layers in transports_layers {
+        merge_layers(&mut order, layers);
+    }
+    if !order.contains(&WHOLE_STREAM_LAYER) {
+        order.push(WHOLE_STREAM_LAYER);
+    }
+    order.extend(GATEWAY_LAYERS);
+    order
+}
+
+/// Adds each of `layers` that `order` lacks after the last one present that precedes it in
+/// `layers` (or after "config").
+fn merge_layers(order: &mut Vec<&'static str>, layers: &[&'static str]) {
+    for (k, name) in layers.iter().enumerate() {
+        if order.contains(name) {
+            continue;
+        }
+        let after = layers[..k]
+            .iter()
+            .filter_map(|before| order.iter().position(|n| n == before))
+            .max()
+            .unwrap_or(0);
+        order.insert(after + 1, name);
+    }
+}
+
+/// config, the transport's layers, the gateway's; then each layer of the report's shape the
 /// transport lacks, after the last one present that precedes it there.
 fn report_order(transport_layers: &[&'static str]) -> Vec<&'static str> {
     let mut order = vec!["config"];
@@ -256,17 +284,7 @@ fn report_order(transport_layers: &[&'static str]) -> Vec<&'static str> {
             .filter(|n| **n != "config" && !GATEWAY_LAYERS.contains(n)),
     );
     order.extend(GATEWAY_LAYERS);
-    for (k, name) in REPORT_LAYERS.iter().enumerate() {
-        if order.contains(name) {
-            continue;
-        }
-        let after = REPORT_LAYERS[..k]
-            .iter()
-            .filter_map(|before| order.iter().position(|n| n == before))
-            .max()
-            .unwrap_or(0);
-        order.insert(after + 1, name);
-    }
+    merge_layers(&mut order, &report_layers());
     order
 }
 
@@ -1018,37 +1036,91 @@ mod tests {
         );
         walk.finish();
         let names: Vec<&str> = walk.rows.iter().map(|r| r.layer).collect();
-        assert_eq!(names, REPORT_LAYERS);
+        assert_eq!(names, report_layers());
         assert!(walk.rows[2..]
             .iter()
             .all(|r| r.status == Status::Skipped && r.detail == "not checked: dns failed"));
     }
 
+    /// The shape of a build with both shipped transports, as scripts read it.
+    const SHIPPED_SHAPE: [&str; 13] = [
+        "config",
+        "dns",
+        "tcp",
+        "ssh-host-key",
+        "ssh-auth",
+        "remote-cli",
+        "local-port",
+        "gateway-port",
+        "tls",
+        "websocket",
+        "protocol",
+        "auth",
+        "health",
+    ];
+    const SSH_LAYERS: [&str; 8] = [
+        "dns",
+        "tcp",
+        "ssh-host-key",
+        "ssh-auth",
+        "remote-cli",
+        "local-port",
+        "gateway-port",
+        "tls",
+    ];
+    const DIRECT_LAYERS: [&str; 4] = ["dns", "tcp", "gateway-port", "tls"];
+
+    #[test]
+    fn the_shape_is_merged_from_the_transports_layers_in_any_registration_order() {
+        assert_eq!(
+            report_shape([&DIRECT_LAYERS[..], &SSH_LAYERS[..]]),
+            SHIPPED_SHAPE
+        );
+        assert_eq!(
+            report_shape([&SSH_LAYERS[..], &DIRECT_LAYERS[..]]),
+            SHIPPED_SHAPE
+        );
+        // No transport with a diagnosis: the doctor's own layers only.
+        assert_eq!(
+            report_shape([]),
+            [
+                "config",
+                "gateway-port",
+                "websocket",
+                "protocol",
+                "auth",
+                "health"
+            ]
+        );
+        // The linked transports' declared layers all appear, in their order.
+        let linked = report_layers();
+        for descriptor in clawlink_core::registry::transports() {
+            let positions: Vec<usize> = descriptor
+                .layers
+                .iter()
+                .map(|l| linked.iter().position(|n| n == l).unwrap())
+                .collect();
+            assert!(positions.windows(2).all(|w| w[0] < w[1]), "{linked:?}");
+        }
+    }
+
     #[test]
     fn the_report_keeps_its_shape_and_adds_a_transports_own_layers() {
-        // The layers of the transports clawlink ships give the documented shape.
-        let ssh = [
-            "dns",
-            "tcp",
-            "ssh-host-key",
-            "ssh-auth",
-            "remote-cli",
-            "local-port",
-            "gateway-port",
-            "tls",
-        ];
-        assert_eq!(report_order(&ssh), REPORT_LAYERS);
-        assert_eq!(
-            report_order(&["dns", "tcp", "gateway-port", "tls"]),
-            REPORT_LAYERS
-        );
-        assert_eq!(report_order(&["gateway-port"]), REPORT_LAYERS);
+        let shape = report_layers();
+        for layers in [&SSH_LAYERS[..], &DIRECT_LAYERS[..], &["gateway-port"][..]] {
+            if layers.iter().all(|l| shape.contains(l)) {
+                assert_eq!(report_order(layers), shape);
+            }
+        }
         // A layer of another transport goes where that transport walks it.
         let quic = report_order(&["dns", "udp", "quic-handshake", "gateway-port"]);
         let at = |name: &str| quic.iter().position(|n| *n == name).unwrap();
-        assert!(at("dns") < at("udp") && at("udp") < at("quic-handshake"));
+        assert!(at("udp") < at("quic-handshake"));
         assert!(at("quic-handshake") < at("gateway-port") && at("gateway-port") < at("websocket"));
-        assert_eq!(quic.len(), REPORT_LAYERS.len() + 2);
+        assert_eq!(
+            quic.len(),
+            shape.len() + 2 + usize::from(!shape.contains(&"dns"))
+        );
     }
 
     #[test]
@@ -1072,10 +1144,26 @@ mod tests {
         walk.info("latency", "1 ms".into(), Value::Null);
         walk.finish();
         let names: Vec<&str> = walk.rows.iter().map(|r| r.layer).collect();
-        assert_eq!(&names[..REPORT_LAYERS.len()], REPORT_LAYERS);
+        let shape = report_order(&["dns", "tcp", "gateway-port", "tls"]);
+        assert_eq!(&names[..shape.len()], shape);
         assert_eq!(names.last(), Some(&"latency"));
         let row = |name: &str| walk.rows.iter().find(|r| r.layer == name).unwrap();
-        assert_eq!(row("ssh-auth").detail, "n/a: no such layer");
+        if let Some(absent) = shape.iter().find(|l| {
+            ![
+                "config",
+                "dns",
+                "tcp",
+                "gateway-port",
+                "tls",
+                "websocket",
+                "protocol",
+                "auth",
+                "health",
+            ]
+            .contains(l)
+        }) {
+            assert_eq!(row(absent).detail, "n/a: no such layer");
+        }
         assert_eq!(row("tls").detail, "not checked: gateway-port failed");
     }
 }

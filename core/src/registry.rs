@@ -20,10 +20,13 @@ use crate::feature::{Feature, FeatureError};
 use crate::transport::{Capability, Transport, TransportEnv, TransportError, TransportErrorKind};
 
 /// Builds a transport from its settings (the profile's `transports.<name>` table as JSON).
-pub type TransportFactory = fn(
-    settings: &serde_json::Value,
-    env: &TransportEnv,
-) -> Result<Arc<dyn Transport>, TransportError>;
+///
+/// A reference to a function for built-in transports (`factory: &MyTransport::from_settings`);
+/// a leaked closure for those registered at run time, which must carry what they were loaded
+/// from (a shared library's entry points).
+pub type TransportFactory = &'static (dyn Fn(&serde_json::Value, &TransportEnv) -> Result<Arc<dyn Transport>, TransportError>
+              + Send
+              + Sync);
 
 /// Builds a feature plugin from its settings (the profile's `features.<name>` table as JSON,
 /// without the `enabled` key).
@@ -69,7 +72,6 @@ pub fn settings_keys<T: serde::de::DeserializeOwned>() -> &'static [&'static str
 }
 
 /// A transport, as it registers itself.
-#[derive(Debug)]
 pub struct TransportDescriptor {
     /// Unique name used in profiles (`transport = "direct-ws"`).
     pub name: &'static str,
@@ -83,10 +85,29 @@ pub struct TransportDescriptor {
     /// The optional capabilities its transports offer (what their `Transport` accessors
     /// return `Some` for), so that a refusal can name who offers what without building one.
     pub capabilities: &'static [Capability],
+    /// The names of the layers its [`crate::transport::Diagnosis`] reports, in order (what
+    /// `Diagnosis::layers` returns); empty when it does not offer that capability. The
+    /// doctor's report shape is derived from these, so that it never names a transport's
+    /// layers itself.
+    pub layers: &'static [&'static str],
     /// The `clawlink <command> trust` subcommand this transport answers, through its
     /// [`crate::transport::HostIdentity`] capability; `None`: none.
     pub trust: Option<TrustCommand>,
     pub factory: TransportFactory,
+}
+
+impl std::fmt::Debug for TransportDescriptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The factory is code; everything else is data worth printing.
+        f.debug_struct("TransportDescriptor")
+            .field("name", &self.name)
+            .field("summary", &self.summary)
+            .field("flags", &self.flags)
+            .field("capabilities", &self.capabilities)
+            .field("layers", &self.layers)
+            .field("trust", &self.trust)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How `clawlink <command> trust [ARGUMENT]` reaches a transport's host-identity capability.
@@ -305,6 +326,14 @@ pub enum RegistryError {
         name: String,
         count: usize,
     },
+    #[error(
+        "transport {name:?} declares doctor layers without the Diagnosis capability, or the \
+         capability without layers; its descriptor's `layers` must list what \
+         `Diagnosis::layers` returns"
+    )]
+    Layers { name: String },
+    #[error("transport {name:?} declares malformed doctor layers: {why}")]
+    LayerNames { name: String, why: String },
 }
 
 /// Checks both registries (transports from inventory and from run time); called once at
@@ -319,6 +348,20 @@ pub fn validate() -> Result<(), RegistryError> {
             .iter()
             .flat_map(|d| d.flags.iter().map(|f| f.flag)),
     )?;
+    for descriptor in &transports {
+        let diagnoses = descriptor.capabilities.contains(&Capability::Diagnosis);
+        if diagnoses == descriptor.layers.is_empty() {
+            return Err(RegistryError::Layers {
+                name: descriptor.name.to_owned(),
+            });
+        }
+        crate::transport::diagnosis::check_layer_names(descriptor.layers).map_err(|why| {
+            RegistryError::LayerNames {
+                name: descriptor.name.to_owned(),
+                why,
+            }
+        })?;
+    }
     find_duplicates("feature", features().iter().map(|d| d.name))
 }
 
@@ -392,8 +435,9 @@ mod tests {
                 selects: None,
             }],
             capabilities: &[],
+            layers: &[],
             trust: None,
-            factory: probe_factory,
+            factory: &probe_factory,
         }
     }
 

@@ -140,6 +140,13 @@ pub trait Transport: Send + Sync {
         false
     }
 
+    /// The gateway's own WebSocket URL when this machine reaches it without a go-between
+    /// (so a browser can open the HTTP side of the same address: `dashboard`). Default:
+    /// none (the gateway is reached through the transport's channel only).
+    fn gateway_url(&self) -> Option<String> {
+        None
+    }
+
     /// Opens a fresh byte stream to the gateway's WebSocket port.
     async fn connect(&self) -> Result<Connected, TransportError>;
 

@@ -83,6 +83,16 @@ fn every_capability_is_offered_exactly_by_the_transports_that_declare_it() {
                 capability.name()
             );
         }
+        // The doctor's report shape is derived from the declared layers.
+        let built_layers = transport
+            .diagnosis()
+            .map(|d| d.layers())
+            .unwrap_or_default();
+        assert_eq!(
+            built_layers, descriptor.layers,
+            "{}: the descriptor's layers and its Diagnosis::layers disagree",
+            descriptor.name
+        );
     }
 }
 

@@ -144,6 +144,10 @@ impl Transport for TapTransport {
         self.inner.is_loopback_to_gateway()
     }
 
+    fn gateway_url(&self) -> Option<String> {
+        self.inner.gateway_url()
+    }
+
     async fn connect(&self) -> Result<Connected, TransportError> {
         let first = !self.tapped.swap(true, Ordering::SeqCst);
         if first {

@@ -15,7 +15,8 @@ use crate::{DirectWs, GatewayUrl};
 const TLS_LIMIT: Duration = Duration::from_secs(15);
 
 /// The layers, in the order they are walked.
-const LAYERS: [&str; 4] = ["dns", "tcp", "gateway-port", "tls"];
+/// The layers `diagnose` reports, in order (also the descriptor's `layers`).
+pub(crate) const LAYERS: &[&str] = &["dns", "tcp", "gateway-port", "tls"];
 
 #[async_trait(?Send)]
 impl Diagnosis for DirectWs {

@@ -60,6 +60,7 @@ clawlink_core::inventory::submit! {
             clawlink_core::transport::Capability::Diagnosis,
             clawlink_core::transport::Capability::HostIdentity,
         ],
+        layers: diagnosis::LAYERS,
         trust: Some(TrustCommand {
             command: "tls",
             argument_key: "url",
@@ -69,7 +70,7 @@ clawlink_core::inventory::submit! {
             }),
             profile_pin_key: Some("tls.spki_sha256"),
         }),
-        factory: DirectWs::from_settings,
+        factory: &DirectWs::from_settings,
     }
 }
 
@@ -644,6 +645,10 @@ impl Transport for DirectWs {
 
     fn describe(&self) -> String {
         self.url.to_url()
+    }
+
+    fn gateway_url(&self) -> Option<String> {
+        Some(self.url.to_url())
     }
 
     fn host_identity(&self) -> Option<&dyn clawlink_core::transport::HostIdentity> {

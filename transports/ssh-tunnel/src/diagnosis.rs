@@ -23,7 +23,8 @@ const REMOTE_CLI_LIMIT: Duration = Duration::from_secs(40);
 const VERSION_LIMIT: Duration = Duration::from_secs(30);
 
 /// The layers, in the order they are walked.
-const LAYERS: [&str; 8] = [
+/// The layers `diagnose` reports, in order (also the descriptor's `layers`).
+pub(crate) const LAYERS: &[&str] = &[
     "dns",
     "tcp",
     "ssh-host-key",
@@ -487,7 +488,7 @@ mod tests {
 
     #[test]
     fn the_layer_list_is_well_formed_and_asks_for_the_local_port() {
-        clawlink_core::transport::diagnosis::check_layer_names(&LAYERS).unwrap();
+        clawlink_core::transport::diagnosis::check_layer_names(LAYERS).unwrap();
         assert!(LAYERS.contains(&LOCAL_PORT_LAYER));
     }
 

@@ -81,13 +81,14 @@ clawlink_core::inventory::submit! {
             Capability::Diagnosis,
             Capability::HostIdentity,
         ],
+        layers: diagnosis::LAYERS,
         trust: Some(TrustCommand {
             command: "ssh",
             argument_key: "target",
             argument_required: None,
             profile_pin_key: None,
         }),
-        factory: SshTunnel::from_settings,
+        factory: &SshTunnel::from_settings,
     }
 }
 
