@@ -153,6 +153,15 @@ pub trait Diagnosis: Send + Sync {
         Ok(SettingsNotes::default())
     }
 
+    /// `clawlink test`'s step for this transport, before its remote-CLI and gateway steps:
+    /// establishes the session those steps then share (an SSH login) and says how it went
+    /// (endpoint, host key, authentication, timings in `data`). Prompts through the
+    /// transport's prompter like any connect. `None`: nothing to establish ahead of a stream
+    /// (the gateway step says it all).
+    async fn session_step(&self) -> Option<LayerReport> {
+        None
+    }
+
     /// Walks the transport's layers into `sink`.
     async fn diagnose(&self, sink: &mut dyn LayerSink) -> Result<Option<Connected>, Stopped>;
 

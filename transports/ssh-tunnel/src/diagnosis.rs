@@ -44,16 +44,72 @@ impl Diagnosis for SshTunnel {
     fn check_settings(&self) -> Result<SettingsNotes, TransportError> {
         let (resolved, _) = self.resolve()?;
         let mut notes = SettingsNotes::default();
+        // The system ssh of the openssh backend reads the file and applies every keyword.
+        if self.openssh().is_some() {
+            return Ok(notes);
+        }
+        let file = self
+            .settings()
+            .ssh_config
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "~/.ssh/config".into());
         if !resolved.ignored.is_empty() {
             notes.notes.push(format!(
-                "~/.ssh/config keywords ignored: {}",
+                "{file} sets keywords for this host that the in-process SSH ignores: {} \
+                 (backend = \"openssh\" in [PROFILE.transports.ssh_tunnel] has the system ssh apply them)",
                 resolved.ignored.join(", ")
             ));
         }
-        notes
-            .data
-            .insert("ignoredSshConfig".into(), json!(resolved.ignored));
+        notes.data.insert(
+            "ignoredSshConfig".into(),
+            json!({"file": file, "keywords": resolved.ignored}),
+        );
         Ok(notes)
+    }
+
+    async fn session_step(&self) -> Option<LayerReport> {
+        let started = Instant::now();
+        let step = match self.openssh() {
+            Some(ssh) => ssh.run("true", SSH_LIMIT).await.map(|_| {
+                LayerReport::ok(
+                    "ssh",
+                    started,
+                    format!(
+                        "{} · system ssh (openssh backend) connected and authenticated",
+                        self.target()
+                    ),
+                    json!({"backend": "openssh"}),
+                )
+            }),
+            None => self.session().await.map(|session| {
+                let info = &session.info;
+                let host_key = info
+                    .host_key
+                    .as_ref()
+                    .map(|t| format!("host key {} ({})", t.fingerprint, t.how))
+                    .unwrap_or_default();
+                LayerReport::ok(
+                    "ssh",
+                    started,
+                    format!("{} · {host_key} · auth: {}", info.endpoint, info.auth_method),
+                    json!({
+                        "backend": "russh",
+                        "endpoint": info.endpoint,
+                        "tcpMs": info.tcp.as_millis() as u64,
+                        "handshakeMs": info.handshake.as_millis() as u64,
+                        "authMs": info.auth.as_millis() as u64,
+                        "hostKey": info.host_key.as_ref().map(|t| json!({"fingerprint": t.fingerprint, "trustedBy": t.how})),
+                        "auth": info.auth_method,
+                    }),
+                )
+            }),
+        };
+        Some(
+            step.unwrap_or_else(|e| {
+                LayerReport::failed("ssh", started, e.message, e.fix, Value::Null)
+            }),
+        )
     }
 
     async fn diagnose(&self, sink: &mut dyn LayerSink) -> Result<Option<Connected>, Stopped> {

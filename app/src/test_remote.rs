@@ -1,19 +1,17 @@
-//! The remote-mode commands: `clawlink test` (the seed's "Test remote", done right), `clawlink ssh trust` (`clawlink tunnel` is in `tunnel.rs`).
+//! `clawlink test`: the seed's "Test remote", done right, for any transport — its own session step (an SSH login), the remote CLI where it runs commands on the gateway host, and the gateway's handshake and health.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clawlink_core::gateway::GatewayClient;
-use clawlink_core::transport::{HostCommands, Transport};
-use clawlink_transport_ssh::SshTunnel;
+use clawlink_core::transport::{HostCommands, LayerReport, LayerStatus, Transport};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cli::GlobalArgs;
 use crate::connect;
 use crate::failure::Failure;
-use crate::prompt::AppPrompter;
 use crate::settings::Settings;
 
 /// One step of `clawlink test`.
@@ -57,86 +55,46 @@ fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
-/// The profile's SSH tunnel, when it uses one.
-pub fn ssh_tunnel(settings: &Settings) -> Result<Option<Arc<SshTunnel>>, Failure> {
-    if settings.profile.transport_name() != clawlink_transport_ssh::NAME {
-        return Ok(None);
+impl From<LayerReport> for Step {
+    fn from(report: LayerReport) -> Self {
+        Self {
+            step: report.layer,
+            ok: report.status != LayerStatus::Failed,
+            ms: report.ms.unwrap_or(0),
+            detail: report.detail,
+            fix: report.fix,
+            data: report.data,
+        }
     }
-    let raw = settings
-        .profile
-        .transport_settings(clawlink_transport_ssh::NAME);
-    let parsed = SshTunnel::parse_settings(&raw)?;
-    Ok(Some(Arc::new(SshTunnel::new(
-        parsed,
-        Arc::new(AppPrompter::from_environment()),
-    )?)))
 }
 
 /// `clawlink test`.
 pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool) -> Result<()> {
     let options = connect::operator_options(global, settings).await?;
-    let mut steps = Vec::new();
-    // Keywords of the SSH config that `ssh` would act on but the in-process client does not
-    // (the system ssh of the openssh backend reads the file itself).
-    let mut ignored: Option<(String, Vec<String>)> = None;
-    match ssh_tunnel(settings)? {
-        Some(tunnel) => {
-            if tunnel.openssh().is_none() {
-                if let Ok((resolved, _)) = tunnel.resolve() {
-                    let file = tunnel
-                        .settings()
-                        .ssh_config
-                        .as_ref()
-                        .map(|f| f.display().to_string())
-                        .unwrap_or_else(|| "~/.ssh/config".into());
-                    ignored = Some((file, resolved.ignored));
-                }
-            }
-            let started = Instant::now();
-            let reached = match tunnel.openssh() {
-                Some(ssh) => ssh.run("true", Duration::from_secs(30)).await.map(|_| {
-                    Step::ok(
-                        "ssh",
-                        started,
-                        format!(
-                            "{} · system ssh (openssh backend) connected and authenticated",
-                            tunnel.target()
-                        ),
-                        json!({"backend": "openssh"}),
-                    )
-                }),
-                None => tunnel
-                    .session()
-                    .await
-                    .map(|session| ssh_step(started, &session.info)),
-            };
-            match reached {
-                Err(e) => steps.push(Step::failed(
-                    "ssh",
-                    started,
-                    e.message.clone(),
-                    e.fix.clone(),
-                )),
-                Ok(step) => {
-                    steps.push(step);
-                    let transport: Arc<dyn Transport> = tunnel.clone();
-                    steps.extend(
-                        cli_and_gateway_steps(transport.clone(), options, remote_status).await,
-                    );
-                    transport.close().await;
-                }
-            }
-        }
-        None => {
-            let transport = connect::build_transport(settings)?;
-            steps.extend(cli_and_gateway_steps(transport, options, remote_status).await);
-        }
+    let transport = connect::build_transport(settings)?;
+    let mut steps: Vec<Step> = Vec::new();
+    // What the transport's settings check noticed (e.g. SSH config keywords it ignores); a
+    // settings error shows up in the session step instead.
+    let settings_notes = transport
+        .diagnosis()
+        .and_then(|d| d.check_settings().ok())
+        .unwrap_or_default();
+    let session_step = match transport.diagnosis() {
+        Some(diagnosis) => diagnosis.session_step().await.map(Step::from),
+        None => None,
+    };
+    let session_failed = session_step.as_ref().is_some_and(|s| !s.ok);
+    let had_session_step = session_step.is_some();
+    steps.extend(session_step);
+    if !session_failed {
+        steps.extend(cli_and_gateway_steps(transport.clone(), options, remote_status).await);
     }
+    connect::close_transport(transport.as_ref()).await;
     let ok = steps.iter().all(|s| s.ok);
     if global.json {
         let mut report = json!({"ok": ok, "steps": steps});
-        if let Some((file, keywords)) = &ignored {
-            report["ignoredSshConfig"] = json!({"file": file, "keywords": keywords});
+        for (key, value) in settings_notes.data {
+            report[key] = value;
         }
         println!("{report}");
     } else {
@@ -152,15 +110,14 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
                 crate::terminal::println_safe!("{:<11} {:<6} {:>9}  fix: {fix}", "", "", "");
             }
         }
-        if steps.len() == 1 && steps[0].ok && steps[0].step == "gateway" {
-            println!("(no SSH steps: this profile connects directly)");
-        }
-        if let Some((file, keywords)) = ignored.filter(|(_, k)| !k.is_empty()) {
+        if !had_session_step && ok {
             println!(
-                "note: {file} sets keywords for this host that ssh would act on but clawlink's in-process SSH ignores: {}. \
-                 To have them applied, use the system ssh: backend = \"openssh\" in [PROFILE.transports.ssh_tunnel]",
-                keywords.join(", ")
+                "(no session step: the {} transport opens each stream to the gateway on its own)",
+                transport.name()
             );
+        }
+        for note in &settings_notes.notes {
+            crate::terminal::println_safe!("note: {note}");
         }
     }
     if ok {
@@ -179,31 +136,6 @@ pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool)
         }
         .into())
     }
-}
-
-fn ssh_step(started: Instant, info: &clawlink_transport_ssh::SessionInfo) -> Step {
-    let host_key = info
-        .host_key
-        .as_ref()
-        .map(|t| format!("host key {} ({})", t.fingerprint, t.how))
-        .unwrap_or_default();
-    Step::ok(
-        "ssh",
-        started,
-        format!(
-            "{} · {host_key} · auth: {}",
-            info.endpoint, info.auth_method
-        ),
-        json!({
-            "backend": "russh",
-            "endpoint": info.endpoint,
-            "tcpMs": info.tcp.as_millis() as u64,
-            "handshakeMs": info.handshake.as_millis() as u64,
-            "authMs": info.auth.as_millis() as u64,
-            "hostKey": info.host_key.as_ref().map(|t| json!({"fingerprint": t.fingerprint, "trustedBy": t.how})),
-            "auth": info.auth_method,
-        }),
-    )
 }
 
 /// The remote-CLI step (when the transport runs commands on the gateway host) and the
