@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use clawlink_core::transport::Transport;
+use clawlink_core::transport::{Capability, Transport};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -31,18 +31,13 @@ use crate::failure::Failure;
 use crate::settings::Settings;
 
 mod browser;
+mod existing_forward;
 mod own_forwards;
 mod sign_in;
-// Who holds a listener (`loopback_listener`) is asked only by the SSH route's probe of an
-// existing forward so far; who holds a peer serves every transport's own forwards.
-#[cfg_attr(not(feature = "transport-ssh"), allow(dead_code))]
 mod socket_owner;
-#[cfg(feature = "transport-ssh")]
-mod ssh;
+use existing_forward::reuse_or_own;
 use own_forwards::OwnForwards;
 use sign_in::mint_bootstrap;
-#[cfg(feature = "transport-ssh")]
-use ssh::ssh_route;
 
 /// Options of `clawlink dashboard`.
 #[derive(Debug, Args)]
@@ -121,7 +116,7 @@ pub async fn dashboard(
     if let Route::Forwarded { port, by } = &route {
         tracing::info!(port, by, "the dashboard goes through an existing forward");
     }
-    warn_about_sandbox(settings, &route);
+    warn_about_sandbox(transport.ports().map(|p| p.gateway_port()), &route);
 
     if args.print {
         let printed = match &sign_in {
@@ -176,7 +171,7 @@ pub async fn dashboard(
 
 /// Chooses how the browser reaches the gateway; with the transport it built for that, if any.
 async fn resolve_route(
-    #[cfg_attr(not(feature = "transport-ssh"), allow(unused_variables))] global: &GlobalArgs,
+    global: &GlobalArgs,
     settings: &Settings,
 ) -> Result<(Route, Option<Arc<dyn Transport>>), Failure> {
     if let Some(status) = crate::agent::live_status(settings).await? {
@@ -199,33 +194,28 @@ async fn resolve_route(
             ));
         }
     }
-    #[cfg(feature = "transport-ssh")]
-    if let Some(tunnel) = crate::remote::ssh_tunnel(settings)? {
-        let shared: Arc<dyn Transport> = tunnel.clone();
-        return Ok((ssh_route(global, settings, tunnel).await?, Some(shared)));
-    }
     let transport = connect::build_transport(settings)?;
     if transport.ports().is_some() {
-        if let Some(supervision) = transport.supervision() {
-            supervision.restore().await.map_err(Failure::from)?;
-        }
-        let own = OwnForwards::bind(transport.clone()).await?;
-        return Ok((Route::Own(own), Some(transport)));
+        let route = reuse_or_own(global, settings, transport.clone()).await?;
+        return Ok((route, Some(transport)));
     }
     Ok((direct_route(transport.as_ref())?, Some(transport)))
 }
 
+/// The gateway's own address, for a transport that reaches it without a go-between.
 fn direct_route(transport: &dyn Transport) -> Result<Route, Failure> {
-    if transport.name() != "direct-ws" {
-        return Err(Failure::config(
-            format!(
-                "the dashboard needs the gateway's HTTP port, which the {} transport does not expose",
-                transport.name()
-            ),
-            Some("start `clawlink up` (it publishes local forwards), or use an SSH or direct URL profile".into()),
-        ));
-    }
-    let ws = transport.describe();
+    let Some(ws) = transport.gateway_url() else {
+        let refusal = clawlink_core::registry::refuse_missing(
+            "the dashboard (the gateway's HTTP port in a browser)",
+            transport.name(),
+            Capability::GatewayPorts,
+        );
+        let fix = format!(
+            "{}; or a direct URL profile (--url); or start `clawlink up` with a transport that forwards ports",
+            refusal.fix.clone().unwrap_or_default()
+        );
+        return Err(Failure::from(refusal.with_fix(fix)));
+    };
     let http = if let Some(rest) = ws.strip_prefix("wss://") {
         format!("https://{rest}")
     } else if let Some(rest) = ws.strip_prefix("ws://") {
@@ -251,31 +241,24 @@ fn loopback_port(url: &str) -> Option<u16> {
 
 /// The sandbox iframes of the Control UI load from the gateway's own sandbox port number
 /// (the gateway announces `sandboxPort`), so through a forward they work only when the
-/// local port is the remote one.
-fn warn_about_sandbox(settings: &Settings, route: &Route) {
-    #[cfg(feature = "transport-ssh")]
-    {
-        let remote = settings
-            .profile
-            .transport_settings(clawlink_transport_ssh::NAME)
-            .get("remote_port")
-            .and_then(Value::as_u64)
-            .unwrap_or(18789);
-        let local = match route {
-            Route::Forwarded { port, .. } => Some(*port),
-            Route::Own(own) => Some(own.port),
-            Route::Direct { .. } => None,
-        };
-        if let Some(local) = local.filter(|l| u64::from(*l) != remote) {
-            eprintln!(
-                "note: the dashboard is on local port {local} but the gateway's port is {remote}; \
-                 canvas widgets (sandbox port {}) load only when both are the same — use --local-port {remote} when it is free",
-                remote + 1
-            );
-        }
+/// local port is the remote one. `gateway_port`: the gateway's port on its host, when the
+/// transport forwards ports.
+fn warn_about_sandbox(gateway_port: Option<u16>, route: &Route) {
+    let Some(remote) = gateway_port else {
+        return;
+    };
+    let local = match route {
+        Route::Forwarded { port, .. } => Some(*port),
+        Route::Own(own) => Some(own.port),
+        Route::Direct { .. } => None,
+    };
+    if let Some(local) = local.filter(|l| *l != remote) {
+        eprintln!(
+            "note: the dashboard is on local port {local} but the gateway's port is {remote}; \
+             canvas widgets (sandbox port {}) load only when both are the same — use --local-port {remote} when it is free",
+            u32::from(remote) + 1
+        );
     }
-    #[cfg(not(feature = "transport-ssh"))]
-    let _ = (settings, route);
 }
 
 /// Gets a sign-in for the browser: a bootstrap token minted on the gateway host when the

@@ -1,4 +1,4 @@
-//! `clawlink dashboard` over SSH: reusing a forward of the same gateway, minting the one-time sign-in on the host, or else forwards of its own (`own_forwards`) while the page is open.
+//! `clawlink dashboard` through a transport that forwards ports: reusing a loopback forward of the same gateway (`clawlink tunnel`'s), or else forwards of its own (`own_forwards`) while the page is open.
 //!
 //! A listener on the preferred local port is probed (with this profile's credentials) only
 //! when the kernel says this user holds it: anything another local user listens on gets no
@@ -8,8 +8,11 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use clawlink_core::gateway::GatewayClient;
-use clawlink_core::transport::{Transport, TransportEnv};
+use clawlink_core::transport::{
+    Connected, GatewayPorts, Transport, TransportError, TransportErrorKind,
+};
 use tokio::net::TcpStream;
 
 use super::own_forwards::OwnForwards;
@@ -18,15 +21,24 @@ use super::Route;
 use crate::cli::GlobalArgs;
 use crate::connect;
 use crate::failure::Failure;
-use crate::prompt::AppPrompter;
 use crate::settings::Settings;
 
-pub(super) async fn ssh_route(
+/// The route through `transport`, which offers [`GatewayPorts`]: an existing forward of the
+/// same gateway on the preferred local port, else forwards of our own.
+pub(super) async fn reuse_or_own(
     global: &GlobalArgs,
     settings: &Settings,
-    tunnel: Arc<clawlink_transport_ssh::SshTunnel>,
+    transport: Arc<dyn Transport>,
 ) -> Result<Route, Failure> {
-    let preferred = tunnel.settings().local_port;
+    let preferred = transport
+        .ports()
+        .map(GatewayPorts::preferred_local_port)
+        .ok_or_else(|| {
+            Failure::config(
+                "the dashboard's forwards need a transport that forwards ports",
+                None,
+            )
+        })?;
     match socket_owner::loopback_listener(preferred) {
         Owner::Other(uid) => eprintln!(
             "note: another local user (uid {uid}) listens on 127.0.0.1:{preferred}; nothing is sent there — opening a forward of our own"
@@ -35,7 +47,7 @@ pub(super) async fn ssh_route(
             "note: cannot tell who listens on 127.0.0.1:{preferred}; nothing is sent there — opening a forward of our own"
         ),
         Owner::Unknown => {}
-        Owner::Me => match same_gateway(global, settings, &tunnel, preferred).await {
+        Owner::Me => match same_gateway(global, settings, &transport, preferred).await {
             Ok(true) => {
                 return Ok(Route::Forwarded {
                     port: preferred,
@@ -50,7 +62,6 @@ pub(super) async fn ssh_route(
             }
         },
     }
-    let transport: Arc<dyn Transport> = tunnel;
     if let Some(supervision) = transport.supervision() {
         // Fail fast (host key, auth) before binding anything.
         supervision.restore().await.map_err(Failure::from)?;
@@ -58,29 +69,16 @@ pub(super) async fn ssh_route(
     Ok(Route::Own(OwnForwards::bind(transport).await?))
 }
 
-/// Whether the gateway behind 127.0.0.1:`port` is the one the SSH tunnel reaches: the
+/// Whether the gateway behind 127.0.0.1:`port` is the one `transport` reaches: the
 /// same process answers both (same `server.bootId`). Sends the profile's credentials
 /// there: only for a listener this user holds.
 async fn same_gateway(
     global: &GlobalArgs,
     settings: &Settings,
-    tunnel: &Arc<clawlink_transport_ssh::SshTunnel>,
+    transport: &Arc<dyn Transport>,
     port: u16,
 ) -> Result<bool, Failure> {
-    let direct = clawlink_core::registry::transport("direct-ws").ok_or_else(|| {
-        Failure::config(
-            "this build has no direct-ws transport to probe the forward",
-            None,
-        )
-    })?;
-    let env = TransportEnv {
-        prompter: Arc::new(AppPrompter::from_environment()),
-    };
-    let local: Arc<dyn Transport> = (direct.factory)(
-        &serde_json::json!({"url": format!("ws://127.0.0.1:{port}")}),
-        &env,
-    )
-    .map_err(Failure::from)?;
+    let local: Arc<dyn Transport> = Arc::new(LoopbackForward { port });
     let options = connect::operator_options(global, settings).await?;
     let boot_id = |client: &GatewayClient| client.hello().and_then(|h| h.server.boot_id.clone());
     let theirs = tokio::time::timeout(
@@ -97,12 +95,11 @@ async fn same_gateway(
     .map_err(Failure::from)?;
     let their_boot = boot_id(&theirs);
     theirs.shutdown().await;
-    let transport: Arc<dyn Transport> = tunnel.clone();
-    let ours = GatewayClient::connect(transport, options)
+    let ours = GatewayClient::connect(transport.clone(), options)
         .await
         .map_err(Failure::from)?;
     let our_boot = boot_id(&ours);
-    // The tunnel's SSH session stays open: the sign-in mints over it, the own forwards use it.
+    // The transport's session stays open: the sign-in mints over it, the own forwards use it.
     ours.shutdown().await;
     Ok(their_boot.is_some() && their_boot == our_boot)
 }
@@ -117,4 +114,45 @@ async fn listening(port: u16) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+/// A forward on this machine's loopback, reached as it is (the probe of [`same_gateway`]).
+/// Its gateway key is the one a direct `ws://127.0.0.1:PORT` profile uses, so a device
+/// token stored for that address is the one offered.
+struct LoopbackForward {
+    port: u16,
+}
+
+#[async_trait]
+impl Transport for LoopbackForward {
+    fn name(&self) -> &str {
+        "loopback-forward"
+    }
+
+    fn gateway_key(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    fn describe(&self) -> String {
+        self.gateway_key()
+    }
+
+    fn is_loopback_to_gateway(&self) -> bool {
+        true
+    }
+
+    async fn connect(&self) -> Result<Connected, TransportError> {
+        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
+            .await
+            .map_err(|e| {
+                TransportError::new(
+                    TransportErrorKind::Connect,
+                    format!("127.0.0.1:{}: {e}", self.port),
+                )
+            })?;
+        Ok(Connected {
+            stream: Box::new(stream),
+            request_url: format!("ws://127.0.0.1:{}/", self.port),
+        })
+    }
 }
