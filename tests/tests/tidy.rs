@@ -136,3 +136,50 @@ fn only_the_app_and_xtask_use_anyhow() {
         );
     }
 }
+
+/// The crate names (as Rust paths) of every package under `transports/`.
+fn transport_crates() -> Vec<String> {
+    let mut crates = Vec::new();
+    for entry in std::fs::read_dir(workspace_root().join("transports")).unwrap() {
+        let manifest = entry.unwrap().path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let manifest: toml::Table = toml::from_str(&text).unwrap();
+        let name = manifest["package"]["name"].as_str().unwrap();
+        crates.push(name.replace('-', "_"));
+    }
+    assert!(crates.len() >= 2, "found only {crates:?}");
+    crates
+}
+
+/// The plug-in model (ARCHITECTURE.md, "Adding a transport"): the app reaches transports
+/// through the registry and their capabilities only. `app/src/plugins.rs` is the one file
+/// that names a transport crate or a transport's cargo feature; a command module that did
+/// would break for a transport loaded at run time.
+#[test]
+fn only_plugins_rs_names_a_transport_crate_or_feature() {
+    let crates = transport_crates();
+    let app = workspace_root().join("app/src");
+    let mut files = Vec::new();
+    rust_files(&app, &mut files);
+    let mut offenders = Vec::new();
+    for file in files.iter().filter(|f| !f.ends_with("plugins.rs")) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            // Code only: a comment may explain what a transport does.
+            let code = line.split("//").next().unwrap_or("");
+            let names_crate = crates.iter().any(|c| code.contains(c.as_str()));
+            let names_feature =
+                code.contains("feature = \"transport-") || code.contains("feature = \"plugin-");
+            if names_crate || names_feature {
+                offenders.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "outside app/src/plugins.rs, the app names transport crates or features:\n{}",
+        offenders.join("\n")
+    );
+}
