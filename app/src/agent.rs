@@ -323,6 +323,9 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     Ok(())
 }
 
+/// How long `up`'s exit waits for the forwards' task after aborting it.
+const SIDE_TASK_STOP_DEADLINE: Duration = Duration::from_secs(2);
+
 /// Tasks the agent runs beside the gateway connection, for a transport that offers them:
 /// the loopback forwards (gateway and widget sandbox) that the openclaw CLI, the browser and
 /// `clawlink dashboard` use, like the app's tunnel, and a watch that restores the transport's
@@ -372,13 +375,24 @@ impl SideTasks {
         Ok(tasks)
     }
 
+    /// Aborts both tasks and waits for the forwards to let go of their listeners, within
+    /// [`SIDE_TASK_STOP_DEADLINE`]: an abort lands at the task's next await, so only a task
+    /// stuck outside the runtime could miss it, and then `up` reports it and exits anyway.
     async fn stop(self) {
         if let Some(task) = self.watch {
             task.abort();
         }
         if let Some(task) = self.forwards {
             task.abort();
-            let _ = task.await;
+            if tokio::time::timeout(SIDE_TASK_STOP_DEADLINE, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    deadline_ms = SIDE_TASK_STOP_DEADLINE.as_millis() as u64,
+                    "the local forwards did not stop in time; abandoned"
+                );
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use clawlink_core::transport::{Connected, DuplexStream, LocalEndpoint, Transport, TransportError};
@@ -72,10 +72,7 @@ impl Recording {
         }
         let (head_at, _) = self.arrival_of(head_end)?;
         let (challenge_at, challenge_wall) = self.arrival_of(offset)?;
-        let received_ms = challenge_wall
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_default();
+        let received_ms = clawlink_core::time::unix_millis(challenge_wall) as i64;
         Some(Challenge {
             upgrade_ms: head_at.duration_since(started).as_millis() as u64,
             challenge_ms: challenge_at.duration_since(head_at).as_millis() as u64,

@@ -6,7 +6,7 @@
 //! connection did not show a healthy upgrade (`doctor/tap.rs`): the gateway logs a socket
 //! that leaves before `connect` as a warning.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use clawlink_core::transport::DuplexStream;
 use serde_json::{json, Value};
@@ -175,10 +175,7 @@ pub async fn probe(
         ));
     }
     let clock_offset_ms = frame["payload"]["ts"].as_i64().map(|ts| {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_default();
+        let now = clawlink_core::time::unix_millis(SystemTime::now()) as i64;
         ts - now
     });
     let capabilities = frame["payload"]["capabilities"]
