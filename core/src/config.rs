@@ -42,6 +42,9 @@ pub struct Profile {
     pub features: BTreeMap<String, FeatureSettings>,
     #[serde(default)]
     pub client: ClientSettings,
+    /// Shared libraries to load transports from, besides the plugin directory.
+    #[serde(default, skip_serializing_if = "PluginSettings::is_empty")]
+    pub plugins: PluginSettings,
 }
 
 /// The key of a plugin's table: its registered name with `-` written `_`.
@@ -112,6 +115,22 @@ pub struct AuthSettings {
     pub token_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+}
+
+/// Plugins loaded at run time: `plugins.transports = ["~/lib/libfoo.so"]`. Every library in
+/// the plugin directory is a candidate too; a library is loaded only when a profile names
+/// a transport this build does not have, or when `clawlink transports` lists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transports: Vec<PathBuf>,
+}
+
+impl PluginSettings {
+    fn is_empty(&self) -> bool {
+        self.transports.is_empty()
+    }
 }
 
 /// One feature's table.

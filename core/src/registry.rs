@@ -207,6 +207,101 @@ pub struct DuplicateName {
     pub name: String,
 }
 
+/// Where the run-time transports came from, by name (what `clawlink transports` shows).
+static LOADED_FROM: RwLock<BTreeMap<&'static str, LoadedFrom>> = RwLock::new(BTreeMap::new());
+
+/// The shared library a run-time transport was loaded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedFrom {
+    /// The library file, as configured or found in the plugin directory.
+    pub path: std::path::PathBuf,
+    /// The plugin's own version string.
+    pub version: String,
+    /// The ABI version of its entry table.
+    pub abi_version: u32,
+}
+
+/// Where a registered transport comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Linked into this binary (submitted through inventory).
+    BuiltIn,
+    /// Registered at run time from a shared library.
+    Loaded(LoadedFrom),
+    /// Registered at run time by the embedding program (tests).
+    Registered,
+}
+
+/// Where transport `name` comes from; `None` when no transport has that name.
+pub fn origin(name: &str) -> Option<Origin> {
+    if inventory::iter::<TransportDescriptor>
+        .into_iter()
+        .any(|d| d.name == name)
+    {
+        return Some(Origin::BuiltIn);
+    }
+    transport(name)?;
+    let loaded = LOADED_FROM
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    Some(
+        loaded
+            .get(name)
+            .cloned()
+            .map_or(Origin::Registered, Origin::Loaded),
+    )
+}
+
+/// [`register_transport`] for a transport loaded from a shared library, remembering where
+/// it came from.
+pub fn register_loaded_transport(
+    descriptor: TransportDescriptor,
+    from: LoadedFrom,
+) -> Result<&'static TransportDescriptor, DuplicateName> {
+    let registered = register_transport(descriptor)?;
+    LOADED_FROM
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(registered.name, from);
+    Ok(registered)
+}
+
+/// A loader of transport plugins from shared libraries, linked into this build when the
+/// loader crate is (cargo feature `plugin-loader`). The app finds it here, so that it never
+/// names the crate outside `plugins.rs`, and a build without it says so when a profile
+/// needs a plugin.
+pub struct PluginLoaderDescriptor {
+    /// The ABI versions this loader understands.
+    pub abi_versions: &'static [u32],
+    /// Loads each library in `paths` not loaded before in this process (never twice, never
+    /// unloaded) and registers its transport; one outcome per path, in order.
+    pub load: fn(paths: &[std::path::PathBuf]) -> Vec<PluginOutcome>,
+}
+
+impl std::fmt::Debug for PluginLoaderDescriptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginLoaderDescriptor")
+            .field("abi_versions", &self.abi_versions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What loading one library gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginOutcome {
+    pub path: std::path::PathBuf,
+    /// The name of the transport it registered, or why it was refused (one line naming
+    /// the cause and the fix).
+    pub result: Result<&'static str, String>,
+}
+
+inventory::collect!(PluginLoaderDescriptor);
+
+/// The plugin loader of this build, if it has one.
+pub fn plugin_loader() -> Option<&'static PluginLoaderDescriptor> {
+    inventory::iter::<PluginLoaderDescriptor>.into_iter().next()
+}
+
 /// Adds a transport at run time (a plugin loaded from a shared library). It then appears in
 /// [`transports`], [`transport`] and [`validate`] like one submitted through inventory.
 pub fn register_transport(
@@ -462,6 +557,25 @@ mod tests {
         assert_eq!(again.name, "registry-test-runtime");
         assert!(again.to_string().contains("already registered"));
         assert_eq!(validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_loaded_transport_remembers_its_library() {
+        let from = LoadedFrom {
+            path: "/plugins/libprobe.so".into(),
+            version: "1.2.3".into(),
+            abi_version: 1,
+        };
+        // Without flags: the other test validates the whole registry, flags included.
+        let flagless = |name| TransportDescriptor {
+            flags: &[],
+            ..runtime_descriptor(name)
+        };
+        register_loaded_transport(flagless("registry-test-loaded"), from.clone()).unwrap();
+        assert_eq!(origin("registry-test-loaded"), Some(Origin::Loaded(from)));
+        register_transport(flagless("registry-test-plain")).unwrap();
+        assert_eq!(origin("registry-test-plain"), Some(Origin::Registered));
+        assert_eq!(origin("registry-test-nobody"), None);
     }
 
     #[test]
