@@ -445,9 +445,33 @@ fn unused_transport_tables(settings: &Settings) -> Vec<String> {
         .collect()
 }
 
-/// `clawlink transports`.
+/// `clawlink transports`: every transport this clawlink can use, built in or from a plugin
+/// library (all candidates are loaded for the listing), with where each comes from, and the
+/// libraries that were refused.
 pub fn transports(global: &GlobalArgs) -> Result<()> {
+    // The configured plugin list, when the config reads; a broken config must not hide the
+    // listing (the plugin directory still counts).
+    let configured = crate::settings::load(global)
+        .map(|s| s.profile.plugins.transports)
+        .unwrap_or_default();
+    let outcomes = crate::runtime_plugins::load_everything(&configured);
+    let refused: Vec<(&std::path::Path, &str)> = outcomes
+        .iter()
+        .filter_map(|o| Some((o.path.as_path(), o.result.as_ref().err()?.as_str())))
+        .collect();
     let all = registry::transports();
+    let origin_of = |name: &str| -> Value {
+        match registry::origin(name) {
+            Some(registry::Origin::Loaded(from)) => json!({
+                "kind": "plugin",
+                "path": from.path,
+                "version": from.version,
+                "abiVersion": from.abi_version,
+            }),
+            Some(registry::Origin::Registered) => json!({"kind": "registered"}),
+            _ => json!({"kind": "built-in", "version": env!("CARGO_PKG_VERSION")}),
+        }
+    };
     if global.json {
         let list: Vec<Value> = all
             .iter()
@@ -456,30 +480,51 @@ pub fn transports(global: &GlobalArgs) -> Result<()> {
                 json!({
                     "name": d.name,
                     "summary": d.summary,
+                    "origin": origin_of(d.name),
                     "capabilities": capabilities,
                     "example": d.example_config,
                 })
             })
             .collect();
         println!("{}", Value::Array(list));
+        // The array stays what it always was; refused libraries are reported on stderr.
+        for (path, why) in refused {
+            crate::terminal::eprintln_safe!("plugin {} refused: {why}", path.display());
+        }
         return Ok(());
     }
     for d in all {
         let capabilities: Vec<&str> = d.capabilities.iter().map(|c| c.name()).collect();
-        println!(
-            "{}\n  {}\n  offers: {}\n  example [PROFILE.transports.{}]:",
-            d.name,
-            d.summary,
-            if capabilities.is_empty() {
-                "the gateway connection only".to_owned()
-            } else {
-                capabilities.join("; ")
-            },
+        let origin = match registry::origin(d.name) {
+            Some(registry::Origin::Loaded(from)) => format!(
+                "plugin {} (version {}, ABI {})",
+                from.path.display(),
+                from.version,
+                from.abi_version
+            ),
+            Some(registry::Origin::Registered) => "registered at run time".to_owned(),
+            _ => format!("built in (clawlink {})", env!("CARGO_PKG_VERSION")),
+        };
+        let offers = if capabilities.is_empty() {
+            "the gateway connection only".to_owned()
+        } else {
+            capabilities.join("; ")
+        };
+        // A plugin's texts are someone else's bytes: each line is made terminal-safe.
+        crate::terminal::println_safe!("{}", d.name);
+        crate::terminal::println_safe!("  {}", d.summary);
+        crate::terminal::println_safe!("  from: {origin}");
+        crate::terminal::println_safe!("  offers: {offers}");
+        crate::terminal::println_safe!(
+            "  example [PROFILE.transports.{}]:",
             clawlink_core::config::table_key(d.name)
         );
         for line in d.example_config.lines() {
-            println!("    {line}");
+            crate::terminal::println_safe!("    {line}");
         }
+    }
+    for (path, why) in refused {
+        crate::terminal::eprintln_safe!("plugin {} refused: {why}", path.display());
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ mod plugins;
 mod prompt;
 mod qr;
 mod remote_exec;
+mod runtime_plugins;
 mod secret_env;
 mod service;
 mod settings;

@@ -12,6 +12,8 @@ use clawlink_feature_notify as _;
 use clawlink_feature_voicewake as _;
 #[cfg(feature = "feature-webchat")]
 use clawlink_feature_webchat as _;
+#[cfg(feature = "plugin-loader")]
+use clawlink_transport_dylib as _;
 #[cfg(feature = "transport-ssh")]
 use clawlink_transport_ssh as _;
 #[cfg(feature = "transport-ws")]
@@ -37,6 +39,9 @@ pub const EXPECTED_FEATURES: &[&str] = &[
     clawlink_feature_webchat::NAME,
 ];
 
+/// Whether this build links the loader of transport plugins from shared libraries.
+pub const PLUGIN_LOADER: bool = cfg!(feature = "plugin-loader");
+
 /// Fails when a plugin this build links did not register (the inventory pitfall above) or
 /// when something unexpected registered.
 pub fn check_linked() -> Result<(), String> {
@@ -48,6 +53,20 @@ pub fn check_linked() -> Result<(), String> {
         .iter()
         .map(|d| d.name)
         .collect();
+    // Transports loaded at run time are not linked: only the built-in ones are compared.
+    let transports: Vec<&str> = transports
+        .into_iter()
+        .filter(|name| {
+            clawlink_core::registry::origin(name) == Some(clawlink_core::registry::Origin::BuiltIn)
+        })
+        .collect();
+    if clawlink_core::registry::plugin_loader().is_some() != PLUGIN_LOADER {
+        return Err(format!(
+            "plugin registry mismatch: the plugin loader is {} but this build was compiled {} it; rebuild with `cargo xtask build`",
+            if PLUGIN_LOADER { "missing" } else { "present" },
+            if PLUGIN_LOADER { "with" } else { "without" },
+        ));
+    }
     if transports != EXPECTED_TRANSPORTS || features != EXPECTED_FEATURES {
         return Err(format!(
             "plugin registry mismatch: transports {transports:?} (expected {EXPECTED_TRANSPORTS:?}), \

@@ -158,6 +158,9 @@ pub fn load(global: &GlobalArgs) -> Result<Settings, Failure> {
             ),
         )
     })?;
+    // Before the tables are checked: a transport from a plugin must be registered for its
+    // table to be known.
+    crate::runtime_plugins::ensure_profile_transports(&profile, &profile_name)?;
     let settings = Settings {
         profile_name,
         profile,

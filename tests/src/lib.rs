@@ -5,6 +5,8 @@
 //! env file. A test never skips when they are missing: it fails and says how to start them.
 
 pub mod agent;
+pub mod compliance;
+pub mod plugins;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -698,101 +698,16 @@ fn assert_gone(pids: &[u32], label: &str) {
 // The base contract: connect, handshake, health; recover from a cut stream; close cleanly
 // ---------------------------------------------------------------------------------------
 
-/// A transport whose streams the test can cut: each `connect` hands the client one end of
-/// an in-memory pipe and pumps it to the inner transport's stream, so cutting a pump is
-/// what a dropped TCP connection looks like to the client (its reads end), whatever the
-/// transport underneath.
-struct Cuttable {
-    inner: Arc<dyn Transport>,
-    pumps: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Cuttable {
-    fn new(inner: Arc<dyn Transport>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            pumps: std::sync::Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Cuts every stream opened so far; returns how many were still moving bytes.
-    fn cut_all(&self) -> usize {
-        let pumps = std::mem::take(&mut *self.pumps.lock().unwrap());
-        let live = pumps.iter().filter(|p| !p.is_finished()).count();
-        pumps.iter().for_each(tokio::task::JoinHandle::abort);
-        live
-    }
-}
-
-#[async_trait]
-impl Transport for Cuttable {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn gateway_key(&self) -> String {
-        self.inner.gateway_key()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn is_loopback_to_gateway(&self) -> bool {
-        self.inner.is_loopback_to_gateway()
-    }
-    async fn connect(
-        &self,
-    ) -> Result<clawlink_core::transport::Connected, clawlink_core::transport::TransportError> {
-        let mut connected = self.inner.connect().await?;
-        let (near, mut far) = tokio::io::duplex(64 * 1024);
-        let mut stream = std::mem::replace(&mut connected.stream, Box::new(near));
-        let pump = tokio::spawn(async move {
-            let _ = tokio::io::copy_bidirectional(&mut stream, &mut far).await;
-        });
-        self.pumps.lock().unwrap().push(pump);
-        Ok(connected)
-    }
-    async fn close(&self) {
-        self.cut_all();
-        self.inner.close().await;
-    }
-}
-
-/// Every registered transport, through the real gateway: handshake and `health`; after
-/// its stream is cut, the client reconnects through the same transport by itself and
-/// `health` answers again; `close` leaves no ssh child and no pump behind.
+/// Every registered transport, through the real gateway: the base contract
+/// (`clawlink_tests::compliance::connects_and_recovers_from_a_cut`), and `close` leaves no
+/// ssh child behind.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_transport_connects_and_recovers_from_a_cut_stream() {
-    use clawlink_core::gateway::{GatewayClient, Phase};
     let home = ssh_home("compliance-connect");
     for profile in profiles(&home) {
         let label = format!("{} ({})", profile.transport, profile.variant);
-        let transport = Cuttable::new(build_profile(&profile));
-        let (options, _) = operator(token_credentials());
-        let client = GatewayClient::connect(transport.clone(), options)
-            .await
-            .unwrap_or_else(|e| panic!("{label}: handshake: {e}"));
-        let health = client.request("health", Value::Null).await.unwrap();
-        assert_eq!(health["ok"], true, "{label}: {health}");
-        let first = client.state().borrow().generation;
-
-        assert_eq!(transport.cut_all(), 1, "{label}: one live stream to cut");
-        let mut state = client.state();
-        let recovered = tokio::time::timeout(
-            Duration::from_secs(30),
-            state.wait_for(|s| s.generation > first && matches!(s.phase, Phase::Connected)),
-        )
-        .await;
-        assert!(
-            matches!(recovered, Ok(Ok(_))),
-            "{label}: no new session within 30 s of the cut: {:?}",
-            client.state().borrow().phase
-        );
-        let health = client.request("health", Value::Null).await.unwrap();
-        assert_eq!(health["ok"], true, "{label}: after the cut: {health}");
-
         let children = ssh_children(std::process::id());
-        client.shutdown().await;
-        transport.close().await;
-        assert_eq!(transport.cut_all(), 0, "{label}: a pump outlived close");
+        compliance::connects_and_recovers_from_a_cut(&label, build_profile(&profile)).await;
         assert_gone(&children, &label);
     }
 }
