@@ -12,7 +12,6 @@
 
 mod forward;
 mod idle;
-mod json;
 mod procs;
 mod remote;
 mod rtt;
@@ -27,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value};
 
 use crate::peer::{self, EnvFile, Layout};
 use crate::util::{describe, run_command, say, tail, workspace_root};
@@ -379,22 +379,39 @@ impl Stats {
     fn mean(&self) -> f64 {
         self.values.iter().sum::<f64>() / self.values.len() as f64
     }
-    /// `{"runs", "median", "min", "max", "values"}` (plus p99 when asked).
-    fn to_json(&self, with_p99: bool) -> json::Value {
-        let mut pairs = vec![
-            ("runs", json::num(self.values.len() as f64)),
-            ("median", json::num3(self.median())),
-        ];
+    /// `{"runs", "median", "min", "max", "values"}` (plus p50, p99 and mean when asked).
+    fn to_json(&self, with_p99: bool) -> Value {
+        let mut out = json!({
+            "runs": self.values.len() as f64,
+            "median": round3(self.median()),
+            "min": round3(self.min()),
+            "max": round3(self.max()),
+            "values": self.values.iter().copied().map(round3).collect::<Vec<_>>(),
+        });
         if with_p99 {
-            pairs.push(("p50", json::num3(self.percentile(50.0))));
-            pairs.push(("p99", json::num3(self.percentile(99.0))));
-            pairs.push(("mean", json::num3(self.mean())));
+            out["p50"] = json!(round3(self.percentile(50.0)));
+            out["p99"] = json!(round3(self.percentile(99.0)));
+            out["mean"] = json!(round3(self.mean()));
         }
-        pairs.push(("min", json::num3(self.min())));
-        pairs.push(("max", json::num3(self.max())));
-        pairs.push(("values", json::nums3(&self.values)));
-        json::obj(pairs)
+        out
     }
+}
+
+/// `x` rounded to 3 decimals for the reports (milliseconds to the microsecond, MiB/s to
+/// 0.001). A value that is not finite is written as `null`: serde_json turns NaN and the
+/// infinities into `null`, as JSON has no such numbers.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// `x` rounded to 6 decimals: the goals' ratios.
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// A report as written to `<name>.json`: two-space indentation and a final newline.
+fn pretty(report: &Value) -> String {
+    format!("{report:#}\n")
 }
 
 fn unix_now() -> u64 {
@@ -404,10 +421,10 @@ fn unix_now() -> u64 {
 }
 
 /// Writes `<name>.json` and `<name>.md` under target/bench and prints the markdown.
-fn write_files(ctx: &BenchContext, name: &str, json: &json::Value, md: &str) -> Result<()> {
+fn write_files(ctx: &BenchContext, name: &str, json: &Value, md: &str) -> Result<()> {
     let json_path = ctx.out_dir.join(format!("{name}.json"));
     let md_path = ctx.out_dir.join(format!("{name}.md"));
-    fs::write(&json_path, json::pretty(json))?;
+    fs::write(&json_path, pretty(json))?;
     fs::write(&md_path, md)?;
     print!("{md}");
     say(
@@ -698,45 +715,36 @@ fn render_markdown(name: &str, series: &[&Series], cmp: &Comparison) -> String {
 }
 
 fn render_json(name: &str, series: &[&Series], cmp: &Comparison) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut json = format!(
-        "{{\n  \"benchmark\": {},\n  \"unix_time\": {now},\n  \"runs\": {RUNS},\n  \"warmup_runs\": {WARMUP_RUNS},\n  \"commands\": {{\n",
-        json::quote(name)
-    );
-    for (i, s) in series.iter().enumerate() {
-        let walls: Vec<String> = s.wall_ms().iter().map(|ms| format!("{ms:.3}")).collect();
-        let rss: Vec<String> = s
-            .samples
-            .iter()
-            .map(|x| x.max_rss_kib.to_string())
-            .collect();
-        let _ = write!(
-            json,
-            "    {}: {{\n      \"command\": {},\n      \"wall_ms\": [{}],\n      \"max_rss_kib\": [{}],\n      \
-             \"median_wall_ms\": {:.3},\n      \"min_wall_ms\": {:.3},\n      \"max_wall_ms\": {:.3},\n      \"max_rss_mib\": {:.3}\n    }}{}\n",
-            json::quote(s.label),
-            json::quote(&s.command),
-            walls.join(", "),
-            rss.join(", "),
-            s.median_ms(),
-            s.min_ms(),
-            s.max_ms(),
-            s.max_rss_mib(),
-            if i + 1 < series.len() { "," } else { "" }
-        );
-    }
-    let _ = write!(
-        json,
-        "  }},\n  \"goals\": {{\n    \"time_ratio\": {:.6},\n    \"time_goal\": {TIME_GOAL_RATIO:.6},\n    \"time_met\": {},\n    \
-         \"memory_ratio\": {:.6},\n    \"memory_goal\": {MEMORY_GOAL_RATIO:.6},\n    \"memory_met\": {}\n  }}\n}}\n",
-        cmp.time_ratio,
-        cmp.time_met(),
-        cmp.memory_ratio,
-        cmp.memory_met(),
-    );
-    json
+    let commands: Map<String, Value> = series
+        .iter()
+        .map(|s| {
+            let report = json!({
+                "command": s.command,
+                "wall_ms": s.wall_ms().into_iter().map(round3).collect::<Vec<_>>(),
+                "max_rss_kib": s.samples.iter().map(|x| x.max_rss_kib).collect::<Vec<_>>(),
+                "median_wall_ms": round3(s.median_ms()),
+                "min_wall_ms": round3(s.min_ms()),
+                "max_wall_ms": round3(s.max_ms()),
+                "max_rss_mib": round3(s.max_rss_mib()),
+            });
+            (s.label.to_owned(), report)
+        })
+        .collect();
+    pretty(&json!({
+        "benchmark": name,
+        "unix_time": unix_now(),
+        "runs": RUNS,
+        "warmup_runs": WARMUP_RUNS,
+        "commands": commands,
+        "goals": {
+            "time_ratio": round6(cmp.time_ratio),
+            "time_goal": round6(TIME_GOAL_RATIO),
+            "time_met": cmp.time_met(),
+            "memory_ratio": round6(cmp.memory_ratio),
+            "memory_goal": round6(MEMORY_GOAL_RATIO),
+            "memory_met": cmp.memory_met(),
+        },
+    }))
 }
 
 #[cfg(test)]
@@ -779,7 +787,68 @@ mod tests {
     }
 
     #[test]
-    fn escapes_json_strings() {
-        assert_eq!(json::quote("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
+    fn report_numbers_are_rounded_and_never_nan() {
+        let stats = Stats::new(vec![1.23456, 2.0]);
+        let back: Value = serde_json::from_str(&pretty(&stats.to_json(true))).unwrap();
+        assert_eq!(back["values"][0].as_f64(), Some(1.235));
+        assert_eq!(back["runs"].as_f64(), Some(2.0));
+        for key in [
+            "runs", "median", "min", "max", "values", "p50", "p99", "mean",
+        ] {
+            assert!(back.get(key).is_some(), "{key}");
+        }
+        let empty = Stats::new(Vec::new()).to_json(false);
+        assert_eq!(empty["median"], Value::Null);
+        assert!(pretty(&json!({"a": 1})).ends_with("}\n"));
+    }
+
+    #[test]
+    fn the_comparison_report_is_json_with_its_keys() {
+        let series = |label, ms: &[u64]| Series {
+            label,
+            command: format!("{label} \"quoted\" \\ arg\n\u{1}"),
+            samples: ms
+                .iter()
+                .map(|&ms| Sample {
+                    wall: Duration::from_micros(ms * 1000 + 1234),
+                    max_rss_kib: 2048,
+                })
+                .collect(),
+        };
+        let (ours, theirs) = (
+            series("clawlink", &[1, 2, 3]),
+            series("openclaw", &[40, 50]),
+        );
+        let cmp = Comparison::new(&ours, &theirs);
+        let text = render_json("status", &[&ours, &theirs], &cmp);
+        let report: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(report["benchmark"], "status");
+        assert_eq!(report["runs"], RUNS);
+        assert_eq!(report["warmup_runs"], WARMUP_RUNS);
+        assert!(report["unix_time"].is_u64());
+        let ours = &report["commands"]["clawlink"];
+        assert_eq!(ours["command"], "clawlink \"quoted\" \\ arg\n\u{1}");
+        assert_eq!(ours["wall_ms"], json!([2.234, 3.234, 4.234]));
+        assert_eq!(ours["max_rss_kib"], json!([2048, 2048, 2048]));
+        assert_eq!(ours["median_wall_ms"], 3.234);
+        assert_eq!(ours["min_wall_ms"], 2.234);
+        assert_eq!(ours["max_wall_ms"], 4.234);
+        assert_eq!(ours["max_rss_mib"], 2.0);
+        let mut keys: Vec<&String> = report["goals"].as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "memory_goal",
+                "memory_met",
+                "memory_ratio",
+                "time_goal",
+                "time_met",
+                "time_ratio"
+            ]
+        );
+        assert_eq!(report["goals"]["time_goal"], 0.05);
+        assert_eq!(report["goals"]["memory_met"], false);
+        assert!(text.ends_with("}\n"));
     }
 }

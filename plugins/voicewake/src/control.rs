@@ -75,3 +75,34 @@ pub(crate) fn send_args(args: &Value) -> Result<(String, Option<String>), Featur
     };
     Ok((text, trigger))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn control_arguments_are_checked() {
+        assert_eq!(recent_args(&Value::Null).unwrap(), (None, 20));
+        assert_eq!(
+            recent_args(&json!({"since": 4, "limit": 2})).unwrap(),
+            (Some(4), 2)
+        );
+        assert!(recent_args(&json!({"sinse": 4}))
+            .unwrap_err()
+            .message
+            .contains("\"sinse\""));
+        assert!(recent_args(&json!({"since": -1})).is_err());
+        assert_eq!(
+            send_args(&json!({"text": "hi"})).unwrap(),
+            ("hi".into(), None)
+        );
+        assert!(send_args(&json!({})).unwrap_err().message.contains("text"));
+        assert!(send_args(&json!({"text": 3})).is_err());
+        assert!(send_args(&json!({"text": "x", "extra": 1}))
+            .unwrap_err()
+            .message
+            .contains("extra"));
+        assert!(send_args(&Value::Null).is_err());
+    }
+}

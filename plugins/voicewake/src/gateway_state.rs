@@ -42,3 +42,19 @@ pub fn triggers_of(payload: &Value) -> Option<Vec<String>> {
         .collect();
     (!list.is_empty()).then_some(list)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn trigger_payloads_are_read_leniently() {
+        assert_eq!(
+            triggers_of(&json!({"triggers": ["a", 3, "b"]})),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(triggers_of(&json!({"triggers": []})), None);
+        assert_eq!(triggers_of(&json!({})), None);
+    }
+}

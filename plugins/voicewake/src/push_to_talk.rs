@@ -134,3 +134,34 @@ pub async fn send_once(
         .cloned()
         .expect("the detection was just recorded"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_to_talk_takes_a_leading_trigger_off() {
+        let triggers = TriggerSet::new(&DEFAULT_TRIGGERS);
+        assert_eq!(
+            split_push_to_talk(&triggers, "Computer, what's the weather?", None).unwrap(),
+            (Some("computer".into()), "what's the weather?".into())
+        );
+        assert_eq!(
+            split_push_to_talk(&triggers, "turn the lights off", None).unwrap(),
+            (None, "turn the lights off".into())
+        );
+        assert_eq!(
+            split_push_to_talk(&triggers, "lights off", Some("jarvis")).unwrap(),
+            (Some("jarvis".into()), "lights off".into())
+        );
+        assert_eq!(
+            split_push_to_talk(&triggers, "Jarvis, lights off", Some("jarvis")).unwrap(),
+            (Some("jarvis".into()), "lights off".into())
+        );
+        assert!(split_push_to_talk(&triggers, "  ", None).is_err());
+        assert!(split_push_to_talk(&triggers, "claude!", None)
+            .unwrap_err()
+            .message
+            .contains("nothing after the trigger"));
+    }
+}

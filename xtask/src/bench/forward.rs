@@ -5,8 +5,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use serde_json::Value;
 
-use super::json::{self, Value};
 use super::procs::{self, ChildGuard};
 use super::BenchContext;
 use crate::util::{describe, say};
@@ -36,7 +36,7 @@ pub fn clawlink_tunnel(ctx: &BenchContext, remote_port: u16, name: &str) -> Resu
     std::fs::create_dir_all(ctx.out_dir.join("logs"))?;
     let mut guard = ChildGuard::spawn(name, &mut cmd, &ctx.log_path(&format!("{name}.stderr")))?;
     let line = procs::first_stdout_line(&mut guard, READY_TIMEOUT)?;
-    let report = json::parse(line.trim())
+    let report: Value = serde_json::from_str(line.trim())
         .with_context(|| format!("clawlink tunnel printed {:?}, not JSON", line.trim()))?;
     if report.get("ok").and_then(Value::as_bool) != Some(true) {
         bail!("clawlink tunnel reported failure: {}", line.trim());

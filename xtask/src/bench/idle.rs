@@ -11,10 +11,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde_json::json;
 
-use super::json::{self, Value};
 use super::procs::ChildGuard;
-use super::{unix_now, write_files, BenchContext, SummaryRow};
+use super::{round3, unix_now, write_files, BenchContext, SummaryRow};
 use crate::util::say;
 
 /// Goal from the issue: at most this much resident memory after the idle period.
@@ -91,27 +91,24 @@ pub fn agent_idle_rss(ctx: &BenchContext) -> Result<SummaryRow> {
     let peak_mib = peak_kib as f64 / 1024.0;
     let met = final_mib <= GOAL_MIB;
 
-    let json = json::obj([
-        ("benchmark", json::str("agent-idle-rss")),
-        ("unix_time", json::num(unix_now() as f64)),
-        ("command", json::str(&command)),
-        ("idle_secs", json::num(idle.as_secs() as f64)),
-        ("green_after_s", json::num3(green_after.as_secs_f64())),
-        ("rss_mib_after_idle", json::num3(final_mib)),
-        ("peak_rss_mib", json::num3(peak_mib)),
-        (
-            "rss_mib_samples",
-            Value::Array(
-                samples
-                    .iter()
-                    .map(|(t, mib)| json::obj([("t_s", json::num3(*t)), ("mib", json::num3(*mib))]))
-                    .collect(),
-            ),
-        ),
-        ("goal_mib", json::num(GOAL_MIB)),
-        ("met", Value::Bool(met)),
-        ("exit_on_sigterm", json::str(exit.to_string())),
-    ]);
+    let samples_json: Vec<_> = samples
+        .iter()
+        .map(|&(t, mib)| json!({"t_s": round3(t), "mib": round3(mib)}))
+        .collect();
+    // Counts as floats (`300.0`), as these reports have always had them.
+    let json = json!({
+        "benchmark": "agent-idle-rss",
+        "unix_time": unix_now() as f64,
+        "command": command,
+        "idle_secs": idle.as_secs() as f64,
+        "green_after_s": round3(green_after.as_secs_f64()),
+        "rss_mib_after_idle": round3(final_mib),
+        "peak_rss_mib": round3(peak_mib),
+        "rss_mib_samples": samples_json,
+        "goal_mib": GOAL_MIB,
+        "met": met,
+        "exit_on_sigterm": exit.to_string(),
+    });
     let mut md = String::new();
     let _ = writeln!(md, "# agent-idle-rss\n");
     let _ = writeln!(

@@ -13,11 +13,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value};
 
-use super::json::{self, Value};
 use super::{
-    forward, measure, met, run_measured, unix_now, write_files, BenchContext, Stats, SummaryRow,
-    COMMAND_TIMEOUT, TIME_GOAL_RATIO, WARMUP_RUNS,
+    forward, measure, met, round3, round6, run_measured, unix_now, write_files, BenchContext,
+    Stats, SummaryRow, COMMAND_TIMEOUT, TIME_GOAL_RATIO, WARMUP_RUNS,
 };
 use crate::util::{describe, say, tail};
 
@@ -53,54 +53,37 @@ pub fn test_remote(ctx: &BenchContext) -> Result<SummaryRow> {
     let ratio_openssh = ours_ms.median() / openssh.total.median();
     let goal_met = ratio_seed <= TIME_GOAL_RATIO;
 
-    let json = json::obj([
-        ("benchmark", json::str("test-remote")),
-        ("unix_time", json::num(unix_now() as f64)),
-        ("warmup_runs", json::num(WARMUP_RUNS as f64)),
-        ("unit", json::str("ms")),
-        (
-            "clawlink",
-            json::obj([
-                ("command", json::str(&ours.command)),
-                ("wall_ms", ours_ms.to_json(false)),
-                ("max_rss_mib", json::num3(ours.max_rss_mib())),
-                ("steps_ms", steps.to_json()),
-            ]),
-        ),
-        (
-            "seed_status",
-            json::obj([
-                ("command", json::str(&seed_series.command)),
-                ("wall_ms", seed_ms.to_json(false)),
-                ("max_rss_mib", json::num3(seed_series.max_rss_mib())),
-            ]),
-        ),
-        (
-            "openssh_equivalent",
-            json::obj([
-                (
-                    "commands",
-                    Value::Array(openssh.commands.iter().map(json::str).collect()),
-                ),
-                ("wall_ms", openssh.total.to_json(false)),
-                ("version_ms", openssh.version.to_json(false)),
-                ("forward_up_ms", openssh.forward_up.to_json(false)),
-                ("call_health_ms", openssh.call.to_json(false)),
-            ]),
-        ),
-        (
-            "goals",
-            json::obj([
-                ("time_ratio_vs_seed", json::num(round6(ratio_seed))),
-                ("time_goal", json::num(round6(TIME_GOAL_RATIO))),
-                ("time_met", Value::Bool(goal_met)),
-                (
-                    "time_ratio_vs_openssh_equivalent",
-                    json::num(round6(ratio_openssh)),
-                ),
-            ]),
-        ),
-    ]);
+    // Counts as floats (`1.0`), as these reports have always had them.
+    let json = json!({
+        "benchmark": "test-remote",
+        "unix_time": unix_now() as f64,
+        "warmup_runs": WARMUP_RUNS as f64,
+        "unit": "ms",
+        "clawlink": {
+            "command": ours.command,
+            "wall_ms": ours_ms.to_json(false),
+            "max_rss_mib": round3(ours.max_rss_mib()),
+            "steps_ms": steps.to_json(),
+        },
+        "seed_status": {
+            "command": seed_series.command,
+            "wall_ms": seed_ms.to_json(false),
+            "max_rss_mib": round3(seed_series.max_rss_mib()),
+        },
+        "openssh_equivalent": {
+            "commands": openssh.commands,
+            "wall_ms": openssh.total.to_json(false),
+            "version_ms": openssh.version.to_json(false),
+            "forward_up_ms": openssh.forward_up.to_json(false),
+            "call_health_ms": openssh.call.to_json(false),
+        },
+        "goals": {
+            "time_ratio_vs_seed": round6(ratio_seed),
+            "time_goal": round6(TIME_GOAL_RATIO),
+            "time_met": goal_met,
+            "time_ratio_vs_openssh_equivalent": round6(ratio_openssh),
+        },
+    });
 
     let mut md = format!(
         "# test-remote\n\nWall time of a full connection test over SSH to the real sshd and gateway on 127.0.0.1; \
@@ -185,10 +168,6 @@ pub fn test_remote(ctx: &BenchContext) -> Result<SummaryRow> {
     })
 }
 
-fn round6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
-}
-
 /// Per-step times from `clawlink --json test`: each step's `ms` and every numeric field of
 /// its `data` (e.g. `ssh.handshakeMs`, `gateway.healthMs`), in first-seen order.
 struct Steps {
@@ -197,11 +176,12 @@ struct Steps {
 
 impl Steps {
     fn to_json(&self) -> Value {
-        json::obj(
-            self.entries
-                .iter()
-                .map(|(name, stats)| (name.clone(), stats.to_json(false))),
-        )
+        let steps: Map<String, Value> = self
+            .entries
+            .iter()
+            .map(|(name, stats)| (name.clone(), stats.to_json(false)))
+            .collect();
+        Value::Object(steps)
     }
 }
 
@@ -212,7 +192,7 @@ fn step_breakdown(stdouts: &[String]) -> Result<Steps> {
         None => entries.push((name, Stats::new(vec![ms]))),
     };
     for (run, stdout) in stdouts.iter().enumerate() {
-        let report = json::parse(stdout.trim())
+        let report: Value = serde_json::from_str(stdout.trim())
             .with_context(|| format!("`clawlink --json test` run {run} printed no JSON"))?;
         if report.get("ok").and_then(Value::as_bool) != Some(true) {
             bail!(

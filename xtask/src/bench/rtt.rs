@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
 
-use super::json::{self, Value};
 use super::ws::{self, WsClient};
 use super::{forward, unix_now, write_files, BenchContext, Stats, SummaryRow, WARMUP_RUNS};
 use crate::util::say;
@@ -49,33 +49,21 @@ pub fn health_rtt(ctx: &BenchContext) -> Result<SummaryRow> {
         ("clawlink_tunnel", &through_clawlink, clawlink_command),
         ("openssh_forward", &through_ssh, ssh_command),
     ];
-    let mut pairs = vec![
-        ("benchmark".to_string(), json::str("health-rtt")),
-        ("unix_time".to_string(), json::num(unix_now() as f64)),
-        ("unit".to_string(), json::str("ms")),
-        ("round_trips".to_string(), json::num(RUNS as f64)),
-        (
-            "warmup_round_trips".to_string(),
-            json::num(WARMUP_RUNS as f64),
-        ),
-        (
-            "connect".to_string(),
-            json::obj([
-                (
-                    "client",
-                    json::str("cli/cli, no device identity, shared token"),
-                ),
-                ("auth", auth.clone()),
-            ]),
-        ),
-    ];
+    // Counts as floats (`1000.0`), as these reports have always had them.
+    let mut json = json!({
+        "benchmark": "health-rtt",
+        "unix_time": unix_now() as f64,
+        "unit": "ms",
+        "round_trips": RUNS as f64,
+        "warmup_round_trips": WARMUP_RUNS as f64,
+        "connect": {
+            "client": "cli/cli, no device identity, shared token",
+            "auth": auth,
+        },
+    });
     for (key, stats, command) in &paths {
-        pairs.push((
-            (*key).to_string(),
-            json::obj([("via", json::str(command)), ("rtt_ms", stats.to_json(true))]),
-        ));
+        json[*key] = json!({"via": command, "rtt_ms": stats.to_json(true)});
     }
-    let json = json::obj(pairs);
 
     let auth_note = format!(
         "auth method {}, scopes {}",

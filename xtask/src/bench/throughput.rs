@@ -15,10 +15,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde_json::json;
 
-use super::json::{self, Value};
 use super::procs::{self, ChildGuard};
-use super::{forward, met, unix_now, write_files, BenchContext, Stats, SummaryRow};
+use super::{forward, met, round3, unix_now, write_files, BenchContext, Stats, SummaryRow};
 use crate::util::say;
 
 const MIB: u64 = 1 << 20;
@@ -90,44 +90,33 @@ pub fn tunnel_throughput(ctx: &BenchContext) -> Result<SummaryRow> {
     let goal_met = ratio >= GOAL_RATIO;
 
     let series = |i: usize, command: &str| {
-        let mut pairs = vec![
-            ("command", json::str(command)),
-            ("mib_per_s", stats[i].to_json(false)),
-        ];
+        let mut series = json!({"command": command, "mib_per_s": stats[i].to_json(false)});
         if !cpu[i].values.is_empty() {
-            pairs.push(("client_cpu_s_per_gib", cpu[i].to_json(false)));
+            series["client_cpu_s_per_gib"] = cpu[i].to_json(false);
         }
-        json::obj(pairs)
+        series
     };
-    let json = json::obj([
-        ("benchmark", json::str("tunnel-throughput")),
-        ("unix_time", json::num(unix_now() as f64)),
-        ("transfer_mib", json::num(TRANSFER_MIB as f64)),
-        ("chunk_bytes", json::num(CHUNK as f64)),
-        ("rounds", json::num(ROUNDS as f64)),
-        ("warmup_runs", json::num(0.0)),
-        (
-            "direct",
-            series(
-                0,
-                &format!("read 127.0.0.1:{source_port} (the bulk source, no tunnel)"),
-            ),
+    // Counts as floats (`512.0`), as these reports have always had them.
+    let json = json!({
+        "benchmark": "tunnel-throughput",
+        "unix_time": unix_now() as f64,
+        "transfer_mib": TRANSFER_MIB as f64,
+        "chunk_bytes": CHUNK as f64,
+        "rounds": ROUNDS as f64,
+        "warmup_runs": 0.0,
+        "direct": series(
+            0,
+            &format!("read 127.0.0.1:{source_port} (the bulk source, no tunnel)"),
         ),
-        ("clawlink", series(1, &clawlink.command)),
-        ("openssh", series(2, &openssh.command)),
-        (
-            "clawlink_tunnel_exit_on_sigterm",
-            json::str(clawlink_status.to_string()),
-        ),
-        (
-            "goals",
-            json::obj([
-                ("throughput_ratio", json::num3(ratio)),
-                ("throughput_goal", json::num(GOAL_RATIO)),
-                ("throughput_met", Value::Bool(goal_met)),
-            ]),
-        ),
-    ]);
+        "clawlink": series(1, &clawlink.command),
+        "openssh": series(2, &openssh.command),
+        "clawlink_tunnel_exit_on_sigterm": clawlink_status.to_string(),
+        "goals": {
+            "throughput_ratio": round3(ratio),
+            "throughput_goal": GOAL_RATIO,
+            "throughput_met": goal_met,
+        },
+    });
 
     let mut md = format!(
         "# tunnel-throughput\n\n{TRANSFER_MIB} MiB of zeros from a loopback TCP source (1 MiB writes), read to EOF \

@@ -9,8 +9,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
 
-use super::json::{self, quote, Value};
 use super::procs;
 
 /// The RFC 6455 example key, and the accept value the server must derive from it.
@@ -216,7 +216,7 @@ impl WsClient {
             if !text.contains(id) {
                 continue;
             }
-            let frame = json::parse(&text).context("gateway frame is not JSON")?;
+            let frame: Value = serde_json::from_str(&text).context("gateway frame is not JSON")?;
             if frame.get("type").and_then(Value::as_str) == Some("res")
                 && frame.get("id").and_then(Value::as_str) == Some(id)
             {
@@ -247,21 +247,33 @@ pub fn gateway_connect(port: u16, token: &str, timeout: Duration) -> Result<(WsC
             bail!("no connect.challenge event in time");
         }
         let text = ws.recv_text()?;
-        let frame = json::parse(&text).context("gateway frame is not JSON")?;
+        let frame: Value = serde_json::from_str(&text).context("gateway frame is not JSON")?;
         if frame.get("type").and_then(Value::as_str) == Some("event")
             && frame.get("event").and_then(Value::as_str) == Some("connect.challenge")
         {
             break;
         }
     }
-    let connect = format!(
-        r#"{{"type":"req","id":"c","method":"connect","params":{{"minProtocol":4,"maxProtocol":4,"client":{{"id":"cli","version":"bench","platform":"linux","mode":"cli"}},"role":"operator","scopes":["operator.read"],"caps":[],"auth":{{"token":{}}}}}}}"#,
-        quote(token)
-    );
-    ws.send_text(&connect)?;
+    let connect = json!({
+        "type": "req",
+        "id": "c",
+        "method": "connect",
+        "params": {
+            "minProtocol": 4,
+            "maxProtocol": 4,
+            "client": {"id": "cli", "version": "bench", "platform": "linux", "mode": "cli"},
+            "role": "operator",
+            "scopes": ["operator.read"],
+            "caps": [],
+            "auth": {"token": token},
+        },
+    });
+    ws.send_text(&connect.to_string())?;
     let res = ws.wait_response("c", deadline)?;
     if res.get("ok").and_then(Value::as_bool) != Some(true) {
-        let error = res.get("error").map_or_else(String::new, json::pretty);
+        let error = res
+            .get("error")
+            .map_or_else(String::new, |e| format!("{e:#}"));
         bail!(
             "the gateway refused the device-less cli connect: {}",
             error.trim()
@@ -270,27 +282,26 @@ pub fn gateway_connect(port: u16, token: &str, timeout: Duration) -> Result<(WsC
     // Only the non-secret parts (hello-ok's auth may carry tokens).
     let auth = res.get("payload").and_then(|p| p.get("auth"));
     let keep = |key: &str| {
-        (
-            key.to_string(),
-            auth.and_then(|a| a.get(key))
-                .cloned()
-                .unwrap_or(Value::Null),
-        )
+        auth.and_then(|a| a.get(key))
+            .cloned()
+            .unwrap_or(Value::Null)
     };
-    let auth = json::obj(vec![keep("method"), keep("role"), keep("scopes")]);
+    let auth = json!({"method": keep("method"), "role": keep("role"), "scopes": keep("scopes")});
     Ok((ws, auth))
 }
 
 /// One `health` request/response on an established connection; returns its wall time.
 pub fn health_round_trip(ws: &mut WsClient, index: usize, timeout: Duration) -> Result<Duration> {
     let id = format!("h{index}");
-    let request = format!(r#"{{"type":"req","id":"{id}","method":"health"}}"#);
+    let request = json!({"type": "req", "id": id, "method": "health"}).to_string();
     let started = Instant::now();
     ws.send_text(&request)?;
     let res = ws.wait_response(&id, started + timeout)?;
     let elapsed = started.elapsed();
     if res.get("ok").and_then(Value::as_bool) != Some(true) {
-        let error = res.get("error").map_or_else(String::new, json::pretty);
+        let error = res
+            .get("error")
+            .map_or_else(String::new, |e| format!("{e:#}"));
         bail!("health failed: {}", error.trim());
     }
     Ok(elapsed)
