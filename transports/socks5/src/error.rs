@@ -80,6 +80,23 @@ pub enum Socks5Error {
         /// The socket's error.
         source: io::Error,
     },
+    /// The proxy hung up in the middle of a step.
+    #[error("SOCKS5 proxy {proxy} closed the connection during {step}")]
+    Closed {
+        /// The proxy as host:port.
+        proxy: String,
+        /// What we were doing.
+        step: &'static str,
+    },
+    /// The proxy hung up instead of answering CONNECT: how `ssh -D` reports a target it
+    /// could not reach (it sends no failure reply).
+    #[error("SOCKS5 proxy {proxy} closed the connection instead of answering CONNECT to {target}, as `ssh -D` does when it cannot reach the target: is the gateway running at {target} as the proxy's host sees it?")]
+    ClosedOnConnect {
+        /// The proxy as host:port.
+        proxy: String,
+        /// The target as host:port.
+        target: String,
+    },
     /// The proxy answered something that is not SOCKS5.
     #[error("{proxy} is not a SOCKS5 proxy (its first reply byte is 0x{version:02x}, not 0x05): check `proxy`; an HTTP proxy or a SOCKS4 one will not do")]
     NotSocks5 {
@@ -154,6 +171,8 @@ impl Socks5Error {
             | Socks5Error::ProxyRefused { .. }
             | Socks5Error::Timeout { .. }
             | Socks5Error::Io { .. }
+            | Socks5Error::Closed { .. }
+            | Socks5Error::ClosedOnConnect { .. }
             | Socks5Error::Protocol { .. } => ErrorCode::Connect,
         }
     }

@@ -143,7 +143,10 @@ impl Io {
             self.arm(step)?;
             match self.stream.read(&mut buf[filled..]) {
                 Ok(0) => {
-                    return Err(self.protocol(format!("it closed the connection during {step}")))
+                    return Err(Socks5Error::Closed {
+                        proxy: self.proxy.clone(),
+                        step,
+                    })
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -277,7 +280,16 @@ fn request_connect(io: &mut Io, target: &Endpoint) -> Result<(), Socks5Error> {
     request.extend_from_slice(&target.port.to_be_bytes());
     io.send(STEP, &request)?;
 
-    let [version, reply, _reserved, atyp] = io.receive::<4>(STEP)?;
+    let [version, reply, _reserved, atyp] = match io.receive::<4>(STEP) {
+        Ok(head) => head,
+        Err(Socks5Error::Closed { proxy, .. }) => {
+            return Err(Socks5Error::ClosedOnConnect {
+                proxy,
+                target: target.to_string(),
+            })
+        }
+        Err(e) => return Err(e),
+    };
     if version != VERSION {
         return Err(io.protocol(format!(
             "its CONNECT reply has version 0x{version:02x}, not 0x05"

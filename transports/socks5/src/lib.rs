@@ -6,6 +6,9 @@
 //! work; address literals go as IPv4/IPv6. The connected TCP socket is handed to clawlink
 //! as it is: no pump thread. Built on `clawlink-plugin-sdk`: std threads and blocking
 //! sockets only, no tokio.
+//!
+//! `ssh -D` sends no failure reply when it cannot reach the target: it hangs up. That is
+//! reported as the gateway not running at the target, as the proxy host sees it.
 
 #![warn(missing_docs)]
 
