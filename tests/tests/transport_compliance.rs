@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // inventory only sees crates something references.
+use clawlink_transport_exec as _;
 use clawlink_transport_ssh as _;
 use clawlink_transport_ws as _;
 

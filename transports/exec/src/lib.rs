@@ -28,7 +28,7 @@ pub const DEFAULT_PORT: u16 = 18789;
 
 /// The settings table as `clawlink transports` shows it: every key of [`Settings`] (a test
 /// checks that none is missing).
-pub const EXAMPLE_CONFIG: &str = "command = [\"ssh\", \"-W\", \"%h:%p\", \"gw-host\"]  # argv, no shell; %h host, %p port, %r user, %% a %\n\
+pub const EXAMPLE_CONFIG: &str = "command = [\"ssh\", \"-W\", \"127.0.0.1:18789\", \"gw-host\"]  # argv, no shell; tokens: %h host, %p port, %r user, %% a %\n\
 # command = [\"cloudflared\", \"access\", \"tcp\", \"--hostname\", \"gw.example.com\"]\n\
 # command = [\"tailscale\", \"nc\", \"gw\", \"18789\"]\n\
 # host = \"127.0.0.1\"         # the gateway's host as the command's far end sees it (%h, the upgrade's Host)\n\
