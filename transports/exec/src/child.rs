@@ -161,6 +161,7 @@ pub async fn spawn(
             format!("`{}` started without its pipes", argv[0]),
         ));
     };
+    no_sigpipe_on(&stdin);
     let tail = StderrTail::new();
     tokio::spawn(drain(stderr, tail.clone()));
     let (exit_tx, exited) = watch::channel(None);
@@ -331,4 +332,62 @@ fn spawn_error(program: &str, env: &BTreeMap<String, String>, error: io::Error) 
             format!("cannot start the exec transport's command `{program}`: {error}"),
         ),
     }
+}
+
+/// Runs one write to the command's stdin (`write` does the write(2) on this thread) so that
+/// a command that has gone away is an `EPIPE` error, never a SIGPIPE. The app restores
+/// SIGPIPE's default for commands that print and exit (`clawlink status | head` ends
+/// quietly), and under that default a write to a dead command's pipe would kill clawlink
+/// before it could say why the command died.
+///
+/// Linux sends that SIGPIPE to the writing thread: blocked here for the one write, and a
+/// signal the write raised is taken back (sigtimedwait) before the mask is restored. macOS
+/// marks the pipe itself instead ([`no_sigpipe_on`], F_SETNOSIGPIPE).
+pub fn write_without_sigpipe(
+    write: impl FnOnce() -> std::task::Poll<io::Result<usize>>,
+) -> std::task::Poll<io::Result<usize>> {
+    #[cfg(target_os = "linux")]
+    // SAFETY: signal-set and mask calls on local sets, for the current thread only.
+    unsafe {
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut pending);
+        // Not ours to take: a SIGPIPE already waiting for this thread.
+        let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+        let result = write();
+        let broken = matches!(&result, std::task::Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe);
+        if broken && !was_pending {
+            let now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            while libc::sigtimedwait(&pipe, std::ptr::null_mut(), &now) == -1
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        result
+    }
+    #[cfg(not(target_os = "linux"))]
+    write()
+}
+
+/// Marks the command's stdin so that writing to it after the command died is `EPIPE`, not
+/// SIGPIPE, where the system offers that per descriptor (macOS); see
+/// [`write_without_sigpipe`] for Linux.
+fn no_sigpipe_on(stdin: &tokio::process::ChildStdin) {
+    #[cfg(target_vendor = "apple")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            libc::fcntl(stdin.as_raw_fd(), libc::F_SETNOSIGPIPE, 1);
+        }
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    let _ = stdin;
 }

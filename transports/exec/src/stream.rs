@@ -249,7 +249,8 @@ impl AsyncWrite for ChildStream {
         if let Some(failure) = this.poll_failure(cx) {
             return failure.map(Err);
         }
-        match Pin::new(&mut this.stdin).poll_write(cx, data) {
+        let stdin = &mut this.stdin;
+        match crate::child::write_without_sigpipe(|| Pin::new(stdin).poll_write(cx, data)) {
             Poll::Ready(Err(e)) => this.on_write_error(cx, e),
             other => other,
         }

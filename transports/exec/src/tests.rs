@@ -289,3 +289,30 @@ async fn close_kills_what_is_still_running() {
     );
     drop(stream);
 }
+
+/// The app restores SIGPIPE's default for most commands: a write to a command that already
+/// died must be an error the stream explains, not a signal that kills clawlink.
+#[tokio::test]
+async fn writing_to_a_dead_command_under_default_sigpipe_is_an_error_not_a_signal() {
+    // SAFETY: changes this test process's disposition; every write to a command's pipe in
+    // these tests goes through the stream, which must cope with either disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let transport = sh("exec 0<&-; echo gone >&2; exit 3");
+    let mut stream = transport.connect().await.unwrap().stream;
+    // Let it close its input and exit before the first write.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let error = stream
+        .write_all(&[b'x'; 70_000])
+        .await
+        .expect_err("the pipe is broken");
+    let error = TransportError::from_io(&error)
+        .unwrap_or_else(|| panic!("not a transport error: {error:?}"))
+        .clone();
+    assert!(error.message.contains("exit status: 3"), "{error:?}");
+    assert!(error.message.contains("gone"), "{error:?}");
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
