@@ -14,15 +14,20 @@ use clawlink_feature_voicewake as _;
 use clawlink_feature_webchat as _;
 #[cfg(feature = "plugin-loader")]
 use clawlink_transport_dylib as _;
+#[cfg(feature = "transport-exec")]
+use clawlink_transport_exec as _;
 #[cfg(feature = "transport-ssh")]
 use clawlink_transport_ssh as _;
 #[cfg(feature = "transport-ws")]
 use clawlink_transport_ws as _;
 
-/// The transport names this build must register (checked by tests and at start-up).
+/// The transport names this build must register (checked by tests and at start-up), in the
+/// registry's order (sorted by name).
 pub const EXPECTED_TRANSPORTS: &[&str] = &[
     #[cfg(feature = "transport-ws")]
     clawlink_transport_ws::NAME,
+    #[cfg(feature = "transport-exec")]
+    clawlink_transport_exec::NAME,
     #[cfg(feature = "transport-ssh")]
     clawlink_transport_ssh::NAME,
 ];

@@ -282,4 +282,17 @@ impl TransportError {
     pub fn config(message: impl Into<String>) -> Self {
         Self::new(TransportErrorKind::Config, message)
     }
+
+    /// This error as the `io::Error` a stream's read or write fails with, for a transport
+    /// that only learns on the stream why it failed (a child process that exits before the
+    /// gateway answered): the gateway client finds it again ([`TransportError::from_io`])
+    /// and reports it as the transport's error, kind and fix included.
+    pub fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+
+    /// The transport error a stream failed with through [`TransportError::into_io`].
+    pub fn from_io(error: &std::io::Error) -> Option<&TransportError> {
+        error.get_ref()?.downcast_ref()
+    }
 }

@@ -323,3 +323,39 @@ pub fn cmdline(pid: u32) -> Vec<String> {
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect()
 }
+
+/// The exec transport's command to the peer gateway, like an OpenSSH ProxyCommand:
+/// `ssh -W 127.0.0.1:<gateway port>` through the peer sshd as the harness user, trusting
+/// its host key through `known_hosts`, never prompting.
+pub fn exec_ssh_command(known_hosts: &Path) -> Vec<String> {
+    let peers = Peers::get();
+    vec![
+        "ssh".into(),
+        "-W".into(),
+        format!("127.0.0.1:{}", peers.var("OCPEER_GATEWAY_PORT")),
+        "-p".into(),
+        peers.var("OCPEER_SSH_PORT").into(),
+        "-i".into(),
+        peers.var("OCPEER_SSH_KEY").into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        format!(
+            "{}@{}",
+            peers.var("OCPEER_SSH_USER"),
+            peers.var("OCPEER_SSH_HOST")
+        ),
+    ]
+}
+
+/// The exec transport's settings table that reaches the peer gateway through
+/// [`exec_ssh_command`].
+pub fn exec_settings(known_hosts: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "command": exec_ssh_command(known_hosts),
+        "port": Peers::get().var("OCPEER_GATEWAY_PORT").parse::<u16>().unwrap(),
+    })
+}

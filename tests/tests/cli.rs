@@ -83,7 +83,7 @@ fn version_names_the_commit_the_protocol_and_the_plugins() {
     );
     assert!(stdout.contains("protocol:   4"), "{stdout}");
     assert!(
-        stdout.contains("transports: direct-ws, ssh-tunnel"),
+        stdout.contains("transports: direct-ws, exec, ssh-tunnel"),
         "{stdout}"
     );
     assert!(

@@ -19,6 +19,7 @@ use clawlink_feature_health as _;
 use clawlink_feature_notify as _;
 use clawlink_feature_voicewake as _;
 use clawlink_feature_webchat as _;
+use clawlink_transport_exec as _;
 use clawlink_transport_ssh as _;
 use clawlink_transport_ws as _;
 

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // inventory only sees crates something references.
+use clawlink_transport_exec as _;
 use clawlink_transport_ssh as _;
 use clawlink_transport_ws as _;
 
@@ -53,6 +54,7 @@ fn peer_settings(name: &str, user: HostUser, home: &std::path::Path) -> Value {
             "remote_port": peers.var("OCPEER_GATEWAY_PORT").parse::<u16>().unwrap(),
             "known_hosts_file": home.join(".ssh/known_hosts"),
         }),
+        "exec" => exec_settings(&home.join(".ssh/known_hosts")),
         other => panic!("transport {other:?} is registered but peer_settings does not say how it reaches the test peers"),
     }
 }
@@ -326,16 +328,26 @@ async fn diagnosis_direct_ws() {
     diagnosis_compliance(clawlink_transport_ws::NAME).await;
 }
 
+/// Every transport that declares its own doctor layers has a walk test above; one that
+/// does not (exec) declares no layers, and the doctor checks it as a whole through
+/// `connect`, which `every_transport_connects_and_recovers_from_a_cut_stream` covers.
 #[test]
 fn diagnosis_covers_every_registered_transport() {
     let covered = [clawlink_transport_ssh::NAME, clawlink_transport_ws::NAME];
+    let mut whole = Vec::new();
     for descriptor in registry::transports() {
+        if !descriptor.capabilities.contains(&Capability::Diagnosis) {
+            assert!(descriptor.layers.is_empty(), "{}", descriptor.name);
+            whole.push(descriptor.name);
+            continue;
+        }
         assert!(
             covered.contains(&descriptor.name),
             "transport {} has no diagnosis compliance test: add `diagnosis_…` above",
             descriptor.name
         );
     }
+    assert!(whole.contains(&clawlink_transport_exec::NAME), "{whole:?}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -352,8 +364,8 @@ struct Profile {
     settings: Value,
 }
 
-/// The profiles the compliance tests run, for every registered transport (the link keeps
-/// both transport crates' descriptors in this binary).
+/// The profiles the compliance tests run, for every registered transport (the links above
+/// keep every transport crate's descriptor in this binary).
 fn profiles(home: &Path) -> Vec<Profile> {
     let peers = Peers::get();
     let ssh = |backend: &str| {
@@ -380,6 +392,11 @@ fn profiles(home: &Path) -> Vec<Profile> {
             transport: clawlink_transport_ssh::NAME,
             variant: "openssh",
             settings: ssh("openssh"),
+        },
+        Profile {
+            transport: clawlink_transport_exec::NAME,
+            variant: "ssh -W",
+            settings: exec_settings(&home.join(".ssh/known_hosts")),
         },
     ]
 }

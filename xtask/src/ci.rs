@@ -42,11 +42,11 @@ fn run_steps(steps: &mut Steps, root: &Path, layout: &Layout, xtask: &Path) -> R
     steps.run("cargo build", || {
         run_command(cargo(root).args(["build", "--workspace", "--bins"]))
     })?;
-    // The smallest variants (`cargo xtask build --only transport-ws`, or only SSH): code of
+    // The smallest variants (`cargo xtask build --only transport-ws`, only SSH, only exec): code of
     // an optional plugin that is not gated behind its feature fails here, as an error or as
     // a warning (an import only that plugin's code uses). `cargo rustc` puts `-D warnings`
     // on the app crate alone, so the dependencies' check artifacts are reused, not rebuilt.
-    for only in ["transport-ws", "transport-ssh"] {
+    for only in ["transport-ws", "transport-ssh", "transport-exec"] {
         steps.run(&format!("cargo check (smallest variant: {only})"), || {
             run_command(cargo(root).args([
                 "rustc",

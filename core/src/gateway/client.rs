@@ -1196,13 +1196,30 @@ fn closed_error(frame: Option<CloseFrame>) -> GatewayError {
 }
 
 fn lost(doing: &str, error: tungstenite::Error) -> GatewayError {
+    if let Some(error) = stream_error(&error) {
+        return error;
+    }
     GatewayError::Transport(TransportError::new(
         TransportErrorKind::Io,
         format!("connection lost while {doing}: {error}"),
     ))
 }
 
+/// The transport's own error, when its stream failed with one (`TransportError::into_io`):
+/// it knows better than "connection lost" why (a child process that exited, with its status).
+fn stream_error(error: &tungstenite::Error) -> Option<GatewayError> {
+    match error {
+        tungstenite::Error::Io(e) => TransportError::from_io(e)
+            .cloned()
+            .map(GatewayError::Transport),
+        _ => None,
+    }
+}
+
 fn upgrade_error(error: tungstenite::Error, endpoint: &str) -> GatewayError {
+    if let Some(error) = stream_error(&error) {
+        return error;
+    }
     match error {
         tungstenite::Error::Http(response) => {
             let status = response.status();
@@ -1230,5 +1247,34 @@ fn upgrade_error(error: tungstenite::Error, endpoint: &str) -> GatewayError {
             message: format!("WebSocket upgrade with {endpoint} failed: {other}"),
             retryable: true,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::TransportErrorKind;
+
+    #[test]
+    fn a_stream_that_fails_with_a_transport_error_is_reported_as_that_error() {
+        let reason =
+            TransportError::new(TransportErrorKind::Tunnel, "`sh` exited (exit status: 3)")
+                .with_fix("run it by hand");
+        let io = reason.clone().into_io();
+        assert_eq!(TransportError::from_io(&io), Some(&reason));
+        for error in [
+            upgrade_error(tungstenite::Error::Io(reason.clone().into_io()), "gw"),
+            lost("waiting", tungstenite::Error::Io(reason.clone().into_io())),
+        ] {
+            assert_eq!(error, GatewayError::Transport(reason.clone()));
+            assert!(error.is_retryable());
+        }
+        // Any other I/O error keeps the client's own wording.
+        let plain = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+        assert!(TransportError::from_io(&plain).is_none());
+        assert!(matches!(
+            upgrade_error(tungstenite::Error::Io(plain), "gw"),
+            GatewayError::Handshake { .. }
+        ));
     }
 }
