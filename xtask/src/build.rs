@@ -5,6 +5,7 @@
 //! the binary refuses to start if what registered differs from what it was built with.
 
 use std::fs;
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -43,11 +44,44 @@ fn plugin_features() -> Result<(Vec<String>, Vec<String>)> {
     Ok((all, default))
 }
 
-/// `cargo xtask build [--release] [--only A,B] [--with A,B] [--without A,B] [--list]`;
-/// `--with sound` adds in-process notification sounds (needs ALSA headers).
+/// The named variants: what each is for, and its plugin set (`None`: the app's default set;
+/// `Some(&[])` with `all`: every feature the app declares).
+pub const VARIANTS: &[(&str, &str)] = &[
+    (
+        "minimal",
+        "direct-ws only: no SSH, no exec, no plugin loader, no feature plugins",
+    ),
+    ("default", "what ships: the app's default cargo features"),
+    (
+        "full",
+        "every transport, feature and extra, including in-process notification sounds (needs ALSA headers)",
+    ),
+];
+
+/// The plugin features of variant `name`.
+pub fn variant_features(name: &str) -> Result<Vec<String>> {
+    let (all, default) = plugin_features()?;
+    match name {
+        "minimal" => Ok(vec!["transport-ws".to_owned()]),
+        "default" => Ok(default),
+        "full" => Ok(all),
+        other => bail!(
+            "unknown variant {other:?}; the variants are: {}",
+            VARIANTS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `cargo xtask build [--release] [--variant NAME] [--only A,B] [--with A,B] [--without A,B]
+/// [--list]`; `--with sound` adds in-process notification sounds (needs ALSA headers).
 pub fn run(args: &[&str]) -> Result<()> {
     let (all, default) = plugin_features()?;
     let mut chosen = default.clone();
+    let mut variant = None;
     let mut release = false;
     let mut rest = args.iter();
     let list = |s: &str| -> Vec<String> { s.split(',').map(|p| p.trim().to_owned()).collect() };
@@ -55,11 +89,21 @@ pub fn run(args: &[&str]) -> Result<()> {
         match *arg {
             "--release" => release = true,
             "--list" => {
+                println!("features:");
                 for name in &all {
                     let mark = if default.contains(name) { " (default)" } else { "" };
-                    println!("{name}{mark}");
+                    println!("  {name}{mark}");
+                }
+                println!("variants (--variant NAME):");
+                for (name, what) in VARIANTS {
+                    println!("  {name}: {what}\n    {}", variant_features(name)?.join(", "));
                 }
                 return Ok(());
+            }
+            "--variant" => {
+                let name = rest.next().context("--variant needs a name: minimal, default or full")?;
+                chosen = variant_features(name)?;
+                variant = Some(name.to_string());
             }
             "--only" => {
                 chosen = list(rest.next().context("--only needs a list, e.g. transport-ws")?)
@@ -69,10 +113,18 @@ pub fn run(args: &[&str]) -> Result<()> {
                 let drop = list(rest.next().context("--without needs a list")?);
                 chosen.retain(|f| !drop.contains(f));
             }
-            other => bail!("unknown argument {other:?}: usage: cargo xtask build [--release] [--only A,B] [--with A,B] [--without A,B] [--list]"),
+            other => bail!("unknown argument {other:?}: usage: cargo xtask build [--release] [--variant minimal|default|full] [--only A,B] [--with A,B] [--without A,B] [--list]"),
         }
     }
-    for name in &chosen {
+    build(&chosen, release, variant.as_deref()).map(|_| ())
+}
+
+/// Builds the app with `chosen` plugin features; a named variant's binary is also copied to
+/// `target/variants/<profile>/<name>/clawlink`, so that variants can sit side by side (cargo
+/// itself keeps one `target/<profile>/clawlink`). Returns the binary's path.
+pub fn build(chosen: &[String], release: bool, variant: Option<&str>) -> Result<PathBuf> {
+    let (all, _) = plugin_features()?;
+    for name in chosen {
         if !all.contains(name) {
             bail!(
                 "unknown feature {name:?}; the clawlink crate has: {}",
@@ -97,17 +149,31 @@ pub fn run(args: &[&str]) -> Result<()> {
             .filter(|dir| !dir.is_empty())
             .unwrap_or_else(|| "target".into()),
     );
-    let binary = target_dir
-        .join(if release { "release" } else { "debug" })
-        .join("clawlink");
+    let profile = if release { "release" } else { "debug" };
+    let mut binary = target_dir.join(profile).join("clawlink");
+    if let Some(name) = variant {
+        let dir = target_dir.join("variants").join(profile).join(name);
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let copy = dir.join("clawlink");
+        fs::copy(&binary, &copy)
+            .with_context(|| format!("copy {} to {}", binary.display(), copy.display()))?;
+        binary = copy;
+    }
     let size = fs::metadata(&binary)
         .with_context(|| format!("the build left no binary at {}", binary.display()))?
         .len();
     say(
         "build",
-        format!("built {} ({})", binary.display(), human_size(size)),
+        format!(
+            "built {}{} ({})",
+            variant
+                .map(|v| format!("variant {v}: "))
+                .unwrap_or_default(),
+            binary.display(),
+            human_size(size)
+        ),
     );
-    Ok(())
+    Ok(binary)
 }
 
 /// `25.3 MiB (26528840 bytes)`: readable, and exact for comparing variants.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::peer::Layout;
-use crate::util::{run_command, say, secs, workspace_root};
+use crate::peer::{EnvFile, Layout};
+use crate::util::{output_with_timeout, run_command, say, secs, workspace_root, write_file_mode};
 
 pub fn run() -> Result<()> {
     let root = workspace_root();
@@ -92,6 +92,19 @@ fn run_steps(steps: &mut Steps, root: &Path, layout: &Layout, xtask: &Path) -> R
             })
         })
         .and_then(|()| {
+            // Each build variant, built as `cargo xtask build --variant` builds it, must start,
+            // register what it links and reach the real gateway, so that none can rot. The
+            // default one first: it is the binary the tests just used.
+            for name in ["default", "minimal", "full"] {
+                steps.run(&format!("variant {name}: build and smoke"), || {
+                    let features = crate::build::variant_features(name)?;
+                    let binary = crate::build::build(&features, false, Some(name))?;
+                    smoke_variant(&binary, layout, name)
+                })?;
+            }
+            Ok(())
+        })
+        .and_then(|()| {
             // In-process playback exists only with the `sound` feature (ALSA, installed by
             // `peer install`): its unit tests play to ALSA's null device.
             steps.run("cargo test (notify with sound)", || {
@@ -108,6 +121,63 @@ fn run_steps(steps: &mut Steps, root: &Path, layout: &Layout, xtask: &Path) -> R
     let stopped = guard.stop_now(steps);
     tested?;
     stopped
+}
+
+/// A variant's smoke test against the running peers: `status` through direct-ws with the
+/// main gateway's token (from a 0600 file, never argv), and `transports` listing what the
+/// variant links (minimal: direct-ws alone).
+fn smoke_variant(binary: &Path, layout: &Layout, name: &str) -> Result<()> {
+    let env = EnvFile::load(&layout.env_file())?;
+    let url = env.require("OCPEER_GATEWAY_URL")?;
+    let dir = workspace_root().join("target/variants/smoke").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    crate::util::set_mode(&dir, 0o700)?;
+    let token = dir.join("token");
+    write_file_mode(
+        &token,
+        env.require("OCPEER_GATEWAY_TOKEN")?.as_bytes(),
+        0o600,
+    )?;
+    let run = |args: &[&str]| -> Result<std::process::Output> {
+        let mut cmd = Command::new(binary);
+        cmd.current_dir(&dir)
+            .env("HOME", &dir)
+            .env("CLAWLINK_DATA_DIR", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env_remove("CLAWLINK_TOKEN")
+            .env_remove("CLAWLINK_PASSWORD")
+            .env_remove("CLAWLINK_PROFILE")
+            .args(args);
+        output_with_timeout(&mut cmd, Duration::from_secs(60))
+    };
+    let token = token.display().to_string();
+    let status = run(&["--url", url, "--token-file", &token, "status"])?;
+    anyhow::ensure!(
+        status.status.success(),
+        "variant {name}: `clawlink status` failed: {}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let listing = run(&["--json", "transports"])?;
+    let list: serde_json::Value = serde_json::from_slice(&listing.stdout)
+        .with_context(|| format!("variant {name}: `transports --json` is not JSON"))?;
+    let names: Vec<&str> = list
+        .as_array()
+        .context("`transports --json` is an array")?
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    let expected_ssh = name != "minimal";
+    anyhow::ensure!(
+        names.contains(&"direct-ws") && names.contains(&"ssh-tunnel") == expected_ssh,
+        "variant {name} links transports {names:?}"
+    );
+    say(
+        "variant",
+        format!("{name}: status ok, transports {}", names.join(", ")),
+    );
+    Ok(())
 }
 
 fn cargo(root: &Path) -> Command {
