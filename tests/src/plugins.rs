@@ -35,3 +35,104 @@ pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
+
+/// Builds the SOCKS5 example plugin (`transports/socks5`, a cdylib) once per test binary and
+/// returns the shared library's path: cargo does not build another package's cdylib for a
+/// test (cargo#8311), so the test asks for it.
+pub fn socks5_plugin() -> &'static Path {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "clawlink-transport-socks5"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build -p clawlink-transport-socks5: {status}"
+        );
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => workspace_root().join(dir),
+            None => workspace_root().join("target"),
+        };
+        let file = if cfg!(target_os = "macos") {
+            "libclawlink_transport_socks5.dylib"
+        } else {
+            "libclawlink_transport_socks5.so"
+        };
+        let path = target.join("debug").join(file);
+        assert!(path.is_file(), "no plugin at {}", path.display());
+        path
+    })
+}
+
+/// OpenSSH's SOCKS5 proxy (`ssh -D`) to the harness sshd, on a free loopback port; killed
+/// and reaped on drop.
+pub struct SshSocksProxy {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl SshSocksProxy {
+    pub fn start() -> Self {
+        let peers = crate::Peers::get();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("ssh")
+            .args(["-F", "/dev/null", "-N", "-D", &format!("127.0.0.1:{port}")])
+            .args(["-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes"])
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                peers.var("OCPEER_SSH_KNOWN_HOSTS")
+            ))
+            .args([
+                "-i",
+                peers.var("OCPEER_SSH_KEY"),
+                "-p",
+                peers.var("OCPEER_SSH_PORT"),
+            ])
+            .arg(format!(
+                "{}@{}",
+                peers.var("OCPEER_SSH_USER"),
+                peers.var("OCPEER_SSH_HOST")
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run ssh -D");
+        let mut proxy = Self { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = proxy.child.try_wait().unwrap() {
+                panic!("ssh -D exited ({status}) before listening");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return proxy;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ssh -D did not listen on {port} within 20 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for SshSocksProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

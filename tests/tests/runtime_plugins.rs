@@ -392,3 +392,87 @@ async fn a_c_plugin_passes_the_base_transport_contract() {
     let transport = (descriptor.factory)(&json!({"port": gateway_port()}), &env).unwrap();
     compliance::connects_and_recovers_from_a_cut("ctcp-compliance (C plugin)", transport).await;
 }
+
+/// The SOCKS5 example plugin, built as a cdylib and loaded from the plugin directory,
+/// carries `status` and `chat -m` to the real gateway through a real SOCKS5 proxy
+/// (OpenSSH's `ssh -D` to the harness sshd); a gateway port nothing listens on is explained.
+#[test]
+fn the_socks5_plugin_reaches_the_gateway_through_ssh_dash_d() {
+    let proxy = clawlink_tests::plugins::SshSocksProxy::start();
+    let settings = json!({
+        "proxy": format!("127.0.0.1:{}", proxy.port),
+        "target_host": "127.0.0.1",
+        "target_port": gateway_port(),
+    });
+    let home = PluginHome::new("plugin-socks5", "socks5", settings);
+    let library = home.plugins.join("libclawlink_transport_socks5.so");
+    std::fs::copy(clawlink_tests::plugins::socks5_plugin(), &library).unwrap();
+    set_mode(&library, 0o755);
+
+    let out = home.run(&["status"], &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("127.0.0.1:{}", proxy.port)),
+        "the plugin describes its route: {stdout}"
+    );
+
+    let mark = unique_marker("socks5");
+    let session = format!("agent:main:{mark}");
+    let out = home.run(
+        &[
+            "chat",
+            "--session",
+            &session,
+            "-m",
+            &format!("hello {mark}"),
+        ],
+        &[],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("stub reply: ") && stdout.contains(&mark),
+        "{stdout}"
+    );
+
+    let out = home.run(&["--json", "transports"], &[]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let socks5 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "socks5")
+        .unwrap_or_else(|| panic!("socks5 listed: {list}"));
+    assert_eq!(socks5["origin"]["kind"], "plugin", "{socks5}");
+    assert_eq!(socks5["origin"]["abiVersion"], 1, "{socks5}");
+
+    // `tunnel` needs ports on the gateway host, which ABI 1 does not carry: one line naming
+    // the capability and who has it.
+    let out = home.run(&["tunnel"], &[]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("ports on the gateway host") && stderr.contains("ssh-tunnel"),
+        "{stderr}"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    write_config(
+        &home.config,
+        "socks5",
+        json!({"proxy": format!("127.0.0.1:{}", proxy.port), "target_port": closed}),
+        &[],
+    );
+    let out = home.run(&["status"], &[]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("transport plugin socks5") && stderr.contains(&closed.to_string()),
+        "{stderr}"
+    );
+}
