@@ -245,7 +245,7 @@ fn every_broken_plugin_is_refused_naming_the_file_the_cause_and_the_fix() {
             file: "libbadname.so",
             defines: Some(&["PLUGIN_NAME=\"Ctcp\""]),
             mode: 0o755,
-            expected: &["must start with a lowercase letter"],
+            expected: &["starting with a lowercase letter"],
         },
         Broken {
             file: "libwritable.so",

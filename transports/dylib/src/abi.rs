@@ -1,44 +1,23 @@
-//! The C ABI version 1 of transport plugins, mirrored from `include/clawlink_transport.h`.
+//! The host's view of the C ABI version 1 (`include/clawlink_transport.h`): the SDK's constants and function types, and a table whose function pointers may be NULL.
 //!
-//! Field order and types follow the header exactly; the function pointers are `Option`s so
-//! that a NULL in the table reads as "absent" instead of undefined behaviour.
+//! The plugin SDK's `TransportV1` is what a plugin *builds*, so its `connect` is a plain
+//! function pointer. A host reads tables it did not build: here every function pointer is an
+//! `Option`, so that a NULL reads as "absent" instead of undefined behaviour. Field order and
+//! types are the SDK's (checked against the header by its `tests/abi_layout.rs`), and a test
+//! below checks that the two layouts agree.
 
 use std::ffi::c_char;
 
-/// `CLAWLINK_TRANSPORT_ABI_VERSION`.
-pub const ABI_VERSION: u32 = 1;
+pub use clawlink_plugin_sdk::{
+    CheckSettingsFn, ConnectFn, DescribeFn, CLAWLINK_ERR_AUTH as ERR_AUTH,
+    CLAWLINK_ERR_CONFIG as ERR_CONFIG, CLAWLINK_OK as OK,
+    CLAWLINK_TRANSPORT_ABI_VERSION as ABI_VERSION,
+};
+
 /// `CLAWLINK_TRANSPORT_ENTRY_SYMBOL`, NUL-terminated for dlsym.
 pub const ENTRY_SYMBOL: &[u8] = b"clawlink_transport_plugin_v1\0";
 
-pub const OK: i32 = 0;
-pub const ERR_CONFIG: i32 = 1;
-// CLAWLINK_ERR_CONNECT (2), like any code the ABI does not define, reads as "could not
-// connect, retry later".
-pub const ERR_AUTH: i32 = 3;
-
-/// `connect(settings_json, settings_len, &out_fd, err_buf, err_cap, &err_len)`.
-pub type ConnectFn = unsafe extern "C" fn(
-    settings_json: *const u8,
-    settings_len: usize,
-    out_fd: *mut i32,
-    err_buf: *mut u8,
-    err_cap: usize,
-    err_len: *mut usize,
-) -> i32;
-
-/// `check_settings(settings_json, settings_len, err_buf, err_cap, &err_len)`.
-pub type CheckSettingsFn = unsafe extern "C" fn(
-    settings_json: *const u8,
-    settings_len: usize,
-    err_buf: *mut u8,
-    err_cap: usize,
-    err_len: *mut usize,
-) -> i32;
-
-/// `describe(settings_json, settings_len, out_buf, out_cap, &out_len)`.
-pub type DescribeFn = CheckSettingsFn;
-
-/// `clawlink_transport_v1`.
+/// `clawlink_transport_v1` as the host reads it.
 #[repr(C)]
 pub struct TableV1 {
     pub abi_version: u32,
@@ -52,7 +31,7 @@ pub struct TableV1 {
     pub describe: Option<DescribeFn>,
 }
 
-/// The entry function's type.
+/// The entry function's type, returning the host's view of the table.
 pub type EntryFn = unsafe extern "C" fn() -> *const TableV1;
 
 /// The smallest `struct_size` a version-1 table may declare: every required field, up to
@@ -68,16 +47,32 @@ pub fn covers(struct_size: u32, offset: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clawlink_plugin_sdk::TransportV1;
+    use std::mem::offset_of;
 
     #[test]
-    fn the_table_has_the_header_layout_on_this_platform() {
-        // Two u32s, then eight pointers: what a C compiler lays out for the header's struct
-        // on every 64-bit Unix clawlink supports.
-        assert_eq!(std::mem::offset_of!(TableV1, name), 8);
-        assert_eq!(std::mem::offset_of!(TableV1, connect), 8 + 4 * 8);
-        assert_eq!(size_of::<TableV1>(), 8 + 7 * 8);
-        assert_eq!(REQUIRED_SIZE, 48);
-        assert!(covers(64, std::mem::offset_of!(TableV1, describe)));
-        assert!(!covers(56, std::mem::offset_of!(TableV1, describe)));
+    fn the_host_view_has_the_sdk_layout() {
+        assert_eq!(size_of::<TableV1>(), size_of::<TransportV1>());
+        assert_eq!(offset_of!(TableV1, name), offset_of!(TransportV1, name));
+        assert_eq!(
+            offset_of!(TableV1, connect),
+            offset_of!(TransportV1, connect)
+        );
+        assert_eq!(
+            offset_of!(TableV1, describe),
+            offset_of!(TransportV1, describe)
+        );
+        assert_eq!(
+            ENTRY_SYMBOL,
+            format!("{}\0", clawlink_plugin_sdk::CLAWLINK_TRANSPORT_ENTRY_SYMBOL).as_bytes()
+        );
+        assert!(covers(
+            REQUIRED_SIZE as u32 + 16,
+            offset_of!(TableV1, describe)
+        ));
+        assert!(!covers(
+            REQUIRED_SIZE as u32 + 8,
+            offset_of!(TableV1, describe)
+        ));
     }
 }
