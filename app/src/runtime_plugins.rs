@@ -99,6 +99,15 @@ pub fn ensure_profile_transports(profile: &Profile, profile_name: &str) -> Resul
     let Some(first) = still.first() else {
         return Ok(());
     };
+    // A near miss of a transport this build has is a typo, not a missing plugin: the
+    // settings check reports it with the name it probably meant.
+    let known: Vec<String> = registry::transports()
+        .iter()
+        .flat_map(|d| [d.name.to_owned(), table_key(d.name)])
+        .collect();
+    if crate::settings::closest(first, known.iter().map(String::as_str)).is_some() {
+        return Ok(());
+    }
     let refusals: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.result.as_ref().err().cloned())
