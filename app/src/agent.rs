@@ -249,7 +249,7 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     // The forwards start once the credentials and the device key have loaded, so a config
     // error comes before any port is bound.
     let transport = connect::build_transport(settings)?;
-    let connector = Arc::new(connect::Connector::new(global, settings).await?);
+    let connector = Arc::new(connect::Connector::new(settings).await?);
     let options = connector.options("operator")?;
     let mut side_tasks = SideTasks::start(&transport, args.no_forward).await?;
     let port_fallbacks = std::mem::take(&mut side_tasks.port_fallbacks);
@@ -699,7 +699,7 @@ pub async fn health(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     let agent = live_status(settings).await?;
     let mut details = match &agent {
         Some(_) => ask(settings, &request).await?.unwrap_or(Value::Null),
-        None => one_shot_health(global, settings).await?,
+        None => one_shot_health(settings).await?,
     };
     let source = match &agent {
         Some(status) => describe_agent(status),
@@ -747,10 +747,10 @@ pub async fn health(global: &GlobalArgs, settings: &Settings) -> Result<()> {
 }
 
 #[cfg(feature = "feature-health")]
-async fn one_shot_health(global: &GlobalArgs, settings: &Settings) -> Result<Value, Failure> {
+async fn one_shot_health(settings: &Settings) -> Result<Value, Failure> {
     use clawlink_core::gateway::RequestOptions;
     use clawlink_feature_health::model;
-    let client = connect::connect(global, settings).await?;
+    let client = connect::connect(settings).await?;
     let started = Instant::now();
     let result = client
         .request_with(
@@ -785,7 +785,7 @@ async fn one_shot_health(global: &GlobalArgs, settings: &Settings) -> Result<Val
 }
 
 #[cfg(not(feature = "feature-health"))]
-async fn one_shot_health(_global: &GlobalArgs, _settings: &Settings) -> Result<Value, Failure> {
+async fn one_shot_health(_settings: &Settings) -> Result<Value, Failure> {
     Err(Failure::config(
         "this build has no health feature",
         Some("build clawlink with the `feature-health` cargo feature".into()),

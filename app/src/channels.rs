@@ -41,7 +41,7 @@ pub async fn login(
     settings: &Settings,
     args: &ChannelLoginArgs,
 ) -> Result<()> {
-    let client = connect::connect(global, settings).await?;
+    let client = connect::connect(settings).await?;
     let outcome = tokio::select! {
         outcome = run_login(global, &client, args) => outcome,
         stop = crate::signals::shutdown_signal() => Err(Failure {
@@ -256,7 +256,7 @@ fn login_failure(error: GatewayError) -> Failure {
 
 /// `clawlink channels status`.
 pub async fn status(global: &GlobalArgs, settings: &Settings, probe: bool) -> Result<()> {
-    let client = connect::connect(global, settings).await?;
+    let client = connect::connect(settings).await?;
     let params = if probe {
         json!({"probe": true})
     } else {
@@ -463,7 +463,7 @@ fn status_table(rows: &[StatusRow], payload: &Value) -> String {
 
 /// `clawlink channels logout`.
 pub async fn logout(global: &GlobalArgs, settings: &Settings, channel: &str) -> Result<()> {
-    let client = connect::connect(global, settings).await?;
+    let client = connect::connect(settings).await?;
     let result = request(
         &client,
         "channels.logout",

@@ -90,8 +90,8 @@ pub(crate) struct ChatConnection {
 }
 
 impl ChatConnection {
-    async fn open(global: &GlobalArgs, settings: &Settings) -> Result<Self, Failure> {
-        let connector = Connector::new(global, settings).await?;
+    async fn open(settings: &Settings) -> Result<Self, Failure> {
+        let connector = Connector::new(settings).await?;
         let outbox = open_outbox(&connector)?;
         let transport = connect::build_transport(settings)?;
         let mut options = connector.options("operator")?;
@@ -246,7 +246,7 @@ const LEFTOVER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `clawlink chat --outbox`.
 async fn list_outbox(global: &GlobalArgs, settings: &Settings) -> Result<()> {
-    let connector = Connector::new(global, settings).await?;
+    let connector = Connector::new(settings).await?;
     let outbox = open_outbox(&connector)?;
     let gateway = connect::build_transport(settings)?.gateway_key();
     let entries = outbox.list(Some(&gateway)).map_err(chat_failure)?;
@@ -293,7 +293,7 @@ async fn discard_outbox(
     which: &str,
     yes: bool,
 ) -> Result<()> {
-    let connector = Connector::new(global, settings).await?;
+    let connector = Connector::new(settings).await?;
     let outbox = open_outbox(&connector)?;
     let gateway = connect::build_transport(settings)?.gateway_key();
     let entries = outbox.list(Some(&gateway)).map_err(chat_failure)?;

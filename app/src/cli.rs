@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use clawlink_core::registry::{self, FlagValue, TransportDescriptor, TransportFlag};
+use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clawlink_core::notify::Priority;
+use clawlink_core::registry::{self, FlagValue, TransportDescriptor};
+pub use clawlink_core::registry::{FlagArgument, GivenTransportFlag};
 
 /// A remote control for an OpenClaw Gateway.
 #[derive(Debug, Parser)]
@@ -44,7 +46,7 @@ pub struct GlobalArgs {
 /// files or the environment, never from a flag value (argv is visible to every user).
 ///
 /// The transports' own flags (`--url`, `--ssh`, `--identity`, …) are not fields here: each
-/// transport's descriptor declares them ([`TransportFlag`]), [`command`] adds them to the
+/// transport's descriptor declares them ([`registry::TransportFlag`]), [`command`] adds them to the
 /// command line, and [`from_matches`] collects the ones given into `transport_flags`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnectionArgs {
@@ -63,22 +65,6 @@ pub struct ConnectionArgs {
     /// transport's flags as declared).
     #[arg(skip)]
     pub transport_flags: Vec<GivenTransportFlag>,
-}
-
-/// A transport's flag given on the command line, with its parsed value.
-#[derive(Debug, Clone)]
-pub struct GivenTransportFlag {
-    pub transport: &'static TransportDescriptor,
-    pub flag: &'static TransportFlag,
-    pub value: FlagArgument,
-}
-
-/// A transport flag's value, typed as its [`FlagValue`] asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlagArgument {
-    Text(String),
-    Path(PathBuf),
-    Port(u16),
 }
 
 /// The whole command line: the derived [`Cli`] plus every registered transport's flags,
@@ -203,6 +189,168 @@ pub fn from_matches(matches: &mut clap::ArgMatches) -> Result<Cli, clap::Error> 
     Ok(cli)
 }
 
+// ---------------------------------------------------------------------------------------
+// The arguments of the command modules' subcommands. They live here so that this module is
+// a leaf: command modules use it, it uses none of them.
+// ---------------------------------------------------------------------------------------
+
+/// Options of `clawlink dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Print the URL (with its one-time sign-in when there is one) instead of opening a browser
+    #[arg(long)]
+    pub print: bool,
+    /// How long to wait for the browser to load the sign-in page, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub wait: u64,
+}
+
+/// `clawlink nodes …`.
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List the gateway's nodes: connection, pairing, commands and permissions
+    List(ListArgs),
+    /// Show one node (id, display name or IP): commands, permissions, pairing
+    Describe {
+        /// Node id (or a prefix of 6+ characters), display name or IP
+        node: String,
+    },
+    /// List node pairing requests waiting for an operator
+    Pending,
+    /// Approve a pending node pairing request (its command surface)
+    Approve {
+        /// The request id (`clawlink nodes pending` lists them)
+        request: String,
+    },
+    /// Reject a pending node pairing request
+    Reject {
+        /// The request id (`clawlink nodes pending` lists them)
+        request: String,
+    },
+}
+
+/// Options of `clawlink nodes list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only show connected nodes
+    #[arg(long)]
+    pub connected: bool,
+}
+
+/// `--priority` of `clawlink notify`: the wire names, as clap's possible values.
+fn priority_parser() -> impl clap::builder::TypedValueParser<Value = Priority> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Priority::NAMES)
+        .map(|name| Priority::parse(&name).expect("clap admits only Priority::NAMES"))
+}
+
+/// `--delivery` of `clawlink notify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Delivery {
+    /// The node's notification service
+    System,
+    /// The node's own overlay (in-app toast, console)
+    Overlay,
+    /// The notification service, else the overlay
+    Auto,
+}
+
+impl Delivery {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::Overlay => "overlay",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+/// Options of `clawlink notify`.
+#[derive(Debug, Args)]
+pub struct NotifyArgs {
+    /// The node: id (or a prefix of 6+ characters), display name or IP
+    #[arg(long, value_name = "NODE")]
+    pub node: String,
+    /// Notification title
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
+    /// Notification body
+    #[arg(long, value_name = "TEXT")]
+    pub body: Option<String>,
+    /// Sound: a macOS system sound name (Glass, Ping, Pop, …) or a freedesktop sound name
+    #[arg(long, value_name = "NAME")]
+    pub sound: Option<String>,
+    /// How insistent the notification is
+    #[arg(long, value_parser = priority_parser())]
+    pub priority: Option<Priority>,
+    /// Where the node shows it
+    #[arg(long, value_enum, default_value_t = Delivery::System)]
+    pub delivery: Delivery,
+    /// How long the node may take, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 15_000)]
+    pub invoke_timeout: u64,
+}
+
+/// `clawlink voicewake …`.
+#[derive(Debug, Subcommand)]
+pub enum VoicewakeCommand {
+    /// Show the gateway's trigger phrases, or change them (the gateway's global list)
+    Triggers(TriggersArgs),
+    /// Show the gateway's voice-wake routing (trigger → agent or session)
+    Routes,
+    /// Forward one transcript now, as push-to-talk does (a leading trigger is taken off)
+    Send(SendArgs),
+    /// Run the recognizer source in the foreground and print each detection and outcome
+    Listen(ListenArgs),
+    /// The running agent's last detections and their outcomes
+    Recent,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("edit").args(["set", "add", "remove"])))]
+pub struct TriggersArgs {
+    /// Replace the list (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
+    pub set: Option<Vec<String>>,
+    /// Add a trigger phrase
+    #[arg(long, value_name = "PHRASE")]
+    pub add: Option<String>,
+    /// Remove a trigger phrase
+    #[arg(long, value_name = "PHRASE")]
+    pub remove: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// What was said (a leading trigger phrase is sent as the trigger)
+    pub text: String,
+    /// The trigger to report (`voiceWakeTrigger`, which the gateway's routes use)
+    #[arg(long, value_name = "PHRASE")]
+    pub trigger: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").args(["stdin", "fifo", "command"])))]
+pub struct ListenArgs {
+    /// Read transcripts from standard input (ends when it closes)
+    #[arg(long)]
+    pub stdin: bool,
+    /// Read transcripts from this named pipe (created when missing)
+    #[arg(long, value_name = "PATH")]
+    pub fifo: Option<PathBuf>,
+    /// A trigger anywhere in the utterance fires, not only at its start
+    #[arg(long)]
+    pub anywhere: bool,
+    /// Send runs to this session instead of the main one
+    #[arg(long, value_name = "KEY")]
+    pub session: Option<String>,
+    /// Run this recognizer and read its output (must come last: everything after it is its argv)
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "ARGV")]
+    pub command: Option<Vec<String>>,
+}
+
 /// Parses `argv` as the binary does; panics (with clap's message) on a refused command line.
 #[cfg(test)]
 pub fn parse_from<I, T>(argv: I) -> Cli
@@ -267,15 +415,15 @@ pub enum Command {
     /// Chat with the gateway's agent (interactive on a terminal; `-m TEXT` for one message)
     Chat(ChatArgs),
     /// Open the gateway's Control UI through the profile's transport
-    Dashboard(crate::dashboard::DashboardArgs),
+    Dashboard(DashboardArgs),
     /// The gateway's nodes: list, describe, pairing requests
     #[command(subcommand)]
-    Nodes(crate::nodes::NodesCommand),
+    Nodes(NodesCommand),
     /// Show a notification (with a sound) on a node: `node.invoke` `system.notify`
-    Notify(crate::nodes::NotifyArgs),
+    Notify(NotifyArgs),
     /// Voice Wake: the gateway's trigger phrases, forwarding, the recognizer
     #[command(subcommand)]
-    Voicewake(crate::voicewake::VoicewakeCommand),
+    Voicewake(VoicewakeCommand),
 }
 
 #[derive(Debug, Args)]

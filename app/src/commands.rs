@@ -31,7 +31,7 @@ pub async fn status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     }
     let started = Instant::now();
     let waited_before = crate::prompt::time_waited();
-    let client = connect::connect(global, settings).await?;
+    let client = connect::connect(settings).await?;
     // A trust prompt on the way is the user's time, not the connection's.
     let at_prompt = crate::prompt::time_waited().saturating_sub(waited_before);
     let connect_ms = started.elapsed().saturating_sub(at_prompt).as_millis() as u64;
@@ -283,7 +283,7 @@ fn human_duration(d: Duration) -> String {
 /// `clawlink call METHOD [PARAMS]`.
 pub async fn call(global: &GlobalArgs, settings: &Settings, args: &CallArgs) -> Result<()> {
     let params = parse_params(args.params.as_deref())?;
-    let client = connect::connect(global, settings).await?;
+    let client = connect::connect(settings).await?;
     let options = RequestOptions {
         timeout: args.timeout.map(Duration::from_millis),
         expect_final: args.expect_final,
@@ -332,9 +332,7 @@ fn parse_params(raw: Option<&str>) -> Result<Value, Failure> {
 /// `clawlink config show`.
 pub async fn config_show(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     let rows = settings::provenance(settings);
-    let (_, secrets) = connect::credentials(global, settings)
-        .await
-        .unwrap_or_default();
+    let (_, secrets) = connect::credentials(settings).await.unwrap_or_default();
     if global.json {
         let values: Vec<Value> = rows
             .iter()
@@ -383,7 +381,7 @@ pub async fn config_show(global: &GlobalArgs, settings: &Settings) -> Result<()>
 /// transport, resolves the credentials and warns about settings the profile ignores.
 pub async fn config_check(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     let transport = connect::build_transport(settings)?;
-    connect::credentials(global, settings).await?;
+    connect::credentials(settings).await?;
     let warnings = unused_transport_tables(settings);
     if global.json {
         println!(
@@ -451,7 +449,7 @@ fn unused_transport_tables(settings: &Settings) -> Vec<String> {
 pub fn transports(global: &GlobalArgs) -> Result<()> {
     // The configured plugin list, when the config reads; a broken config must not hide the
     // listing (the plugin directory still counts).
-    let configured = crate::settings::load(global)
+    let configured = crate::settings::load(&crate::overrides(global))
         .map(|s| s.profile.plugins.transports)
         .unwrap_or_default();
     let outcomes = crate::runtime_plugins::load_everything(&configured);
@@ -631,7 +629,7 @@ pub async fn auth_set(global: &GlobalArgs, settings: &Settings, kind: SecretKind
 
 /// `clawlink auth status`: where each secret would come from, never the value.
 pub async fn auth_status(global: &GlobalArgs, settings: &Settings) -> Result<()> {
-    let (_, sources) = connect::credentials(global, settings).await?;
+    let (_, sources) = connect::credentials(settings).await?;
     if global.json {
         println!(
             "{}",

@@ -9,7 +9,6 @@ use clawlink_core::registry;
 use clawlink_core::transport::{Transport, TransportEnv};
 use secrecy::SecretString;
 
-use crate::cli::GlobalArgs;
 use crate::failure::Failure;
 use crate::keyring_store::{self, SecretKind};
 use crate::prompt::AppPrompter;
@@ -55,11 +54,8 @@ pub fn build_transport_with(
 /// Resolves the gateway secrets: `--token-file`/`--password-file`, else `CLAWLINK_TOKEN` /
 /// `CLAWLINK_PASSWORD`, else the profile's `auth.token_file` / `auth.password_file`, else
 /// (when none of those named any secret) the OS keyring (`clawlink auth set`).
-pub async fn credentials(
-    global: &GlobalArgs,
-    settings: &Settings,
-) -> Result<(Credentials, SecretSources), Failure> {
-    let conn = &global.connection;
+pub async fn credentials(settings: &Settings) -> Result<(Credentials, SecretSources), Failure> {
+    let conn = &settings.flag_secrets;
     let auth = &settings.profile.auth;
     let mut sources = SecretSources::default();
     let token = pick(
@@ -116,11 +112,8 @@ fn pick(
 }
 
 /// The client options for an operator connection of this profile.
-pub async fn operator_options(
-    global: &GlobalArgs,
-    settings: &Settings,
-) -> Result<ClientOptions, Failure> {
-    Connector::new(global, settings).await?.options("operator")
+pub async fn operator_options(settings: &Settings) -> Result<ClientOptions, Failure> {
+    Connector::new(settings).await?.options("operator")
 }
 
 /// Everything needed to open gateway connections for this profile: the credentials
@@ -136,8 +129,8 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub async fn new(global: &GlobalArgs, settings: &Settings) -> Result<Self, Failure> {
-        let (credentials, _) = credentials(global, settings).await?;
+    pub async fn new(settings: &Settings) -> Result<Self, Failure> {
+        let (credentials, _) = credentials(settings).await?;
         let dir = state::data_dir()?;
         let tokens = Arc::new(state::FileTokenStore::open(&dir)?);
         let client = &settings.profile.client;
@@ -206,9 +199,9 @@ fn host_name() -> Option<String> {
 }
 
 /// Connects once (the one-shot commands): fails with the first error that retrying cannot fix.
-pub async fn connect(global: &GlobalArgs, settings: &Settings) -> Result<GatewayClient, Failure> {
+pub async fn connect(settings: &Settings) -> Result<GatewayClient, Failure> {
     let transport = build_transport(settings)?;
-    let options = operator_options(global, settings).await?;
+    let options = operator_options(settings).await?;
     GatewayClient::connect(transport, options)
         .await
         .map_err(Failure::from)

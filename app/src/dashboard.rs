@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::Args;
 use clawlink_core::transport::{Capability, Transport};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+pub use crate::cli::DashboardArgs;
 use crate::cli::GlobalArgs;
 use crate::connect;
 use crate::failure::Failure;
@@ -38,18 +38,6 @@ mod socket_owner;
 use existing_forward::reuse_or_own;
 use own_forwards::OwnForwards;
 use sign_in::mint_bootstrap;
-
-/// Options of `clawlink dashboard`.
-#[derive(Debug, Args)]
-pub struct DashboardArgs {
-    /// Print the URL (with its one-time sign-in when there is one) instead of opening a browser
-    #[arg(long)]
-    pub print: bool,
-    /// How long to wait for the browser to load the sign-in page, in seconds
-    #[arg(long, value_name = "SECS", default_value_t = 120,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub wait: u64,
-}
 
 /// Where the browser reaches the gateway.
 enum Route {
@@ -101,12 +89,12 @@ pub async fn dashboard(
     args: &DashboardArgs,
 ) -> Result<()> {
     // One transport (one SSH session) for the route, the sign-in and our own forwards.
-    let (route, transport) = resolve_route(global, settings).await?;
+    let (route, transport) = resolve_route(settings).await?;
     let transport = match transport {
         Some(transport) => transport,
         None => connect::build_transport(settings)?,
     };
-    let sign_in = sign_in(global, settings, transport.as_ref()).await?;
+    let sign_in = sign_in(settings, transport.as_ref()).await?;
     if !route.serves_forwards() {
         // Nothing else runs over it; our own forwards close it when the page is done.
         transport.close().await;
@@ -171,7 +159,6 @@ pub async fn dashboard(
 
 /// Chooses how the browser reaches the gateway; with the transport it built for that, if any.
 async fn resolve_route(
-    global: &GlobalArgs,
     settings: &Settings,
 ) -> Result<(Route, Option<Arc<dyn Transport>>), Failure> {
     if let Some(status) = crate::agent::live_status(settings).await? {
@@ -196,7 +183,7 @@ async fn resolve_route(
     }
     let transport = connect::build_transport(settings)?;
     if transport.ports().is_some() {
-        let route = reuse_or_own(global, settings, transport.clone()).await?;
+        let route = reuse_or_own(settings, transport.clone()).await?;
         return Ok((route, Some(transport)));
     }
     Ok((direct_route(transport.as_ref())?, Some(transport)))
@@ -263,11 +250,7 @@ fn warn_about_sandbox(gateway_port: Option<u16>, route: &Route) {
 
 /// Gets a sign-in for the browser: a bootstrap token minted on the gateway host when the
 /// transport runs commands there, else the gateway token.
-async fn sign_in(
-    global: &GlobalArgs,
-    settings: &Settings,
-    transport: &dyn Transport,
-) -> Result<SignIn, Failure> {
+async fn sign_in(settings: &Settings, transport: &dyn Transport) -> Result<SignIn, Failure> {
     if let Some(commands) = transport.commands() {
         eprintln!(
             "minting a one-time sign-in on {} (`openclaw dashboard`)…",
@@ -280,7 +263,7 @@ async fn sign_in(
             ),
         }
     }
-    let (credentials, _) = connect::credentials(global, settings).await?;
+    let (credentials, _) = connect::credentials(settings).await?;
     Ok(match (credentials.token, credentials.password) {
         (Some(token), _) => SignIn::Token(token),
         (None, Some(_)) => SignIn::None {

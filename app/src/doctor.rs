@@ -295,7 +295,7 @@ fn ms(since: Instant) -> u64 {
 /// `clawlink doctor`.
 pub async fn run(global: &GlobalArgs, settings: &Settings) -> Result<()> {
     let mut walk = Walk::default();
-    let _ = diagnose(global, settings, &mut walk).await;
+    let _ = diagnose(settings, &mut walk).await;
     walk.finish();
     let failed = walk
         .failed()
@@ -482,13 +482,9 @@ impl Prompter for DoctorPrompter {
     }
 }
 
-async fn diagnose(
-    global: &GlobalArgs,
-    settings: &Settings,
-    walk: &mut Walk,
-) -> Result<(), Stopped> {
+async fn diagnose(settings: &Settings, walk: &mut Walk) -> Result<(), Stopped> {
     let started = Instant::now();
-    let (setup, notes) = match configure(global, settings).await {
+    let (setup, notes) = match configure(settings).await {
         Ok(setup) => setup,
         Err(failure) => {
             return Err(walk.fail(
@@ -579,7 +575,6 @@ async fn diagnose(
 /// The config layer: the transport's settings (built through the registry, with a prompter
 /// that never asks) and its own offline checks, the credentials and the device state load.
 async fn configure(
-    global: &GlobalArgs,
     settings: &Settings,
 ) -> Result<(Setup, clawlink_core::transport::diagnosis::SettingsNotes), Failure> {
     let env = TransportEnv {
@@ -592,8 +587,8 @@ async fn configure(
         .unwrap_or(&whole)
         .check_settings()
         .map_err(Failure::from)?;
-    let (_, sources) = connect::credentials(global, settings).await?;
-    let mut options = connect::operator_options(global, settings).await?;
+    let (_, sources) = connect::credentials(settings).await?;
+    let mut options = connect::operator_options(settings).await?;
     // The doctor must answer within its step limits, whatever the profile allows.
     options.connect_timeout = options.connect_timeout.min(HELLO_LIMIT);
     options.request_timeout = options.request_timeout.min(HEALTH_LIMIT);

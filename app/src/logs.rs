@@ -64,7 +64,7 @@ pub async fn run(global: &GlobalArgs, settings: &Settings, args: &LogsArgs) -> R
     }
     let client = tokio::select! {
         _ = &mut stop => return Ok(()),
-        client = connect::connect(global, settings) => client?,
+        client = connect::connect(settings) => client?,
     };
     let mut printer = Printer::new(global.json);
     let outcome = tokio::select! {

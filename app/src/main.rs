@@ -94,6 +94,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The settings layer's view of the command line: plain data, so that `settings` and
+/// `connect` never depend on the argument types.
+pub fn overrides(global: &cli::GlobalArgs) -> settings::Overrides {
+    settings::Overrides {
+        config: global.config.clone(),
+        profile: global.profile.clone(),
+        secrets: settings::FlagSecrets {
+            token_file: global.connection.token_file.clone(),
+            password_file: global.connection.password_file.clone(),
+        },
+        transport_flags: global.connection.transport_flags.clone(),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     clawlink_core::registry::validate()
         .map_err(|e| failure::Failure::config(e.to_string(), None))?;
@@ -103,7 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Transports = cli.command {
         return commands::transports(global);
     }
-    let settings = settings::load(global)?;
+    let settings = settings::load(&overrides(global))?;
     match &cli.command {
         Command::Status => commands::status(global, &settings).await,
         Command::Call(args) => commands::call(global, &settings, args).await,

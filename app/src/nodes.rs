@@ -19,14 +19,13 @@ mod notification;
 mod render;
 
 use anyhow::Result;
-use clap::{Args, Subcommand, ValueEnum};
 use clawlink_core::gateway::{GatewayClient, GatewayError};
-use clawlink_core::notify::Priority;
 use clawlink_core::text::terminal_safe;
 use clawlink_core::time::now_unix_millis;
 use serde_json::{json, Value};
 
 use crate::cli::GlobalArgs;
+pub use crate::cli::{ListArgs, NodesCommand, NotifyArgs};
 use crate::connect;
 use crate::failure::Failure;
 use crate::human::age;
@@ -37,94 +36,8 @@ pub use notification::*;
 pub use render::*;
 
 /// `clawlink nodes …`.
-#[derive(Debug, Subcommand)]
-pub enum NodesCommand {
-    /// List the gateway's nodes: connection, pairing, commands and permissions
-    List(ListArgs),
-    /// Show one node (id, display name or IP): commands, permissions, pairing
-    Describe {
-        /// Node id (or a prefix of 6+ characters), display name or IP
-        node: String,
-    },
-    /// List node pairing requests waiting for an operator
-    Pending,
-    /// Approve a pending node pairing request (its command surface)
-    Approve {
-        /// The request id (`clawlink nodes pending` lists them)
-        request: String,
-    },
-    /// Reject a pending node pairing request
-    Reject {
-        /// The request id (`clawlink nodes pending` lists them)
-        request: String,
-    },
-}
-
-/// Options of `clawlink nodes list`.
-#[derive(Debug, Args)]
-pub struct ListArgs {
-    /// Only show connected nodes
-    #[arg(long)]
-    pub connected: bool,
-}
-
-/// `--priority` of `clawlink notify`: the wire names, as clap's possible values.
-fn priority_parser() -> impl clap::builder::TypedValueParser<Value = Priority> {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(Priority::NAMES)
-        .map(|name| Priority::parse(&name).expect("clap admits only Priority::NAMES"))
-}
-
-/// `--delivery` of `clawlink notify`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Delivery {
-    /// The node's notification service
-    System,
-    /// The node's own overlay (in-app toast, console)
-    Overlay,
-    /// The notification service, else the overlay
-    Auto,
-}
-
-impl Delivery {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::System => "system",
-            Self::Overlay => "overlay",
-            Self::Auto => "auto",
-        }
-    }
-}
-
-/// Options of `clawlink notify`.
-#[derive(Debug, Args)]
-pub struct NotifyArgs {
-    /// The node: id (or a prefix of 6+ characters), display name or IP
-    #[arg(long, value_name = "NODE")]
-    pub node: String,
-    /// Notification title
-    #[arg(long, value_name = "TEXT")]
-    pub title: Option<String>,
-    /// Notification body
-    #[arg(long, value_name = "TEXT")]
-    pub body: Option<String>,
-    /// Sound: a macOS system sound name (Glass, Ping, Pop, …) or a freedesktop sound name
-    #[arg(long, value_name = "NAME")]
-    pub sound: Option<String>,
-    /// How insistent the notification is
-    #[arg(long, value_parser = priority_parser())]
-    pub priority: Option<Priority>,
-    /// Where the node shows it
-    #[arg(long, value_enum, default_value_t = Delivery::System)]
-    pub delivery: Delivery,
-    /// How long the node may take, in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = 15_000)]
-    pub invoke_timeout: u64,
-}
-
-/// `clawlink nodes …`.
 pub async fn nodes(global: &GlobalArgs, settings: &Settings, command: &NodesCommand) -> Result<()> {
-    let client = connect::connect(global, settings).await?;
+    let client = connect::connect(settings).await?;
     let result = match command {
         NodesCommand::List(args) => list(global, &client, args).await,
         NodesCommand::Describe { node } => describe(global, &client, node).await,

@@ -21,10 +21,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value as FigValue};
 use figment::{Figment, Metadata, Profile as FigProfile};
 
-use crate::cli::{FlagArgument, GlobalArgs};
 use crate::failure::Failure;
 use crate::prompt::AppPrompter;
 use crate::trusted_file;
+use clawlink_core::registry::{FlagArgument, GivenTransportFlag};
 
 /// The top-level profile keys the environment may set. Other `CLAWLINK_*` variables
 /// (`CLAWLINK_TOKEN`, `CLAWLINK_PROFILE`, test plumbing…) are not profile keys; below these
@@ -72,6 +72,30 @@ pub struct Settings {
     pub figment: Figment,
     /// Config files that were read, in order.
     pub files: Vec<PathBuf>,
+    /// The secret files named on the command line, which outrank the environment's secrets
+    /// (the profile's `auth` keys come after both).
+    pub flag_secrets: FlagSecrets,
+}
+
+/// What the command line sets for [`load`], as plain data (the app's composition root builds
+/// it from the parsed arguments: `crate::overrides`), so that this module does not depend on
+/// the argument types.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`: this file alone instead of the user's and the directory's.
+    pub config: Option<PathBuf>,
+    /// `--profile NAME`.
+    pub profile: Option<String>,
+    pub secrets: FlagSecrets,
+    /// The transport flags given, in the registry's order.
+    pub transport_flags: Vec<GivenTransportFlag>,
+}
+
+/// `--token-file` / `--password-file`.
+#[derive(Debug, Clone, Default)]
+pub struct FlagSecrets {
+    pub token_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
 }
 
 /// Where the user's config file lives: `$XDG_CONFIG_HOME/clawlink/config.toml` on Linux, the
@@ -81,8 +105,8 @@ pub fn user_config_file() -> Option<PathBuf> {
 }
 
 /// Loads and validates the selected profile.
-pub fn load(global: &GlobalArgs) -> Result<Settings, Failure> {
-    let files = config_files(global)?;
+pub fn load(overrides: &Overrides) -> Result<Settings, Failure> {
+    let files = config_files(overrides)?;
     let mut figment = Figment::new().merge(Labeled {
         label: DEFAULTS,
         inner: Serialized::defaults(Profile::default()),
@@ -105,11 +129,11 @@ pub fn load(global: &GlobalArgs) -> Result<Settings, Failure> {
         )
         .merge(Labeled {
             label: FLAGS,
-            inner: Serialized::globals(flag_overrides(global)),
+            inner: Serialized::globals(flag_overrides(overrides)),
         });
     let files: Vec<PathBuf> = files.into_iter().map(|f| f.path).collect();
 
-    let profile_name = global
+    let profile_name = overrides
         .profile
         .clone()
         .or_else(|| std::env::var("CLAWLINK_PROFILE").ok())
@@ -166,6 +190,7 @@ pub fn load(global: &GlobalArgs) -> Result<Settings, Failure> {
         profile,
         figment,
         files,
+        flag_secrets: overrides.secrets.clone(),
     };
     validate(&settings)?;
     Ok(settings)
@@ -239,8 +264,8 @@ fn describe_toml_error(raw: &str) -> String {
     }
 }
 
-fn config_files(global: &GlobalArgs) -> Result<Vec<ConfigFile>, Failure> {
-    if let Some(explicit) = &global.config {
+fn config_files(overrides: &Overrides) -> Result<Vec<ConfigFile>, Failure> {
+    if let Some(explicit) = &overrides.config {
         if !explicit.is_file() {
             return Err(Failure::config(
                 format!("config file {} does not exist", explicit.display()),
@@ -265,11 +290,10 @@ fn config_files(global: &GlobalArgs) -> Result<Vec<ConfigFile>, Failure> {
 /// Command-line overrides as a figment dictionary (only what was given). Transport flags
 /// come as data from their descriptors: each sets `transports.<table>.<key>`, and a
 /// selecting one (`--ssh`, `--url`) also sets `transport` (and `mode` when it implies one).
-fn flag_overrides(global: &GlobalArgs) -> Dict {
+fn flag_overrides(overrides: &Overrides) -> Dict {
     let mut dict = Dict::new();
-    let conn = &global.connection;
     let mut transports = Dict::new();
-    for given in &conn.transport_flags {
+    for given in &overrides.transport_flags {
         if let Some(selection) = given.flag.selects {
             if let Some(mode) = selection.mode {
                 let mode = match mode {
@@ -296,13 +320,13 @@ fn flag_overrides(global: &GlobalArgs) -> Dict {
         dict.insert("transports".into(), FigValue::from(transports));
     }
     let mut auth = Dict::new();
-    if let Some(path) = &conn.token_file {
+    if let Some(path) = &overrides.secrets.token_file {
         auth.insert(
             "token_file".into(),
             FigValue::from(path.display().to_string()),
         );
     }
-    if let Some(path) = &conn.password_file {
+    if let Some(path) = &overrides.secrets.password_file {
         auth.insert(
             "password_file".into(),
             FigValue::from(path.display().to_string()),
@@ -754,11 +778,11 @@ mod tests {
     use clawlink_core::config::Mode;
     use figment::Jail;
 
-    fn global(args: &[&str]) -> GlobalArgs {
+    fn global(args: &[&str]) -> Overrides {
         let mut argv = vec!["clawlink"];
         argv.extend_from_slice(args);
         argv.push("status");
-        crate::cli::parse_from(argv).global
+        crate::overrides(&crate::cli::parse_from(argv).global)
     }
 
     fn home(jail: &mut Jail) {

@@ -70,7 +70,7 @@ impl From<LayerReport> for Step {
 
 /// `clawlink test`.
 pub async fn test(global: &GlobalArgs, settings: &Settings, remote_status: bool) -> Result<()> {
-    let options = connect::operator_options(global, settings).await?;
+    let options = connect::operator_options(settings).await?;
     let transport = connect::build_transport(settings)?;
     let mut steps: Vec<Step> = Vec::new();
     // What the transport's settings check noticed (e.g. SSH config keywords it ignores); a

@@ -573,7 +573,7 @@ mod tests {
         let mut argv = vec!["clawlink"];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["tls", "trust"]);
-        settings::load(&crate::cli::parse_from(argv).global)
+        settings::load(&crate::overrides(&crate::cli::parse_from(argv).global))
     }
 
     #[test]

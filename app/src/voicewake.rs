@@ -11,71 +11,11 @@
 //!   standard input is closed and every forward has finished.
 //! - `recent`: the running agent's last detections.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
-use clap::{ArgGroup, Args, Subcommand};
 
 use crate::cli::GlobalArgs;
+pub use crate::cli::{ListenArgs, SendArgs, TriggersArgs, VoicewakeCommand};
 use crate::settings::Settings;
-
-/// `clawlink voicewake …`.
-#[derive(Debug, Subcommand)]
-pub enum VoicewakeCommand {
-    /// Show the gateway's trigger phrases, or change them (the gateway's global list)
-    Triggers(TriggersArgs),
-    /// Show the gateway's voice-wake routing (trigger → agent or session)
-    Routes,
-    /// Forward one transcript now, as push-to-talk does (a leading trigger is taken off)
-    Send(SendArgs),
-    /// Run the recognizer source in the foreground and print each detection and outcome
-    Listen(ListenArgs),
-    /// The running agent's last detections and their outcomes
-    Recent,
-}
-
-#[derive(Debug, Args)]
-#[command(group(ArgGroup::new("edit").args(["set", "add", "remove"])))]
-pub struct TriggersArgs {
-    /// Replace the list (comma-separated)
-    #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
-    pub set: Option<Vec<String>>,
-    /// Add a trigger phrase
-    #[arg(long, value_name = "PHRASE")]
-    pub add: Option<String>,
-    /// Remove a trigger phrase
-    #[arg(long, value_name = "PHRASE")]
-    pub remove: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct SendArgs {
-    /// What was said (a leading trigger phrase is sent as the trigger)
-    pub text: String,
-    /// The trigger to report (`voiceWakeTrigger`, which the gateway's routes use)
-    #[arg(long, value_name = "PHRASE")]
-    pub trigger: Option<String>,
-}
-
-#[derive(Debug, Args)]
-#[command(group(ArgGroup::new("source").args(["stdin", "fifo", "command"])))]
-pub struct ListenArgs {
-    /// Read transcripts from standard input (ends when it closes)
-    #[arg(long)]
-    pub stdin: bool,
-    /// Read transcripts from this named pipe (created when missing)
-    #[arg(long, value_name = "PATH")]
-    pub fifo: Option<PathBuf>,
-    /// A trigger anywhere in the utterance fires, not only at its start
-    #[arg(long)]
-    pub anywhere: bool,
-    /// Send runs to this session instead of the main one
-    #[arg(long, value_name = "KEY")]
-    pub session: Option<String>,
-    /// Run this recognizer and read its output (must come last: everything after it is its argv)
-    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "ARGV")]
-    pub command: Option<Vec<String>>,
-}
 
 /// `clawlink voicewake …`.
 #[cfg(feature = "feature-voicewake")]
@@ -162,7 +102,7 @@ mod imp {
         settings: &Settings,
         args: &TriggersArgs,
     ) -> Result<()> {
-        let client = connect::connect(global, settings).await?;
+        let client = connect::connect(settings).await?;
         let result = edit_triggers(&client, args).await;
         connect::finish(&client).await;
         let (triggers, notes) = result?;
@@ -247,7 +187,7 @@ mod imp {
 
     /// `voicewake routes`.
     pub async fn routes(global: &GlobalArgs, settings: &Settings) -> Result<()> {
-        let client = connect::connect(global, settings).await?;
+        let client = connect::connect(settings).await?;
         let result = client
             .request_with("voicewake.routing.get", Value::Null, options())
             .await;
@@ -329,7 +269,7 @@ mod imp {
             })?
         } else {
             let feature_settings = feature_settings(settings)?;
-            let client = connect::connect(global, settings).await?;
+            let client = connect::connect(settings).await?;
             let result = voicewake::send_once(
                 &client,
                 &feature_settings,
@@ -435,7 +375,7 @@ mod imp {
         let table = listen_table(settings, args)?;
         let descriptor = clawlink_core::registry::feature(voicewake::NAME)
             .ok_or_else(|| Failure::config("the voicewake feature is not registered", None))?;
-        let connector = Arc::new(connect::Connector::new(global, settings).await?);
+        let connector = Arc::new(connect::Connector::new(settings).await?);
         let transport = connect::build_transport(settings)?;
         let client = GatewayClient::connect(transport, connector.options("operator")?)
             .await

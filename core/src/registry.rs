@@ -162,6 +162,23 @@ pub struct Selection {
     pub mode: Option<Mode>,
 }
 
+/// A transport flag's value as given on the command line, typed as its [`FlagValue`] asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagArgument {
+    Text(String),
+    Path(std::path::PathBuf),
+    Port(u16),
+}
+
+/// A transport's flag given on the command line, with its parsed value: what the app's
+/// settings layer and service files read, as plain data.
+#[derive(Debug, Clone)]
+pub struct GivenTransportFlag {
+    pub transport: &'static TransportDescriptor,
+    pub flag: &'static TransportFlag,
+    pub value: FlagArgument,
+}
+
 /// The kind of a flag's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlagValue {

@@ -183,3 +183,38 @@ fn only_plugins_rs_names_a_transport_crate_or_feature() {
         offenders.join("\n")
     );
 }
+
+/// The app's argument types are a leaf (`cli.rs` uses no other module of the app), and the
+/// settings and connection layers take plain data, never the argument types, so that no
+/// command module, `cli`, `settings` and `connect` form a cycle.
+#[test]
+fn the_argument_types_are_a_leaf_and_settings_and_connect_do_not_use_them() {
+    let app = workspace_root().join("app/src");
+    let code_lines = |file: &str| -> Vec<(usize, String)> {
+        let text = std::fs::read_to_string(app.join(file)).unwrap();
+        // Unit tests may build arguments the way users type them.
+        let body = text.split("#[cfg(test)]").next().unwrap_or("").to_owned();
+        body.lines()
+            .enumerate()
+            .map(|(n, line)| (n + 1, line.split("//").next().unwrap_or("").to_owned()))
+            .collect()
+    };
+    let mut offenders = Vec::new();
+    for (n, code) in code_lines("cli.rs") {
+        if code.contains("crate::") {
+            offenders.push(format!("cli.rs:{n}: {}", code.trim()));
+        }
+    }
+    for file in ["settings.rs", "connect.rs"] {
+        for (n, code) in code_lines(file) {
+            if code.contains("crate::cli") || code.contains("GlobalArgs") {
+                offenders.push(format!("{file}:{n}: {}", code.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "module cycle:\n{}",
+        offenders.join("\n")
+    );
+}

@@ -129,7 +129,7 @@ pub(crate) async fn run(global: &GlobalArgs, settings: &Settings, args: &ChatArg
         )
         .into());
     }
-    let connection = ChatConnection::open(global, settings).await?;
+    let connection = ChatConnection::open(settings).await?;
     let describe = connection.client().transport().describe();
     let colours = style::stdout_colours();
     let mut printer = Printer::text(true, Notes::Stdout, true, colours);

@@ -47,7 +47,7 @@ pub(crate) async fn run(
             stderr_tty && crate::style::stderr_colours(),
         )
     };
-    let connection = ChatConnection::open(global, settings).await?;
+    let connection = ChatConnection::open(settings).await?;
     let result = send_and_follow(&connection, args, text, &mut printer).await;
     connection.close().await;
     let outcome = result?;

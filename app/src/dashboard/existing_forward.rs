@@ -18,7 +18,6 @@ use tokio::net::TcpStream;
 use super::own_forwards::OwnForwards;
 use super::socket_owner::{self, Owner};
 use super::Route;
-use crate::cli::GlobalArgs;
 use crate::connect;
 use crate::failure::Failure;
 use crate::settings::Settings;
@@ -26,7 +25,6 @@ use crate::settings::Settings;
 /// The route through `transport`, which offers [`GatewayPorts`]: an existing forward of the
 /// same gateway on the preferred local port, else forwards of our own.
 pub(super) async fn reuse_or_own(
-    global: &GlobalArgs,
     settings: &Settings,
     transport: Arc<dyn Transport>,
 ) -> Result<Route, Failure> {
@@ -47,7 +45,7 @@ pub(super) async fn reuse_or_own(
             "note: cannot tell who listens on 127.0.0.1:{preferred}; nothing is sent there — opening a forward of our own"
         ),
         Owner::Unknown => {}
-        Owner::Me => match same_gateway(global, settings, &transport, preferred).await {
+        Owner::Me => match same_gateway(settings, &transport, preferred).await {
             Ok(true) => {
                 return Ok(Route::Forwarded {
                     port: preferred,
@@ -73,13 +71,12 @@ pub(super) async fn reuse_or_own(
 /// same process answers both (same `server.bootId`). Sends the profile's credentials
 /// there: only for a listener this user holds.
 async fn same_gateway(
-    global: &GlobalArgs,
     settings: &Settings,
     transport: &Arc<dyn Transport>,
     port: u16,
 ) -> Result<bool, Failure> {
     let local: Arc<dyn Transport> = Arc::new(LoopbackForward { port });
-    let options = connect::operator_options(global, settings).await?;
+    let options = connect::operator_options(settings).await?;
     let boot_id = |client: &GatewayClient| client.hello().and_then(|h| h.server.boot_id.clone());
     let theirs = tokio::time::timeout(
         Duration::from_secs(10),

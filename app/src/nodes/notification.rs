@@ -35,7 +35,7 @@ pub async fn notify(global: &GlobalArgs, settings: &Settings, args: &NotifyArgs)
         )
         .into());
     }
-    let client = connect::connect(global, settings).await?;
+    let client = connect::connect(settings).await?;
     let result = send_notification(&client, settings, args, title, body).await;
     connect::finish(&client).await;
     let result = result?;
