@@ -14,7 +14,7 @@
 use anyhow::Result;
 
 use crate::cli::GlobalArgs;
-pub use crate::cli::{ListenArgs, SendArgs, TriggersArgs, VoicewakeCommand};
+pub use crate::cli::VoicewakeCommand;
 use crate::settings::Settings;
 
 /// `clawlink voicewake …`.
@@ -61,9 +61,9 @@ mod imp {
     use clawlink_feature_voicewake::{self as voicewake, VoicewakeSettings};
     use serde_json::{json, Value};
 
-    use super::{ListenArgs, SendArgs, TriggersArgs};
     use crate::agent;
     use crate::cli::GlobalArgs;
+    use crate::cli::{ListenArgs, SendArgs, TriggersArgs};
     use crate::connect;
     use crate::control::Request;
     use crate::failure::Failure;
