@@ -159,10 +159,8 @@ pub fn socket_path(profile: &str) -> PathBuf {
     runtime_dir().join(format!("{profile}.sock"))
 }
 
-fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
+/// The effective user ID, whose files and sockets we trust (with root's).
+use clawlink_core::ownership::effective_uid as current_uid;
 
 /// Creates the runtime directory 0700, or checks that an existing one is ours and private
 /// (another user must not be able to plant a socket where we look for the agent).

@@ -402,14 +402,19 @@ fn config_for_hints(global: &GlobalArgs) -> Option<String> {
     })
 }
 
-/// One argument for a POSIX shell, for commands shown to the user.
-fn shell_word(arg: &str) -> String {
-    let bare = !arg.is_empty()
+/// Whether `arg` is made of characters neither a shell nor systemd gives a meaning to, so it
+/// can stand unquoted in both.
+pub(crate) fn is_plain_word(arg: &str) -> bool {
+    !arg.is_empty()
         && arg.chars().all(|c| {
             c.is_ascii_alphanumeric()
                 || matches!(c, '/' | '_' | '.' | ',' | ':' | '@' | '+' | '=' | '-')
-        });
-    if bare {
+        })
+}
+
+/// One argument for a POSIX shell, for commands shown to the user.
+fn shell_word(arg: &str) -> String {
+    if is_plain_word(arg) {
         arg.to_owned()
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))

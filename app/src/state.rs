@@ -34,12 +34,8 @@ pub fn data_dir() -> Result<PathBuf, Failure> {
         })
 }
 
-/// The effective user ID, whose files we trust (with root's).
-#[cfg(unix)]
-fn my_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
+/// The effective user ID, whose files and sockets we trust (with root's).
+use clawlink_core::ownership::effective_uid as my_uid;
 
 /// Refuses a credential file that another user owns or that group or others can read.
 pub fn check_private(path: &Path, what: &str) -> Result<(), Failure> {

@@ -8,38 +8,12 @@
 //! that same descriptor, so the file cannot be swapped between the check and the read.
 
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::failure::Failure;
 
-/// Why a file is not trusted; the text names the owner or the mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Untrusted {
-    /// Owned by another user (not by us, not by root).
-    Owner { uid: u32 },
-    /// Group- or world-writable.
-    Writable { mode: u32 },
-}
-
-/// Checks the owner and mode of an opened file's metadata for a process running as `euid`.
-pub fn check_metadata(metadata: &std::fs::Metadata, euid: u32) -> Result<(), Untrusted> {
-    let uid = metadata.uid();
-    if uid != euid && uid != 0 {
-        return Err(Untrusted::Owner { uid });
-    }
-    let mode = metadata.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(Untrusted::Writable { mode });
-    }
-    Ok(())
-}
-
-/// The effective user id of this process.
-pub fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
+/// The rule itself is core's, shared with the plugin loader.
+pub use clawlink_core::ownership::{check_metadata, effective_uid, Untrusted};
 
 /// Reads `path` as text when it passes [`check_metadata`]; `what` names the file for the
 /// user ("config file"). The failure names the reason and the fix (exit 2).
@@ -124,6 +98,7 @@ fn user_name(uid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
 
     fn scratch(name: &str) -> std::path::PathBuf {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod feature;
 pub mod gateway;
 pub mod notify;
+pub mod ownership;
 pub mod prompt;
 pub mod registry;
 pub mod text;

@@ -44,8 +44,7 @@ fn plugin_features() -> Result<(Vec<String>, Vec<String>)> {
     Ok((all, default))
 }
 
-/// The named variants: what each is for, and its plugin set (`None`: the app's default set;
-/// `Some(&[])` with `all`: every feature the app declares).
+/// The named variants and what each is for; [`variant_features`] gives their plugin sets.
 pub const VARIANTS: &[(&str, &str)] = &[
     (
         "minimal",

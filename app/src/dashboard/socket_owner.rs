@@ -61,10 +61,8 @@ fn judge(uids: impl Iterator<Item = u32>) -> Owner {
     owner
 }
 
-fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
+/// The effective user ID, whose files and sockets we trust (with root's).
+use clawlink_core::ownership::effective_uid as current_uid;
 
 /// The same endpoint, an IPv4 address and its IPv4-mapped IPv6 form alike.
 fn same(a: SocketAddr, b: SocketAddr) -> bool {

@@ -85,12 +85,7 @@ pub(super) fn exec_start(argv: &[String]) -> String {
 /// it is made of harmless characters, else double-quoted with C escapes. `%` (specifiers)
 /// and `$` (variable expansion) are doubled in either case.
 fn systemd_word(arg: &str) -> String {
-    let bare = !arg.is_empty()
-        && arg.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '/' | '_' | '.' | ',' | ':' | '@' | '+' | '=' | '-')
-        });
-    if bare {
+    if super::is_plain_word(arg) {
         arg.to_owned()
     } else {
         systemd_quoted(arg, true)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use clawlink_core::text::terminal_safe;
 use clawlink_core::transport::{Connected, Transport, TransportError, TransportErrorKind};
 use serde_json::Value;
 
@@ -41,19 +42,17 @@ struct CallResult {
 
 impl Plugin {
     /// Runs `call` with clawlink's message buffer and returns the code and the text the
-    /// plugin wrote (lossy UTF-8, control characters dropped, at most the buffer).
+    /// plugin wrote (lossy UTF-8, made terminal-safe by core's one rule, at most the buffer):
+    /// it reaches logs and the screen as part of clawlink's own messages.
     fn with_buffer(call: impl FnOnce(*mut u8, usize, *mut usize) -> i32) -> CallResult {
         let mut buffer = vec![0u8; MESSAGE_CAPACITY];
         let mut len = 0usize;
         let code = call(buffer.as_mut_ptr(), buffer.len(), &mut len);
         let written = &buffer[..len.min(buffer.len())];
-        let text: String = String::from_utf8_lossy(written)
-            .chars()
-            .filter(|c| !c.is_control())
-            .collect();
+        let text = String::from_utf8_lossy(written);
         CallResult {
             code,
-            text: text.trim().to_owned(),
+            text: terminal_safe(text.trim()).into_owned(),
         }
     }
 
@@ -81,9 +80,10 @@ impl Plugin {
     }
 }
 
-/// Runs `work` on a thread of its own and waits at most `limit`: a plugin that hangs costs
-/// one parked thread, never clawlink's runtime or its exit (a detached std thread does not
-/// hold the process; tokio's blocking pool would be waited for at shutdown).
+/// Runs `work` on a thread of its own and waits for it at most `limit` (blocking the caller,
+/// as the factory that calls this is synchronous): a plugin that hangs costs one parked
+/// thread and `limit`, never clawlink's exit (a detached std thread does not hold the
+/// process; tokio's blocking pool would be waited for at shutdown).
 fn on_own_thread<T: Send + 'static>(
     name: &str,
     limit: Duration,

@@ -10,6 +10,8 @@
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
+
+use clawlink_core::ownership::{check_metadata, effective_uid, Untrusted};
 use std::path::{Path, PathBuf};
 
 /// A plugin file that must not be loaded, with the fix.
@@ -62,36 +64,28 @@ pub fn open_trusted(path: &Path) -> Result<(File, PathBuf), Refusal> {
     Ok((file, canonical))
 }
 
+/// Core's ownership rule, worded for a plugin file or one of its directories.
 fn check_owner_and_mode(
     path: &Path,
     what: &str,
     metadata: &std::fs::Metadata,
     euid: u32,
 ) -> Result<(), Refusal> {
-    let uid = metadata.uid();
-    if uid != euid && uid != 0 {
-        return Err(Refusal(format!(
+    match check_metadata(metadata, euid) {
+        Ok(()) => Ok(()),
+        Err(Untrusted::Owner { uid }) => Err(Refusal(format!(
             "{what} {} is owned by uid {uid}, not by you (uid {euid}) or root: another user \
              could change the code clawlink would run; move it somewhere you own \
              (e.g. ~/.local/share/clawlink/plugins/)",
             path.display()
-        )));
-    }
-    let mode = metadata.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(Refusal(format!(
+        ))),
+        Err(Untrusted::Writable { mode }) => Err(Refusal(format!(
             "{what} {} is writable by its group or others (mode {mode:04o}): another user could \
              change the code clawlink would run; run `chmod go-w {}`",
             path.display(),
             path.display()
-        )));
+        ))),
     }
-    Ok(())
-}
-
-fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]
