@@ -90,6 +90,24 @@ typedef struct clawlink_transport_v1 {
      * error message; returns CLAWLINK_OK, or anything else to let clawlink describe it. */
     int32_t (*describe)(const uint8_t *settings_json, size_t settings_len, uint8_t *out_buf,
                         size_t out_cap, size_t *out_len);
+
+    /* ---- Ports on the gateway host (appended to version 1; read only when `struct_size`
+     * covers them, so plugins built against an older header keep loading). Offer BOTH or
+     * neither: with both, `clawlink tunnel`, the forwards of `clawlink up` and `clawlink
+     * dashboard` work through the plugin, one fresh connection per local client. */
+
+    /* Optional (may be NULL): the gateway's port on its host for these settings (the port
+     * `connect` reaches); the Control UI's widget sandbox is the port after it. Returns 0
+     * when the settings do not say, which clawlink reports as a settings error. Offline:
+     * no network, returns at once. */
+    uint16_t (*gateway_port)(const uint8_t *settings_json, size_t settings_len);
+
+    /* Optional (may be NULL): like `connect`, but to `port` on the gateway host's loopback
+     * interface (clawlink asks for gateway_port() and the port after it). Same ownership,
+     * threading, time limit and error rules as `connect`. A plugin that cannot reach that
+     * port returns CLAWLINK_ERR_CONNECT with a message naming the port. */
+    int32_t (*connect_port)(const uint8_t *settings_json, size_t settings_len, uint16_t port,
+                            int32_t *out_fd, uint8_t *err_buf, size_t err_cap, size_t *err_len);
 } clawlink_transport_v1;
 
 /* The one exported function. Returns the plugin's static table (never NULL). Called once,

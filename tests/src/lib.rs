@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod compliance;
+pub mod forwards;
 pub mod plugins;
 
 use std::collections::HashMap;

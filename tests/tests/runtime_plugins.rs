@@ -1,4 +1,4 @@
-//! Transports loaded at run time from shared libraries: a plugin written in C against the header carries `status` and `call health` to the real gateway, passes the base transport contract, and every broken plugin is refused with a line naming the file, the cause and the fix.
+//! Transports loaded at run time from shared libraries: a plugin written in C against the header carries `status` and `call health` to the real gateway, passes the base transport contract, the SOCKS5 plugin carries `status`, `chat` and `tunnel` through `ssh -D`, and every broken plugin is refused with a line naming the file, the cause and the fix.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use clawlink_core::prompt::NonInteractive;
 use clawlink_core::registry;
 use clawlink_core::transport::TransportEnv;
+use clawlink_tests::forwards::{
+    first_json_line, free_port_pair, http_get, start_sandbox, wait_for_exit, Reaped,
+};
 use clawlink_tests::plugins::{build_c_plugin, set_mode};
 use clawlink_tests::*;
 use serde_json::{json, Value};
@@ -45,9 +48,8 @@ impl PluginHome {
         }
     }
 
-    /// Runs clawlink with this home's config and token, the default plugin directory and
-    /// `env`; bounded in time (a hung clawlink is killed and fails the test).
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    /// clawlink with this home's config and token and the default plugin directory.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = clawlink_command(&self.dir);
         cmd.env_remove("XDG_DATA_HOME")
             .env_remove("CLAWLINK_PLUGIN_DIR")
@@ -56,9 +58,15 @@ impl PluginHome {
             .arg("--token-file")
             .arg(&self.token)
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs clawlink with this home's config and token, the default plugin directory and
+    /// `env`; bounded in time (a hung clawlink is killed and fails the test).
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -148,6 +156,16 @@ fn a_c_plugin_in_the_plugin_directory_carries_status_and_health_to_the_gateway()
         .find(|t| t["name"] == "direct-ws")
         .unwrap();
     assert_eq!(builtin["origin"]["kind"], "built-in", "{builtin}");
+
+    // `tunnel` needs ports on the gateway host, which this plugin does not offer (its table
+    // stops at `describe`): one line naming the capability and who has it.
+    let out = home.run(&["tunnel"], &[]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("ports on the gateway host") && stderr.contains("ssh-tunnel"),
+        "{stderr}"
+    );
 
     // The same library named in the config instead, with an empty plugin directory.
     let elsewhere = home.dir.join("lib");
@@ -447,14 +465,70 @@ fn the_socks5_plugin_reaches_the_gateway_through_ssh_dash_d() {
     assert_eq!(socks5["origin"]["kind"], "plugin", "{socks5}");
     assert_eq!(socks5["origin"]["abiVersion"], 1, "{socks5}");
 
-    // `tunnel` needs ports on the gateway host, which ABI 1 does not carry: one line naming
-    // the capability and who has it.
-    let out = home.run(&["tunnel"], &[]);
-    let (_, stderr) = text(&out);
-    assert!(!out.status.success());
+    // `tunnel` through the plugin's port functions, on the local port its settings prefer:
+    // another program's `call health` through the gateway forward, and the widget sandbox
+    // (started on demand) through the forward of the port after it.
+    let local_port = free_port_pair();
+    write_config(
+        &home.config,
+        "socks5",
+        json!({
+            "proxy": format!("127.0.0.1:{}", proxy.port),
+            "target_port": gateway_port(),
+            "local_port": local_port,
+        }),
+        &[],
+    );
+    let mut tunnel = Reaped(
+        home.command(&["--json", "tunnel"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let report = first_json_line(&mut tunnel.0, "socks5 tunnel");
+    let forwards = report["forwards"].as_array().unwrap();
+    assert_eq!(forwards[0]["purpose"], "gateway", "{report}");
+    assert_eq!(
+        forwards[0]["localPort"], local_port,
+        "local_port is honoured: {report}"
+    );
+    assert_eq!(forwards[1]["purpose"], "widget sandbox", "{report}");
+    let through = format!("ws://127.0.0.1:{local_port}");
+    let out = clawlink(
+        &home.dir,
+        &[
+            "--url",
+            &through,
+            "--token-file",
+            home.token.to_str().unwrap(),
+            "call",
+            "health",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
     assert!(
-        stderr.contains("ports on the gateway host") && stderr.contains("ssh-tunnel"),
-        "{stderr}"
+        out.status.success(),
+        "health through the socks5 forward: {stderr}"
+    );
+    let health: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(health["ok"], true, "{health}");
+    let path = start_sandbox(&home.dir, &through).expect("a canvas preview names its path");
+    let (code, body) = http_get(local_port + 1, &path);
+    assert_eq!(code, 200, "sandbox through the socks5 forward: {body}");
+    let pid = tunnel.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        wait_for_exit(&mut tunnel.0, Duration::from_secs(15)),
+        Some(0)
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", local_port)).is_err(),
+        "the forward is gone with the tunnel"
     );
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

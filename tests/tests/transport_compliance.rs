@@ -3,11 +3,10 @@
 //! A new transport gets these checks by registering (the tests crate links every built-in
 //! transport) and by saying here how it reaches the peers (`peer_settings`).
 
-use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use clawlink_core::prompt::NonInteractive;
@@ -17,9 +16,11 @@ use clawlink_core::transport::diagnosis::{check_layer_names, LOCAL_PORT_LAYER};
 use clawlink_core::transport::{
     Capability, LayerReport, LayerSink, LayerStatus, Stopped, Transport, TransportEnv,
 };
+use clawlink_tests::forwards::{
+    self, first_json_line, http_get, start_sandbox, wait_for_exit, Reaped,
+};
 use clawlink_tests::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // inventory only sees crates something references.
 use clawlink_transport_exec as _;
@@ -452,27 +453,22 @@ async fn gateway_ports_open_streams_to_the_gateway_and_sandbox_ports() {
     let mut offered = Vec::new();
     for profile in profiles(&home) {
         let transport = build_profile(&profile);
-        let Some(ports) = transport.ports() else {
+        if transport.ports().is_none() {
             eprintln!(
                 "{} ({}): no GatewayPorts; skipped",
                 profile.transport, profile.variant
             );
             continue;
-        };
+        }
         offered.push(profile.transport);
         let label = format!("{} ({})", profile.transport, profile.variant);
-        let gateway = ports.gateway_port();
-        let (code, body) = http_over(ports.open(gateway).await.unwrap(), gateway, "/health").await;
-        assert_eq!(code, 200, "{label}: {body}");
-        assert!(body.contains(r#""status":"live""#), "{label}: {body}");
-
-        // The gateway starts its sandbox on demand; ask it directly, then reach it through
-        // the transport.
-        let path = start_sandbox(&home, Peers::get().gateway_url())
-            .expect("a canvas preview names the sandbox path");
-        let sandbox = gateway + 1;
-        let (code, body) = http_over(ports.open(sandbox).await.unwrap(), sandbox, &path).await;
-        assert_eq!(code, 200, "{label}: sandbox: {body}");
+        forwards::ports_reach_the_gateway_and_sandbox(
+            &label,
+            &home,
+            Peers::get().gateway_url(),
+            transport.as_ref(),
+        )
+        .await;
 
         let children = ssh_children(std::process::id());
         transport.close().await;
@@ -579,106 +575,6 @@ fn gateway_ports_serve_local_forwards_through_clawlink_tunnel() {
         served.contains(&clawlink_transport_ssh::NAME),
         "ssh-tunnel serves forwards: {served:?}"
     );
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn first_json_line(child: &mut Child, label: &str) -> Value {
-    let mut stdout = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while !line.ends_with(b"\n") && line.len() < 64 * 1024 {
-        if stdout.read(&mut byte).unwrap() == 0 {
-            let mut stderr = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-            panic!("{label}: tunnel ended before reporting: {stderr}");
-        }
-        line.push(byte[0]);
-    }
-    serde_json::from_slice(&line).unwrap_or_else(|e| panic!("{label}: {e}: {line:?}"))
-}
-
-fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<i32> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-/// Asks the gateway at `url` for a canvas preview, which starts its widget sandbox; the
-/// sandbox path it names.
-fn start_sandbox(home: &Path, url: &str) -> Option<String> {
-    let token = token_file(home);
-    let out = clawlink(
-        home,
-        &[
-            "--url",
-            url,
-            "--token-file",
-            &token,
-            "call",
-            "canvas.document.preview",
-            r#"{"html": "<p>compliance</p>"}"#,
-        ],
-    );
-    let preview: Value = serde_json::from_slice(&out.stdout).ok()?;
-    preview["sandboxUrl"].as_str().map(str::to_owned)
-}
-
-/// `GET path` on 127.0.0.1:`port`: the status code and the whole response.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    parse_response(&response)
-}
-
-/// `GET path` over a stream a transport opened to `port` on the gateway host.
-async fn http_over(
-    mut stream: Box<dyn clawlink_core::transport::DuplexStream>,
-    port: u16,
-    path: &str,
-) -> (u16, String) {
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response)).await;
-    parse_response(&response)
-}
-
-fn parse_response(response: &[u8]) -> (u16, String) {
-    let response = String::from_utf8_lossy(response).into_owned();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {response:?}"));
-    (code, response)
 }
 
 /// The live `ssh` children of process `pid` (the openssh backend's `ssh -N -L`).

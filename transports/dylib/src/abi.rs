@@ -9,8 +9,8 @@
 use std::ffi::c_char;
 
 pub use clawlink_plugin_sdk::{
-    CheckSettingsFn, ConnectFn, DescribeFn, CLAWLINK_ERR_AUTH as ERR_AUTH,
-    CLAWLINK_ERR_CONFIG as ERR_CONFIG, CLAWLINK_OK as OK,
+    CheckSettingsFn, ConnectFn, ConnectPortFn, DescribeFn, GatewayPortFn,
+    CLAWLINK_ERR_AUTH as ERR_AUTH, CLAWLINK_ERR_CONFIG as ERR_CONFIG, CLAWLINK_OK as OK,
     CLAWLINK_TRANSPORT_ABI_VERSION as ABI_VERSION,
 };
 
@@ -29,6 +29,8 @@ pub struct TableV1 {
     pub connect: Option<ConnectFn>,
     pub check_settings: Option<CheckSettingsFn>,
     pub describe: Option<DescribeFn>,
+    pub gateway_port: Option<GatewayPortFn>,
+    pub connect_port: Option<ConnectPortFn>,
 }
 
 /// The entry function's type, returning the host's view of the table.
@@ -61,6 +63,10 @@ mod tests {
         assert_eq!(
             offset_of!(TableV1, describe),
             offset_of!(TransportV1, describe)
+        );
+        assert_eq!(
+            offset_of!(TableV1, connect_port),
+            offset_of!(TransportV1, connect_port)
         );
         assert_eq!(
             ENTRY_SYMBOL,

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use clawlink_core::registry::{
     self, LoadedFrom, PluginLoaderDescriptor, PluginOutcome, TransportDescriptor,
 };
-use clawlink_core::transport::TransportEnv;
+use clawlink_core::transport::{Capability, TransportEnv};
 use serde_json::Value;
 
 pub use abi::ABI_VERSION;
@@ -129,7 +129,11 @@ fn load_file(file: &std::fs::File, path: &Path) -> Result<&'static str, String> 
         summary: plugin.summary,
         example_config: plugin.example_config,
         flags: &[],
-        capabilities: &[],
+        capabilities: if plugin.ports.is_some() {
+            &[Capability::GatewayPorts]
+        } else {
+            &[]
+        },
         layers: &[],
         trust: None,
         factory,
@@ -207,6 +211,30 @@ unsafe fn read_table(table: *const abi::TableV1, path: &Path) -> Result<transpor
     } else {
         None
     };
+    let gateway_port = if optional(std::mem::offset_of!(abi::TableV1, gateway_port)) {
+        std::ptr::addr_of!((*table).gateway_port).read()
+    } else {
+        None
+    };
+    let connect_port = if optional(std::mem::offset_of!(abi::TableV1, connect_port)) {
+        std::ptr::addr_of!((*table).connect_port).read()
+    } else {
+        None
+    };
+    // The header asks for both or neither; half a pair cannot serve a forward.
+    let ports = match (gateway_port, connect_port) {
+        (Some(gateway_port), Some(connect_port)) => Some(transport::PortFns {
+            gateway_port,
+            connect_port,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(format!(
+                "{shown}: its table has only one of `gateway_port` and `connect_port`; a plugin \
+                 offers both (local forwards through it) or neither"
+            ))
+        }
+    };
     Ok(transport::Plugin {
         name,
         version,
@@ -216,6 +244,7 @@ unsafe fn read_table(table: *const abi::TableV1, path: &Path) -> Result<transpor
         connect,
         check_settings,
         describe,
+        ports,
     })
 }
 

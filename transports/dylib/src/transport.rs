@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clawlink_core::text::terminal_safe;
-use clawlink_core::transport::{Connected, Transport, TransportError, TransportErrorKind};
+use clawlink_core::transport::{
+    Connected, DuplexStream, GatewayPorts, Transport, TransportError, TransportErrorKind,
+};
 use serde_json::Value;
 
 use crate::abi;
@@ -32,6 +34,22 @@ pub struct Plugin {
     pub connect: abi::ConnectFn,
     pub check_settings: Option<abi::CheckSettingsFn>,
     pub describe: Option<abi::DescribeFn>,
+    /// The port functions, when the plugin offers both.
+    pub ports: Option<PortFns>,
+}
+
+/// A plugin's `gateway_port` and `connect_port`, which come as a pair.
+#[derive(Clone, Copy)]
+pub struct PortFns {
+    pub gateway_port: abi::GatewayPortFn,
+    pub connect_port: abi::ConnectPortFn,
+}
+
+/// Which plugin function opens a stream: `connect`, or `connect_port` to a port.
+#[derive(Clone, Copy)]
+enum Opener {
+    Gateway,
+    Port(abi::ConnectPortFn, u16),
 }
 
 /// What a plugin call returned: its code and the text it wrote.
@@ -56,14 +74,28 @@ impl Plugin {
         }
     }
 
-    /// The plugin's `connect`: the code, the fd (on success) and the text.
-    fn call_connect(&self, settings: &[u8]) -> (CallResult, i32) {
+    /// The plugin's `connect` or `connect_port`: the code, the fd (on success) and the text.
+    fn call_open(&self, opener: Opener, settings: &[u8]) -> (CallResult, i32) {
         let mut fd = -1i32;
         let connect = self.connect;
-        let result = Self::with_buffer(|buf, cap, len| {
+        let result = Self::with_buffer(|buf, cap, len| match opener {
             // SAFETY: the pointers are valid for the call: the settings slice, our fd slot
             // and our buffer with its capacity; the ABI forbids keeping any of them.
-            unsafe { connect(settings.as_ptr(), settings.len(), &mut fd, buf, cap, len) }
+            Opener::Gateway => unsafe {
+                connect(settings.as_ptr(), settings.len(), &mut fd, buf, cap, len)
+            },
+            // SAFETY: as above.
+            Opener::Port(connect_port, port) => unsafe {
+                connect_port(
+                    settings.as_ptr(),
+                    settings.len(),
+                    port,
+                    &mut fd,
+                    buf,
+                    cap,
+                    len,
+                )
+            },
         });
         (result, fd)
     }
@@ -106,7 +138,19 @@ pub struct PluginTransport {
     settings: Arc<[u8]>,
     description: String,
     connect_timeout: Duration,
+    /// The gateway's port and the preferred local one, when the plugin offers ports.
+    ports: Option<Ports>,
 }
+
+/// What a plugin with port functions says about these settings.
+struct Ports {
+    connect_port: abi::ConnectPortFn,
+    gateway_port: u16,
+    local_port: u16,
+}
+
+/// The settings key clawlink itself reads for local forwards (and does not pass on).
+const LOCAL_PORT_KEY: &str = "local_port";
 
 impl PluginTransport {
     /// Builds the transport for `settings` (the profile's table): the plugin's own
@@ -125,6 +169,33 @@ impl PluginTransport {
                 )))
             }
         };
+        let mut settings = settings;
+        let local_port = match settings
+            .as_object_mut()
+            .and_then(|table| table.remove(LOCAL_PORT_KEY))
+        {
+            None => None,
+            Some(port) => Some(
+                port.as_u64()
+                    .and_then(|port| u16::try_from(port).ok())
+                    .filter(|port| *port > 0)
+                    .ok_or_else(|| {
+                        TransportError::config(format!(
+                            "{}: {LOCAL_PORT_KEY} must be a port number from 1 to 65535, not {port}",
+                            plugin.label()
+                        ))
+                    })?,
+            ),
+        };
+        if local_port.is_some() && plugin.ports.is_none() {
+            return Err(TransportError::config(format!(
+                "{}: {LOCAL_PORT_KEY} is set, but this plugin offers no local forwards",
+                plugin.label()
+            ))
+            .with_fix(format!(
+                "remove {LOCAL_PORT_KEY} from the transport's settings"
+            )));
+        }
         let connect_timeout = match settings.get("connect_timeout_ms") {
             None => DEFAULT_CONNECT_TIMEOUT,
             Some(ms) => {
@@ -162,11 +233,38 @@ impl PluginTransport {
             })
             .filter(|r| r.code == abi::OK && !r.text.is_empty())
             .map_or_else(|| format!("{} (plugin)", plugin.name), |r| r.text);
+        let ports = match plugin.ports {
+            None => None,
+            Some(functions) => {
+                let settings = bytes.clone();
+                let gateway_port = on_own_thread(plugin.name, OFFLINE_CALL_LIMIT, move || {
+                    // SAFETY: the settings slice is valid for the call; nothing is kept.
+                    unsafe { (functions.gateway_port)(settings.as_ptr(), settings.len()) }
+                })
+                .map_err(|why| {
+                    TransportError::config(format!("{}: gateway_port {why}", plugin.label()))
+                })?;
+                if gateway_port == 0 {
+                    return Err(TransportError::config(format!(
+                        "{}: the plugin could not tell the gateway's port from these settings \
+                         (gateway_port returned 0)",
+                        plugin.label()
+                    ))
+                    .with_fix("see the plugin's example settings in `clawlink transports`"));
+                }
+                Some(Ports {
+                    connect_port: functions.connect_port,
+                    gateway_port,
+                    local_port: local_port.unwrap_or(gateway_port),
+                })
+            }
+        };
         Ok(Self {
             plugin,
             settings: bytes,
             description,
             connect_timeout,
+            ports,
         })
     }
 }
@@ -188,6 +286,104 @@ fn error_for(plugin: &Plugin, result: CallResult, what: &str) -> TransportError 
     TransportError::new(kind, format!("{}: {why}", plugin.label()))
 }
 
+impl PluginTransport {
+    /// Calls `connect` or `connect_port` on a thread of its own under the time limit and
+    /// adopts the fd it returns.
+    async fn open_stream(&self, opener: Opener) -> Result<Box<dyn DuplexStream>, TransportError> {
+        let plugin = self.plugin;
+        let settings = self.settings.clone();
+        let limit = self.connect_timeout;
+        let call = match opener {
+            Opener::Gateway => "connect".to_owned(),
+            Opener::Port(_, port) => format!("connect_port({port})"),
+        };
+        // The wait is async: the plugin's thread reports through a oneshot, so the runtime
+        // keeps serving everything else meanwhile.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("plugin-{}", plugin.name))
+            .spawn(move || {
+                let outcome = plugin.call_open(opener, &settings);
+                if let Err((result, fd)) = tx.send(outcome) {
+                    // Too late: the caller gave up. A connected fd is ours to close.
+                    if result.code == abi::OK && fd > 2 {
+                        // SAFETY: the plugin handed this fd's ownership to us on OK.
+                        unsafe { libc::close(fd) };
+                    }
+                }
+            })
+            .map_err(|e| {
+                TransportError::new(
+                    TransportErrorKind::Io,
+                    format!("{}: cannot start a thread for {call}: {e}", plugin.label()),
+                )
+            })?;
+        let (result, fd) = match tokio::time::timeout(limit, rx).await {
+            Err(_) => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Connect,
+                    format!(
+                        "{}: {call} did not return within {} ms; the call is abandoned (a \
+                         connection it makes later is closed)",
+                        plugin.label(),
+                        limit.as_millis()
+                    ),
+                )
+                .with_fix(format!(
+                    "check that what the plugin reaches is up, or raise transports.{}.connect_timeout_ms",
+                    clawlink_core::config::table_key(plugin.name)
+                )))
+            }
+            Ok(Err(_)) => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Connect,
+                    format!("{}: {call} ended without an answer", plugin.label()),
+                ))
+            }
+            Ok(Ok(outcome)) => outcome,
+        };
+        if result.code != abi::OK {
+            return Err(error_for(plugin, result, &format!("{call} failed")));
+        }
+        crate::stream::adopt(fd).map_err(|why| {
+            TransportError::new(
+                TransportErrorKind::Connect,
+                format!("{}: {call} {why}", plugin.label()),
+            )
+            .with_fix("this is a bug in the plugin: report it to its author")
+        })
+    }
+}
+
+#[async_trait]
+impl GatewayPorts for PluginTransport {
+    fn gateway_port(&self) -> u16 {
+        self.ports.as_ref().map_or(0, |ports| ports.gateway_port)
+    }
+
+    fn preferred_local_port(&self) -> u16 {
+        self.ports.as_ref().map_or(0, |ports| ports.local_port)
+    }
+
+    fn host_label(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn open(&self, port: u16) -> Result<Box<dyn DuplexStream>, TransportError> {
+        let Some(ports) = &self.ports else {
+            return Err(TransportError::new(
+                TransportErrorKind::Unsupported,
+                format!(
+                    "{}: offers no ports on the gateway host",
+                    self.plugin.label()
+                ),
+            ));
+        };
+        self.open_stream(Opener::Port(ports.connect_port, port))
+            .await
+    }
+}
+
 #[async_trait]
 impl Transport for PluginTransport {
     fn name(&self) -> &str {
@@ -202,65 +398,12 @@ impl Transport for PluginTransport {
         self.description.clone()
     }
 
+    fn ports(&self) -> Option<&dyn GatewayPorts> {
+        self.ports.is_some().then_some(self as &dyn GatewayPorts)
+    }
+
     async fn connect(&self) -> Result<Connected, TransportError> {
-        let plugin = self.plugin;
-        let settings = self.settings.clone();
-        let limit = self.connect_timeout;
-        // The wait is async: the plugin's thread reports through a oneshot, so the runtime
-        // keeps serving everything else meanwhile.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name(format!("plugin-{}", plugin.name))
-            .spawn(move || {
-                let outcome = plugin.call_connect(&settings);
-                if let Err((result, fd)) = tx.send(outcome) {
-                    // Too late: the caller gave up. A connected fd is ours to close.
-                    if result.code == abi::OK && fd > 2 {
-                        // SAFETY: the plugin handed this fd's ownership to us on OK.
-                        unsafe { libc::close(fd) };
-                    }
-                }
-            })
-            .map_err(|e| {
-                TransportError::new(
-                    TransportErrorKind::Io,
-                    format!("{}: cannot start a thread for connect: {e}", plugin.label()),
-                )
-            })?;
-        let (result, fd) = match tokio::time::timeout(limit, rx).await {
-            Err(_) => {
-                return Err(TransportError::new(
-                    TransportErrorKind::Connect,
-                    format!(
-                        "{}: connect did not return within {} ms; the call is abandoned (a \
-                         connection it makes later is closed)",
-                        plugin.label(),
-                        limit.as_millis()
-                    ),
-                )
-                .with_fix(format!(
-                    "check that what the plugin reaches is up, or raise transports.{}.connect_timeout_ms",
-                    clawlink_core::config::table_key(plugin.name)
-                )))
-            }
-            Ok(Err(_)) => {
-                return Err(TransportError::new(
-                    TransportErrorKind::Connect,
-                    format!("{}: connect ended without an answer", plugin.label()),
-                ))
-            }
-            Ok(Ok(outcome)) => outcome,
-        };
-        if result.code != abi::OK {
-            return Err(error_for(plugin, result, "connect failed"));
-        }
-        let stream = crate::stream::adopt(fd).map_err(|why| {
-            TransportError::new(
-                TransportErrorKind::Connect,
-                format!("{}: connect {why}", plugin.label()),
-            )
-            .with_fix("this is a bug in the plugin: report it to its author")
-        })?;
+        let stream = self.open_stream(Opener::Gateway).await?;
         Ok(Connected {
             stream,
             request_url: REQUEST_URL.to_owned(),

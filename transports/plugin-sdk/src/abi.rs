@@ -55,6 +55,20 @@ pub type DescribeFn = unsafe extern "C" fn(
     out_len: *mut usize,
 ) -> i32;
 
+/// `gateway_port` in the table: the gateway's port on its host, 0 when the settings do not say.
+pub type GatewayPortFn = unsafe extern "C" fn(settings_json: *const u8, settings_len: usize) -> u16;
+
+/// `connect_port` in the table: like [`ConnectFn`], to a given port on the gateway host.
+pub type ConnectPortFn = unsafe extern "C" fn(
+    settings_json: *const u8,
+    settings_len: usize,
+    port: u16,
+    out_fd: *mut i32,
+    err_buf: *mut u8,
+    err_cap: usize,
+    err_len: *mut usize,
+) -> i32;
+
 /// The signature of `clawlink_transport_plugin_v1` (`clawlink_transport_plugin_v1_fn`).
 pub type EntryFn = unsafe extern "C" fn() -> *const TransportV1;
 
@@ -83,6 +97,10 @@ pub struct TransportV1 {
     pub check_settings: Option<CheckSettingsFn>,
     /// Describes where the settings connect; `None` is NULL.
     pub describe: Option<DescribeFn>,
+    /// The gateway's port on its host; NULL unless the plugin offers [`Ports`](crate::Ports).
+    pub gateway_port: Option<GatewayPortFn>,
+    /// Opens a stream to a port on the gateway host; NULL unless the plugin offers ports.
+    pub connect_port: Option<ConnectPortFn>,
 }
 
 // SAFETY: the table is immutable and every pointer in it points at immutable `'static` data
@@ -120,6 +138,15 @@ impl TransportV1 {
             },
             describe: match P::DESCRIBE {
                 Some(_) => Some(trampoline::describe::<P>),
+                None => None,
+            },
+            // Both or neither, as the header asks: one `Option` decides the two.
+            gateway_port: match P::PORTS {
+                Some(_) => Some(trampoline::gateway_port::<P>),
+                None => None,
+            },
+            connect_port: match P::PORTS {
+                Some(_) => Some(trampoline::connect_port::<P>),
                 None => None,
             },
         }
@@ -166,9 +193,9 @@ mod tests {
 
     #[test]
     fn layout_matches_the_header_on_64_bit_targets() {
-        // Two u32 then seven pointers, no padding: the header's order and types.
+        // Two u32 then nine pointers, no padding: the header's order and types.
         if size_of::<usize>() == 8 {
-            assert_eq!(size_of::<TransportV1>(), 64);
+            assert_eq!(size_of::<TransportV1>(), 80);
             assert_eq!(offset_of!(TransportV1, abi_version), 0);
             assert_eq!(offset_of!(TransportV1, struct_size), 4);
             assert_eq!(offset_of!(TransportV1, name), 8);
@@ -178,6 +205,8 @@ mod tests {
             assert_eq!(offset_of!(TransportV1, connect), 40);
             assert_eq!(offset_of!(TransportV1, check_settings), 48);
             assert_eq!(offset_of!(TransportV1, describe), 56);
+            assert_eq!(offset_of!(TransportV1, gateway_port), 64);
+            assert_eq!(offset_of!(TransportV1, connect_port), 72);
         }
     }
 
@@ -186,6 +215,8 @@ mod tests {
         // `Option<fn>` must be exactly a nullable pointer for NULL to mean "absent".
         assert_eq!(size_of::<Option<CheckSettingsFn>>(), size_of::<usize>());
         assert_eq!(size_of::<Option<DescribeFn>>(), size_of::<usize>());
+        assert_eq!(size_of::<Option<GatewayPortFn>>(), size_of::<usize>());
+        assert_eq!(size_of::<Option<ConnectPortFn>>(), size_of::<usize>());
     }
 
     #[test]

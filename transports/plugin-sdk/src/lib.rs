@@ -50,9 +50,9 @@ use std::ffi::CStr;
 use std::os::fd::OwnedFd;
 
 pub use abi::{
-    cstr, valid_name, CheckSettingsFn, ConnectFn, DescribeFn, EntryFn, TransportV1,
-    CLAWLINK_ERR_AUTH, CLAWLINK_ERR_CONFIG, CLAWLINK_ERR_CONNECT, CLAWLINK_OK,
-    CLAWLINK_TRANSPORT_ABI_VERSION, CLAWLINK_TRANSPORT_ENTRY_SYMBOL, MAX_NAME_LEN,
+    cstr, valid_name, CheckSettingsFn, ConnectFn, ConnectPortFn, DescribeFn, EntryFn,
+    GatewayPortFn, TransportV1, CLAWLINK_ERR_AUTH, CLAWLINK_ERR_CONFIG, CLAWLINK_ERR_CONNECT,
+    CLAWLINK_OK, CLAWLINK_TRANSPORT_ABI_VERSION, CLAWLINK_TRANSPORT_ENTRY_SYMBOL, MAX_NAME_LEN,
 };
 pub use error::{ErrorCode, PluginError};
 pub use pump::socketpair_pump;
@@ -65,6 +65,19 @@ pub type CheckSettings = fn(&serde_json::Value) -> Result<(), PluginError>;
 
 /// Says where settings connect, in one line without secrets.
 pub type Describe = fn(&serde_json::Value) -> Result<String, PluginError>;
+
+/// Ports on the gateway host, for `clawlink tunnel`, `up`'s forwards and `dashboard`.
+///
+/// Both functions together, as the header asks ("offer both or neither").
+#[derive(Clone, Copy)]
+pub struct Ports {
+    /// The gateway's port on its host for these settings (the port `connect` reaches).
+    /// Offline: no network.
+    pub gateway_port: fn(&serde_json::Value) -> Result<u16, PluginError>,
+    /// Opens a connected stream to `port` on the gateway host's loopback interface; the
+    /// same rules as [`TransportPlugin::connect`].
+    pub connect_port: fn(&serde_json::Value, u16) -> Result<OwnedFd, PluginError>,
+}
 
 /// A transport plugin: its static description and how it connects.
 ///
@@ -90,6 +103,10 @@ pub trait TransportPlugin {
     /// The optional `describe` function; `None` leaves it NULL in the table and the host
     /// describes the transport itself.
     const DESCRIBE: Option<Describe> = None;
+
+    /// The optional port functions (`gateway_port` and `connect_port`); `None` leaves both
+    /// NULL and clawlink offers no local forwards through this transport.
+    const PORTS: Option<Ports> = None;
 
     /// Opens a connected stream to the gateway's WebSocket port.
     ///

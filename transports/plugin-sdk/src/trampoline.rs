@@ -1,7 +1,7 @@
 //! The `extern "C"` functions in the table: they turn raw host pointers into Rust values, call the plugin inside `catch_unwind`, and write results back without ever overrunning the host's buffers.
 
 use std::borrow::Cow;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{IntoRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use serde_json::Value;
@@ -22,6 +22,86 @@ pub(crate) unsafe extern "C" fn connect<P: TransportPlugin>(
     err_cap: usize,
     err_len: *mut usize,
 ) -> i32 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        hand_over_fd(
+            settings_json,
+            settings_len,
+            out_fd,
+            err_buf,
+            err_cap,
+            err_len,
+            |settings| P::connect(settings),
+        )
+    }
+}
+
+/// `connect_port` for plugin `P` (only in the table when `P::PORTS` is `Some`).
+///
+/// # Safety
+/// As [`connect`].
+pub(crate) unsafe extern "C" fn connect_port<P: TransportPlugin>(
+    settings_json: *const u8,
+    settings_len: usize,
+    port: u16,
+    out_fd: *mut i32,
+    err_buf: *mut u8,
+    err_cap: usize,
+    err_len: *mut usize,
+) -> i32 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        hand_over_fd(
+            settings_json,
+            settings_len,
+            out_fd,
+            err_buf,
+            err_cap,
+            err_len,
+            |settings| match P::PORTS {
+                Some(ports) => (ports.connect_port)(settings, port),
+                None => Err(PluginError::connect(
+                    "this plugin does not open other ports",
+                )),
+            },
+        )
+    }
+}
+
+/// `gateway_port` for plugin `P`: 0 (which the host reports) when the settings do not parse,
+/// the plugin fails or panics.
+///
+/// # Safety
+/// `settings_json` is NULL or valid for `settings_len` bytes for the call.
+pub(crate) unsafe extern "C" fn gateway_port<P: TransportPlugin>(
+    settings_json: *const u8,
+    settings_len: usize,
+) -> u16 {
+    let result = guarded(|| {
+        // SAFETY: forwarded from this function's contract.
+        let settings = unsafe { parse_settings(settings_json, settings_len) }?;
+        match P::PORTS {
+            Some(ports) => (ports.gateway_port)(&settings),
+            None => Ok(0),
+        }
+    });
+    result.unwrap_or(0)
+}
+
+/// The body of every fd-returning call: parse, run `open` guarded, and on success give the
+/// fd's ownership to the host; otherwise write the message and return the error's code.
+///
+/// # Safety
+/// As [`connect`].
+unsafe fn hand_over_fd(
+    settings_json: *const u8,
+    settings_len: usize,
+    out_fd: *mut i32,
+    err_buf: *mut u8,
+    err_cap: usize,
+    err_len: *mut usize,
+    open: impl FnOnce(&Value) -> Result<OwnedFd, PluginError>,
+) -> i32 {
     let result = guarded(|| {
         // Without a place to put the fd the connection would leak: refuse before dialling.
         if out_fd.is_null() {
@@ -31,7 +111,7 @@ pub(crate) unsafe extern "C" fn connect<P: TransportPlugin>(
         }
         // SAFETY: forwarded from this function's contract.
         let settings = unsafe { parse_settings(settings_json, settings_len) }?;
-        P::connect(&settings)
+        open(&settings)
     });
     match result {
         Ok(fd) => {

@@ -18,6 +18,7 @@ int main(void) {
     printf("size %zu\n", sizeof(clawlink_transport_v1));
     FIELD(abi_version); FIELD(struct_size); FIELD(name); FIELD(version); FIELD(summary);
     FIELD(example_config); FIELD(connect); FIELD(check_settings); FIELD(describe);
+    FIELD(gateway_port); FIELD(connect_port);
     printf("abi %u\n", (unsigned)CLAWLINK_TRANSPORT_ABI_VERSION);
     printf("ok %d\nconfig %d\nconnect_err %d\nauth %d\n", CLAWLINK_OK, CLAWLINK_ERR_CONFIG,
            CLAWLINK_ERR_CONNECT, CLAWLINK_ERR_AUTH);
@@ -67,6 +68,8 @@ fn the_rust_table_is_the_c_struct() {
         ("connect", offset_of!(TransportV1, connect)),
         ("check_settings", offset_of!(TransportV1, check_settings)),
         ("describe", offset_of!(TransportV1, describe)),
+        ("gateway_port", offset_of!(TransportV1, gateway_port)),
+        ("connect_port", offset_of!(TransportV1, connect_port)),
     ]
     .map(|(k, v)| (k.to_owned(), v.to_string()));
     let constants = [

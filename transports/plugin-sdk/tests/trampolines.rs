@@ -52,6 +52,20 @@ impl TransportPlugin for Scripted {
         ))
     });
 
+    const PORTS: Option<clawlink_plugin_sdk::Ports> = Some(clawlink_plugin_sdk::Ports {
+        gateway_port: |settings| match settings.get("port").and_then(Value::as_u64) {
+            Some(port) => Ok(port as u16),
+            None if settings.get("panic").is_some() => panic!("no port"),
+            None => Err(PluginError::config("`port` is missing")),
+        },
+        connect_port: |_settings, port| {
+            // The greeting names the port, so the test sees which one was asked for.
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            thread::spawn(move || (&ours).write_all(format!("port {port}").as_bytes()));
+            Ok(OwnedFd::from(theirs))
+        },
+    });
+
     fn connect(settings: &Value) -> Result<OwnedFd, PluginError> {
         let message = settings
             .get("message")
@@ -125,7 +139,9 @@ fn the_exported_entry_point_describes_the_plugin() {
         assert_eq!(CStr::from_ptr(table.example_config), c"");
     }
     assert!(table.check_settings.is_none() && table.describe.is_none());
+    assert!(table.gateway_port.is_none() && table.connect_port.is_none());
     assert!(SCRIPTED.check_settings.is_some() && SCRIPTED.describe.is_some());
+    assert!(SCRIPTED.gateway_port.is_some() && SCRIPTED.connect_port.is_some());
 }
 
 #[test]
@@ -297,5 +313,50 @@ fn check_settings_and_describe_go_through_the_same_guards() {
             describe(b"7".as_ptr(), 1, buf.as_mut_ptr(), 64, &mut len),
             CLAWLINK_OK
         );
+    }
+}
+
+#[test]
+fn port_functions_name_the_port_and_hand_over_a_stream_to_it() {
+    let gateway_port = SCRIPTED.gateway_port.unwrap();
+    let connect_port = SCRIPTED.connect_port.unwrap();
+    // SAFETY: pointers valid for the call.
+    unsafe {
+        let s = br#"{"port": 18789}"#;
+        assert_eq!(gateway_port(s.as_ptr(), s.len()), 18789);
+        // Missing, a panic, bad JSON and NULL all read as 0: "the settings do not say".
+        for s in [&b"{}"[..], br#"{"panic": 1}"#, b"{"] {
+            assert_eq!(gateway_port(s.as_ptr(), s.len()), 0, "{s:?}");
+        }
+        assert_eq!(gateway_port(std::ptr::null(), 4), 0);
+
+        let mut fd = -1;
+        let mut buf = [0u8; 32];
+        let mut len = 0usize;
+        let code = connect_port(
+            b"{}".as_ptr(),
+            2,
+            18790,
+            &mut fd,
+            buf.as_mut_ptr(),
+            32,
+            &mut len,
+        );
+        assert_eq!(code, CLAWLINK_OK);
+        let mut greeting = String::new();
+        UnixStream::from(OwnedFd::from_raw_fd(fd))
+            .read_to_string(&mut greeting)
+            .unwrap();
+        assert_eq!(greeting, "port 18790");
+        let code = connect_port(
+            b"[]".as_ptr(),
+            2,
+            1,
+            &mut fd,
+            buf.as_mut_ptr(),
+            32,
+            &mut len,
+        );
+        assert_eq!(code, CLAWLINK_ERR_CONFIG);
     }
 }

@@ -9,6 +9,10 @@
 //!
 //! `ssh -D` sends no failure reply when it cannot reach the target: it hangs up. That is
 //! reported as the gateway not running at the target, as the proxy host sees it.
+//!
+//! It offers ports too (`clawlink tunnel`, `up`'s forwards, `dashboard`): a local client's
+//! connection to port P is a SOCKS5 CONNECT to `target_host:P`, so `target_port` and the
+//! Control UI sandbox after it are both reachable.
 
 #![warn(missing_docs)]
 
@@ -21,7 +25,7 @@ use std::os::fd::OwnedFd;
 
 use clawlink_plugin_sdk::serde_json::Value;
 use clawlink_plugin_sdk::{
-    export_transport, plugin_version, CheckSettings, Describe, PluginError, TransportPlugin,
+    export_transport, plugin_version, CheckSettings, Describe, PluginError, Ports, TransportPlugin,
 };
 
 pub use error::Socks5Error;
@@ -38,6 +42,7 @@ target_port = 18789
 # username = \"me\"                 # RFC 1929 login: both username and password_file, or neither
 # password_file = \"/home/me/.config/clawlink/socks5.password\"   # yours, mode 0600
 connect_timeout_ms = 10000         # the proxy connection and the whole handshake
+# local_port = 18789               # clawlink tunnel's preferred local port (read by clawlink itself)
 ";
 
 /// The `socks5` transport plugin.
@@ -51,11 +56,26 @@ impl TransportPlugin for Socks5 {
     const EXAMPLE_CONFIG: &'static CStr = EXAMPLE_CONFIG;
     const CHECK_SETTINGS: Option<CheckSettings> = Some(check_settings);
     const DESCRIBE: Option<Describe> = Some(describe);
+    const PORTS: Option<Ports> = Some(Ports {
+        gateway_port,
+        connect_port,
+    });
 
     fn connect(settings: &Value) -> Result<OwnedFd, PluginError> {
         let settings = Settings::from_json(settings)?;
         Ok(OwnedFd::from(connect(&settings)?))
     }
+}
+
+fn gateway_port(settings: &Value) -> Result<u16, PluginError> {
+    Ok(Settings::from_json(settings)?.target.port)
+}
+
+/// The same proxy and target host, another port on it.
+fn connect_port(settings: &Value, port: u16) -> Result<OwnedFd, PluginError> {
+    let mut settings = Settings::from_json(settings)?;
+    settings.target.port = port;
+    Ok(OwnedFd::from(connect(&settings)?))
 }
 
 fn check_settings(settings: &Value) -> Result<(), PluginError> {
