@@ -326,14 +326,14 @@ pub fn cmdline(pid: u32) -> Vec<String> {
 }
 
 /// The exec transport's command to the peer gateway, like an OpenSSH ProxyCommand:
-/// `ssh -W 127.0.0.1:<gateway port>` through the peer sshd as the harness user, trusting
+/// `ssh -W 127.0.0.1:%p` (the settings' `port`, or a forward's) through the peer sshd as the harness user, trusting
 /// its host key through `known_hosts`, never prompting.
 pub fn exec_ssh_command(known_hosts: &Path) -> Vec<String> {
     let peers = Peers::get();
     vec![
         "ssh".into(),
         "-W".into(),
-        format!("127.0.0.1:{}", peers.var("OCPEER_GATEWAY_PORT")),
+        "127.0.0.1:%p".into(),
         "-p".into(),
         peers.var("OCPEER_SSH_PORT").into(),
         "-i".into(),

@@ -23,7 +23,6 @@ use clawlink_tests::*;
 use serde_json::{json, Value};
 
 // inventory only sees crates something references.
-use clawlink_transport_exec as _;
 use clawlink_transport_ssh as _;
 use clawlink_transport_ws as _;
 
@@ -475,8 +474,9 @@ async fn gateway_ports_open_streams_to_the_gateway_and_sandbox_ports() {
         assert_gone(&children, &label);
     }
     assert!(
-        offered.contains(&clawlink_transport_ssh::NAME),
-        "ssh-tunnel offers GatewayPorts: {offered:?}"
+        offered.contains(&clawlink_transport_ssh::NAME)
+            && offered.contains(&clawlink_transport_exec::NAME),
+        "ssh-tunnel and exec offer GatewayPorts: {offered:?}"
     );
 }
 
@@ -572,8 +572,9 @@ fn gateway_ports_serve_local_forwards_through_clawlink_tunnel() {
         assert_gone(&children, &label);
     }
     assert!(
-        served.contains(&clawlink_transport_ssh::NAME),
-        "ssh-tunnel serves forwards: {served:?}"
+        served.contains(&clawlink_transport_ssh::NAME)
+            && served.contains(&clawlink_transport_exec::NAME),
+        "ssh-tunnel and exec serve forwards: {served:?}"
     );
 }
 

@@ -28,8 +28,10 @@ pub trait GatewayPorts: Send + Sync {
     fn host_label(&self) -> String;
 
     /// Opens a fresh stream to `127.0.0.1:port` on the gateway host. Offered at least for
-    /// [`gateway_port`](Self::gateway_port) and the port after it; other ports may be refused
-    /// with [`TransportErrorKind::Unsupported`](super::TransportErrorKind::Unsupported).
+    /// [`gateway_port`](Self::gateway_port), and for the port after it unless the settings
+    /// cannot express it (an `exec` command without `%p`); other ports may be refused with
+    /// [`TransportErrorKind::Unsupported`](super::TransportErrorKind::Unsupported), whose
+    /// fix says how to reach them.
     /// Must not hand credentials to anything but the transport's own channel (no TCP port
     /// another local user could hold).
     async fn open(&self, port: u16) -> Result<Box<dyn DuplexStream>, TransportError>;

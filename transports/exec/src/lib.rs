@@ -4,6 +4,8 @@
 //! is kept (the last lines) for errors. No shell runs unless the user writes one, and the
 //! command gets clawlink's environment minus its secrets plus the profile's `env` table.
 //! The command never outlives its stream, the transport, or clawlink (see `child.rs`).
+//! Local forwards (`clawlink tunnel`) run one command per connection, `%p` being the port
+//! asked for, as ssh runs a ProxyCommand per connection.
 
 mod argv;
 mod child;
@@ -15,7 +17,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clawlink_core::registry::TransportDescriptor;
-use clawlink_core::transport::{Connected, Transport, TransportEnv, TransportError};
+use clawlink_core::transport::{
+    Capability, Connected, DuplexStream, GatewayPorts, Transport, TransportEnv, TransportError,
+    TransportErrorKind,
+};
 use serde::Deserialize;
 
 pub use argv::{expand, Tokens};
@@ -35,7 +40,8 @@ pub const EXAMPLE_CONFIG: &str = "command = [\"ssh\", \"-W\", \"127.0.0.1:18789\
 # port = 18789               # the gateway's port there (%p)\n\
 # user = \"claw\"              # %r; only needed when the command uses it\n\
 # env = { TUNNEL_SERVICE_TOKEN_ID = \"…\" }  # extra variables for the command (never clawlink's secrets)\n\
-# connect_timeout_ms = 10000 # how long the command may take to bring the gateway's first answer";
+# connect_timeout_ms = 10000 # how long the command may take to bring the gateway's first answer
+# local_port = 18789         # where `clawlink tunnel` listens (default: port); other ports need %p in the command";
 
 clawlink_core::inventory::submit! {
     TransportDescriptor {
@@ -45,9 +51,10 @@ clawlink_core::inventory::submit! {
         // The command is an argument vector: no one flag could carry it faithfully, and a
         // profile holds it once for every invocation.
         flags: &[],
-        // It only moves bytes: no ports beside the gateway's, no commands on the host, no
-        // session to supervise; the doctor checks it as a whole through `connect`.
-        capabilities: &[],
+        // Ports: each forwarded connection runs the command afresh (with `%p` for its port,
+        // so a command without `%p` reaches the gateway's port only). No commands on the
+        // host, no session to supervise; the doctor checks it as a whole through `connect`.
+        capabilities: &[Capability::GatewayPorts],
         layers: &[],
         trust: None,
         factory: &Exec::from_settings,
@@ -71,6 +78,9 @@ pub struct Settings {
     pub env: BTreeMap<String, String>,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// The local port a forward of the gateway prefers (`clawlink tunnel`); default `port`.
+    #[serde(default)]
+    pub local_port: Option<u16>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -106,6 +116,11 @@ fn default_connect_timeout_ms() -> u64 {
 pub struct Exec {
     /// `command` with its tokens expanded.
     argv: Vec<String>,
+    /// `command` as written, for other ports; `None` when it has no `%p` (then only the
+    /// gateway's port is reachable).
+    port_template: Option<Vec<String>>,
+    user: Option<String>,
+    local_port: u16,
     env: BTreeMap<String, String>,
     host: String,
     port: u16,
@@ -166,14 +181,34 @@ impl Exec {
                 .with_fix("remove it; the command reaches the gateway's port, clawlink itself authenticates"));
             }
         }
+        if settings.local_port == Some(0) {
+            return Err(
+                TransportError::config("transports.exec.local_port is 0").with_fix(
+                    "leave it out to listen on the gateway's port, or give a port from 1 to 65535",
+                ),
+            );
+        }
         let host = settings.host.trim().to_owned();
         let report = Arc::new(stream::Report {
             command: argv::display(&argv),
             gateway: authority(&host, settings.port),
             connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
         });
+        // `%p` is in the command exactly when another port expands it differently.
+        let other_port = argv::expand(
+            &settings.command,
+            &Tokens {
+                host: &host,
+                port: settings.port.wrapping_add(1),
+                user: settings.user.as_deref(),
+            },
+        )?;
+        let port_template = (other_port != argv).then(|| settings.command.clone());
         Ok(Self {
             argv,
+            port_template,
+            user: settings.user,
+            local_port: settings.local_port.unwrap_or(settings.port),
             env: settings.env,
             host,
             port: settings.port,
@@ -214,6 +249,18 @@ impl Exec {
         format!("ws://{}/", self.authority())
     }
 
+    /// Starts `argv` and makes its stdin/stdout the stream; tracked for `close`.
+    async fn run(
+        &self,
+        argv: &[String],
+        report: Arc<stream::Report>,
+    ) -> Result<Box<dyn DuplexStream>, TransportError> {
+        let running = child::spawn(argv, &self.env).await?;
+        let (stream, tracked) = stream::ChildStream::new(running, report);
+        self.track(tracked);
+        Ok(Box::new(stream))
+    }
+
     fn track(&self, tracked: Tracked) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.retain(|t| !t.supervisor.is_finished());
@@ -237,12 +284,13 @@ impl Transport for Exec {
         format!("`{}` → {}", self.report.command, self.authority())
     }
 
+    fn ports(&self) -> Option<&dyn GatewayPorts> {
+        Some(self)
+    }
+
     async fn connect(&self) -> Result<Connected, TransportError> {
-        let running = child::spawn(&self.argv, &self.env).await?;
-        let (stream, tracked) = stream::ChildStream::new(running, self.report.clone());
-        self.track(tracked);
         Ok(Connected {
-            stream: Box::new(stream),
+            stream: self.run(&self.argv, self.report.clone()).await?,
             request_url: self.request_url(),
         })
     }
@@ -258,6 +306,53 @@ impl Transport for Exec {
             let _ = tokio::time::timeout(child::GRACE + Duration::from_secs(1), tracked.supervisor)
                 .await;
         }
+    }
+}
+
+/// One command per forwarded connection, like ssh's ProxyCommand: `%p` expands to the port
+/// asked for.
+#[async_trait]
+impl GatewayPorts for Exec {
+    fn gateway_port(&self) -> u16 {
+        self.port
+    }
+
+    fn preferred_local_port(&self) -> u16 {
+        self.local_port
+    }
+
+    fn host_label(&self) -> String {
+        format!("{} (through `{}`)", self.host, self.report.command)
+    }
+
+    async fn open(&self, port: u16) -> Result<Box<dyn DuplexStream>, TransportError> {
+        if port == self.port {
+            return self.run(&self.argv, self.report.clone()).await;
+        }
+        let Some(template) = &self.port_template else {
+            return Err(TransportError::new(
+                TransportErrorKind::Unsupported,
+                format!(
+                    "exec: `{}` has no %p, so it reaches only the gateway's port {}, not {port}",
+                    self.report.command, self.port
+                ),
+            )
+            .with_fix("write %p where the command names the port (e.g. ssh -W %h:%p), so each forward reaches its own port"));
+        };
+        let argv = argv::expand(
+            template,
+            &Tokens {
+                host: &self.host,
+                port,
+                user: self.user.as_deref(),
+            },
+        )?;
+        let report = Arc::new(stream::Report {
+            command: argv::display(&argv),
+            gateway: authority(&self.host, port),
+            connect_timeout: self.report.connect_timeout,
+        });
+        self.run(&argv, report).await
     }
 }
 

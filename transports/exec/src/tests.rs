@@ -58,7 +58,7 @@ async fn all_gone_within(pids: &[u32], limit: Duration) -> bool {
 fn every_setting_is_in_the_example_and_the_error_hint() {
     use clawlink_core::registry::settings_keys;
     let keys = settings_keys::<Settings>();
-    assert_eq!(keys.len(), 6, "{keys:?}");
+    assert_eq!(keys.len(), 7, "{keys:?}");
     for key in keys {
         assert!(
             EXAMPLE_CONFIG
@@ -112,7 +112,8 @@ fn the_upgrade_goes_to_the_configured_host_and_the_tokens_expand() {
         "`tailscale nc gw 18789` → 127.0.0.1:18789"
     );
     assert!(!default.is_loopback_to_gateway());
-    assert!(default.diagnosis().is_none() && default.ports().is_none());
+    assert!(default.diagnosis().is_none());
+    assert_eq!(default.ports().unwrap().preferred_local_port(), 18789);
 }
 
 #[test]
@@ -315,4 +316,43 @@ async fn writing_to_a_dead_command_under_default_sigpipe_is_an_error_not_a_signa
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+}
+
+#[tokio::test]
+async fn forwards_run_the_command_per_port_and_without_p_only_the_gateway_port() {
+    let with_p = exec(json!({
+        "command": ["sh", "-c", "printf 'port %p'"],
+        "port": 28789,
+        "local_port": 38789,
+    }));
+    let ports = with_p.ports().unwrap();
+    assert_eq!(
+        (ports.gateway_port(), ports.preferred_local_port()),
+        (28789, 38789)
+    );
+    for port in [28789u16, 28790] {
+        let mut stream = ports.open(port).await.unwrap();
+        let mut said = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut said))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(said, format!("port {port}"));
+    }
+
+    let without_p = exec(json!({"command": ["tailscale", "nc", "gw", "18789"]}));
+    let error = match without_p.ports().unwrap().open(18790).await {
+        Err(error) => error,
+        Ok(_) => panic!("a command without %p reached another port"),
+    };
+    assert_eq!(error.kind, TransportErrorKind::Unsupported);
+    assert!(
+        error.message.contains("no %p") && error.message.contains("18790"),
+        "{error:?}"
+    );
+    assert!(error.fix.as_deref().unwrap().contains("%p"), "{error:?}");
+    let zero = Exec::parse_settings(&json!({"command": ["x"], "local_port": 0}))
+        .and_then(Exec::new)
+        .unwrap_err();
+    assert!(zero.message.contains("local_port"), "{zero:?}");
 }
