@@ -16,6 +16,7 @@ mod procs;
 mod remote;
 mod rtt;
 mod throughput;
+mod transport_paths;
 mod ws;
 
 use std::fmt::Write as _;
@@ -51,6 +52,7 @@ const BENCHMARKS: &[(&str, Benchmark)] = &[
     ("call-health", call_health),
     ("test-remote", remote::test_remote),
     ("tunnel-throughput", throughput::tunnel_throughput),
+    ("transport-paths", transport_paths::transport_paths),
     ("health-rtt", rtt::health_rtt),
     ("agent-idle-rss", idle::agent_idle_rss),
 ];

@@ -162,6 +162,8 @@ pub async fn spawn(
         ));
     };
     no_sigpipe_on(&stdin);
+    enlarge_pipe(&stdin);
+    enlarge_pipe(&stdout);
     let tail = StderrTail::new();
     tokio::spawn(drain(stderr, tail.clone()));
     let (exit_tx, exited) = watch::channel(None);
@@ -175,6 +177,25 @@ pub async fn spawn(
         stop,
         supervisor,
     })
+}
+
+/// Bytes a stream pipe may hold (Linux's default is 64 KiB; 1 MiB is the unprivileged
+/// maximum by default).
+#[cfg(target_os = "linux")]
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Lets a pipe of the stream hold [`PIPE_BYTES`], best effort: a command like `ssh -W`
+/// writes a whole SSH window at once instead of waking us for every 64 KiB (measured in
+/// `cargo xtask bench transport-paths`). Elsewhere, or when refused, the default stays.
+fn enlarge_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a descriptor we own; failure
+    // (EPERM above the limit, EBUSY) leaves it as it was.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = pipe;
 }
 
 /// The names of clawlink secret variables still in our environment (the app removes

@@ -1,5 +1,5 @@
-//! Port forwards under test: `clawlink tunnel` and OpenSSH's `ssh -N -L`, each started
-//! in a [`ChildGuard`] and ready (listening) when returned.
+//! Port forwards under test: `clawlink tunnel` (over any transport) and OpenSSH's `ssh -N -L`,
+//! each started in a [`ChildGuard`] and ready (listening) when returned.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -27,10 +27,19 @@ pub struct Forward {
 pub fn clawlink_tunnel(ctx: &BenchContext, remote_port: u16, name: &str) -> Result<Forward> {
     let preferred = procs::free_port()?;
     let mut cmd = ctx.clawlink_ssh_cmd(remote_port)?;
-    cmd.arg("--local-port")
-        .arg(preferred.to_string())
-        .args(["--json", "tunnel"])
-        .stdout(Stdio::piped());
+    cmd.arg("--local-port").arg(preferred.to_string());
+    tunnel_from(ctx, cmd, preferred, name)
+}
+
+/// `cmd --json tunnel` (`cmd` selects the transport and its settings, which prefer local
+/// port `preferred`), ready when returned.
+pub fn tunnel_from(
+    ctx: &BenchContext,
+    mut cmd: std::process::Command,
+    preferred: u16,
+    name: &str,
+) -> Result<Forward> {
+    cmd.args(["--json", "tunnel"]).stdout(Stdio::piped());
     let command = describe(&cmd);
     say("bench", format!("{name}: $ {command}"));
     std::fs::create_dir_all(ctx.out_dir.join("logs"))?;

@@ -21,13 +21,13 @@ use super::procs::{self, ChildGuard};
 use super::{forward, met, round3, unix_now, write_files, BenchContext, Stats, SummaryRow};
 use crate::util::say;
 
-const MIB: u64 = 1 << 20;
-const CHUNK: usize = 1 << 20;
+pub(super) const MIB: u64 = 1 << 20;
+pub(super) const CHUNK: usize = 1 << 20;
 const TRANSFER_MIB: u64 = 512;
 const ROUNDS: usize = 3;
 const GOAL_RATIO: f64 = 1.0;
 /// One 512 MiB transfer must finish (and every single read return) within this.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The source serves at most this many connections (3 rounds × 3 paths, plus slack).
 const MAX_CONNECTIONS: usize = 32;
 
@@ -200,14 +200,14 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Serves `bytes` zeros to every accepted connection, from its own threads.
-struct BulkSource {
-    port: u16,
+pub(super) struct BulkSource {
+    pub(super) port: u16,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
 
 impl BulkSource {
-    fn start(bytes: u64) -> Result<BulkSource> {
+    pub(super) fn start(bytes: u64) -> Result<BulkSource> {
         let listener =
             TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the bulk source")?;
         let port = listener.local_addr()?.port();
