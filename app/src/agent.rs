@@ -256,6 +256,7 @@ pub async fn up(global: &GlobalArgs, settings: &Settings, args: &UpArgs) -> Resu
     let local_endpoints = std::mem::take(&mut side_tasks.local_endpoints);
 
     let client = GatewayClient::start(transport.clone(), options);
+    let _network_events = crate::network_events::watch(&client);
     let mut host = FeatureHost::new(connector.clone());
     let mut disabled = Vec::new();
     for descriptor in registry::features() {
@@ -418,6 +419,9 @@ fn colour(state: &ConnectionState, health: Option<&Value>, requested: bool) -> &
     }
 }
 
+/// How long the status line mentions the last recovery (`status --json` keeps it).
+const RECOVERY_SHOWN_FOR: Duration = Duration::from_secs(300);
+
 /// What a `clawlink reconnect` in progress is shown as, instead of the drop it causes.
 const REQUESTED_RECONNECT: &str = "reconnecting (requested by clawlink reconnect)";
 
@@ -443,6 +447,18 @@ fn status_line(agent: &Agent, stable: bool) -> (String, &'static str) {
                 line.push_str(&format!(" (ping {ping} ms)"));
             }
         }
+    }
+    if let Some(recovery) = state
+        .last_recovery
+        .as_ref()
+        .filter(|r| state.is_connected() && r.at.elapsed().is_ok_and(|e| e < RECOVERY_SHOWN_FOR))
+    {
+        // "dead path: nothing from the gateway for 3.9 s, …" → "dead path".
+        let cause = recovery.cause.split(':').next().unwrap_or(&recovery.cause);
+        line.push_str(&format!(
+            " · restored in {:.1} s after: {cause}",
+            recovery.healthy_after_ms as f64 / 1000.0
+        ));
     }
     for (name, status) in agent.features() {
         if name != "health" && status.state == FeatureState::Failed {

@@ -87,6 +87,8 @@ fn open_outbox(connector: &Connector) -> Result<Outbox, Failure> {
 pub(crate) struct ChatConnection {
     pub chat: ChatClient,
     pub outbox: Outbox,
+    /// Network changes and resume hurry the reconnect while this connection lives.
+    _network_events: crate::network_events::Watchers,
 }
 
 impl ChatConnection {
@@ -105,6 +107,7 @@ impl ChatConnection {
         };
         let client = GatewayClient::start(transport, options);
         Ok(Self {
+            _network_events: crate::network_events::watch(&client),
             chat: ChatClient::new(client, Some(outbox.clone())),
             outbox,
         })

@@ -15,6 +15,7 @@ mod forwards;
 mod human;
 mod keyring_store;
 mod logs;
+mod network_events;
 mod nodes;
 mod plugins;
 mod prompt;

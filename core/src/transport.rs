@@ -67,6 +67,7 @@ impl Capability {
 pub mod diagnosis;
 pub use diagnosis::{Diagnosis, LayerReport, LayerSink, LayerStatus, Stopped};
 mod ports;
+pub mod tcp;
 pub use ports::{GatewayPorts, Supervision};
 mod host_identity;
 pub use host_identity::{Destination, HostIdentity, PresentedIdentity, Remembered, Standing};

@@ -10,6 +10,10 @@ use clawlink_tests::*;
 use clawlink_transport_ssh::{SshSettings, SshTunnel};
 use serde_json::{json, Value};
 
+/// Held by each test for its whole run: one kills every sshd session, which must not hit
+/// the other's reconnected session (cargo runs a binary's tests in parallel).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// PIDs of every per-connection sshd process: the children of the harness's listening sshd
 /// (the privileged monitors) and their children (the unprivileged processes that hold the
 /// sockets; killing only the monitor leaves those, and the session, alive).
@@ -78,6 +82,7 @@ async fn client_over_ssh(
 
 #[tokio::test]
 async fn killing_the_server_side_of_the_ssh_session_is_survived() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let home = ssh_home("ssh-fault");
     let (tunnel, client) = client_over_ssh(ssh_target("claw"), &home, 2).await;
     assert!(!sshd_sessions().is_empty(), "no sshd session process found");
@@ -163,6 +168,7 @@ impl StallProxy {
 
 #[tokio::test]
 async fn a_stalled_path_is_detected_by_ssh_keepalive_and_restored() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let home = ssh_home("ssh-stall");
     let peers = Peers::get();
     let upstream: std::net::SocketAddr = format!(

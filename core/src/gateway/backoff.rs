@@ -16,11 +16,15 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// The reference client's 1 s → ×2 → 30 s, plus ±20 % jitter.
+    /// 0.5 s → ×2 → 5 s, plus ±20 % jitter. The reference client caps at 30 s, which sleeps
+    /// through a restored network for up to half a minute (the macOS app's users report
+    /// 30–60 s of failed reconnects after resume); a remote control should be back within
+    /// seconds of its path. A gateway that stays down costs one attempt per ~5 s, and the
+    /// jitter still spreads a crowd of clients over a second.
     fn default() -> Self {
         Self {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(30),
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(5),
             jitter: 0.2,
         }
     }
@@ -62,17 +66,17 @@ mod tests {
             jitter: 0.0,
             ..Backoff::default()
         };
-        let secs: Vec<u64> = (0..7).map(|a| b.delay_with(a, 0.5).as_secs()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
-        assert_eq!(b.delay_with(1000, 0.5), Duration::from_secs(30));
+        let ms: Vec<u128> = (0..6).map(|a| b.delay_with(a, 0.5).as_millis()).collect();
+        assert_eq!(ms, [500, 1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(b.delay_with(1000, 0.5), Duration::from_secs(5));
     }
 
     #[test]
     fn jitter_stays_within_bounds_and_under_the_cap() {
         let b = Backoff::default();
-        assert_eq!(b.delay_with(0, 0.0), Duration::from_millis(800));
-        assert_eq!(b.delay_with(0, 1.0), Duration::from_millis(1200));
-        assert_eq!(b.delay_with(10, 1.0), Duration::from_secs(30));
+        assert_eq!(b.delay_with(0, 0.0), Duration::from_millis(400));
+        assert_eq!(b.delay_with(0, 1.0), Duration::from_millis(600));
+        assert_eq!(b.delay_with(10, 1.0), Duration::from_secs(5));
         for attempt in 0..10 {
             let d = b.delay(attempt);
             assert!(d <= b.max, "{d:?}");

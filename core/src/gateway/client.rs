@@ -5,10 +5,10 @@
 //! pending request with the same id (in any order; `agent` answers twice on one id), events to
 //! every subscriber. Callers talk to it through a cheap, cloneable [`GatewayClient`] handle.
 //!
-//! Liveness: the gateway ticks every `policy.tickIntervalMs` (30 s) and pings every 25 s. We
-//! ping every 15 s (keeps NAT and SSH paths warm), mark the connection Degraded after 1.5
-//! ticks of silence and drop it after 2 ticks, then reconnect with jittered backoff — but
-//! only for errors that retrying can fix.
+//! Liveness (see `liveness.rs`): after a second of silence a ping probes the path; a probe
+//! unanswered for a few measured round trips (at least 3 s) declares the path dead, which
+//! retires the transport's session too. Half-way there the connection shows Degraded. Then
+//! we reconnect with jittered backoff — but only for errors that retrying can fix.
 //!
 //! Shutdown is bounded: every send races the shutdown token and a stall limit (a gateway that
 //! stopped reading cannot block the loop, nor starve the tick watchdog), the goodbye close
@@ -36,14 +36,16 @@ use super::auth::{build_auth, device_token_key, AuthPlan, Credentials, DeviceTok
 use super::backoff::Backoff;
 use super::device::{v3_payload, DeviceIdentity, SignedFields};
 use super::error::{classify_connect_error, GatewayError};
+use super::liveness::{Due, Liveness, LivenessPolicy};
 use super::protocol::{
     ClientInfo, ConnectParams, DeviceProof, HelloOk, Incoming, RequestFrame, PROTOCOL_VERSION,
 };
-use super::state::{ConnectionState, Phase};
+use super::state::{ConnectionState, Phase, Recovery};
 use crate::transport::{DuplexStream, Transport, TransportError, TransportErrorKind};
 
-/// How often we ping the gateway (the macOS app uses 15 s too).
-const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// A session that lasted this long reconnects at once when it ends by accident; a shorter
+/// one (a gateway that closes as soon as we connect) backs off first.
+const IMMEDIATE_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
 /// How many times a first connect retries a gateway that says it is still starting.
@@ -94,6 +96,8 @@ pub struct ClientOptions {
     /// Default for [`GatewayClient::request`].
     pub request_timeout: Duration,
     pub backoff: Backoff,
+    /// How quickly a silent path is probed and declared dead.
+    pub liveness: LivenessPolicy,
     pub user_agent: String,
 }
 
@@ -138,6 +142,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(30),
             backoff: Backoff::default(),
+            liveness: LivenessPolicy::default(),
             user_agent: format!("clawlink/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -201,6 +206,7 @@ struct Shared {
     shutdown: CancellationToken,
     reconnect: Arc<Notify>,
     fresh_transport: Arc<AtomicBool>,
+    nudge: Arc<Notify>,
     next_id: AtomicU64,
     request_timeout: Duration,
     transport: Arc<dyn Transport>,
@@ -265,6 +271,7 @@ impl GatewayClient {
         let shutdown = CancellationToken::new();
         let reconnect = Arc::new(Notify::new());
         let fresh_transport = Arc::new(AtomicBool::new(false));
+        let nudge = Arc::new(Notify::new());
         let supervisor = Supervisor {
             options: Arc::new(options.clone()),
             transport: transport.clone(),
@@ -275,6 +282,7 @@ impl GatewayClient {
             fresh_transport: fresh_transport.clone(),
             commands: command_rx,
             lost: None,
+            nudge: nudge.clone(),
         };
         let handle = tokio::spawn(supervisor.run(first));
         Self {
@@ -285,6 +293,7 @@ impl GatewayClient {
                 shutdown,
                 reconnect,
                 fresh_transport,
+                nudge,
                 next_id: AtomicU64::new(1),
                 request_timeout: options.request_timeout,
                 transport,
@@ -416,6 +425,14 @@ impl GatewayClient {
         }
     }
 
+    /// The network changed (a link came up, an address or default route appeared) or the
+    /// machine resumed from sleep: a live connection probes its path now instead of after
+    /// its next silence, and a connection being restored tries again now instead of
+    /// sleeping out its backoff. Cheap; call it on every such event.
+    pub fn network_changed(&self) {
+        self.shared.nudge.notify_one();
+    }
+
     /// Drops the current connection and connects again now (the app's "Reset tunnel"). Also
     /// retries after a terminal failure, e.g. once a pairing was approved.
     pub fn reconnect(&self) {
@@ -485,7 +502,20 @@ struct Supervisor {
     /// Why an established connection was lost, while we are restoring it. The published
     /// phase then stays Degraded (with progress in the reason) instead of cycling through
     /// Connecting/Reconnecting, so status shows one steady "degraded" until it recovers.
-    lost: Option<String>,
+    lost: Option<Outage>,
+    /// Woken when the network changed or the machine resumed: a session probes its path at
+    /// once, a wait between attempts ends.
+    nudge: Arc<Notify>,
+}
+
+/// A lost connection being restored: what the recovery record will say.
+struct Outage {
+    reason: String,
+    /// When the loss was noticed.
+    noticed: Instant,
+    /// How long the path had been silent when it was declared dead (none for a close).
+    detected_after: Option<Duration>,
+    attempts: u32,
 }
 
 /// Why a live session ended.
@@ -493,6 +523,8 @@ enum SessionEnd {
     Shutdown,
     ReconnectRequested,
     Lost(GatewayError),
+    /// The path went silent and was declared dead after `silent`.
+    DeadPath(GatewayError, Duration),
 }
 
 struct Session {
@@ -534,29 +566,66 @@ impl Supervisor {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            let connecting = match &self.lost {
-                Some(reason) => Phase::Degraded {
-                    reason: format!("{reason}; reconnecting (attempt {})", attempt + 1),
-                },
+            let connecting = match &mut self.lost {
+                Some(outage) => {
+                    outage.attempts += 1;
+                    Phase::Degraded {
+                        reason: format!(
+                            "{}; reconnecting (attempt {})",
+                            outage.reason,
+                            attempt + 1
+                        ),
+                    }
+                }
                 None => Phase::Connecting { attempt },
             };
             self.set_phase(connecting, None);
+            let mut attempt_started = Instant::now();
             let outcome = tokio::select! {
                 outcome = self.establish() => outcome,
                 _ = self.shutdown.cancelled() => break,
             };
+            let mut retry_at_once = false;
             let error = match outcome {
                 Ok(session) => {
                     attempt = 0;
-                    self.lost = None;
                     unavailable_retries = 0;
                     // Publish Connected (and the hello) before `connect` returns, so a
                     // caller never sees a connected client without its hello.
-                    let generation = self.enter_session(&session);
+                    let recovery = self.lost.take().map(|outage| Recovery {
+                        cause: outage.reason,
+                        detected_after_ms: outage.detected_after.map(|d| d.as_millis() as u64),
+                        healthy_after_ms: outage.noticed.elapsed().as_millis() as u64,
+                        attempts: outage.attempts,
+                        at: SystemTime::now(),
+                    });
+                    if let Some(recovery) = &recovery {
+                        tracing::info!(
+                            cause = %recovery.cause,
+                            healthy_after_ms = recovery.healthy_after_ms,
+                            attempts = recovery.attempts,
+                            "gateway connection restored"
+                        );
+                    }
+                    let generation = self.enter_session(&session, recovery);
                     if let Some(first) = first.take() {
                         let _ = first.send(Ok(()));
                     }
-                    match self.run_session(session, generation).await {
+                    let began = Instant::now();
+                    let ended = self.run_session(session, generation).await;
+                    // A session that lived a while ended by accident, not by a crash loop:
+                    // the first attempt goes at once (the gateway restarted, the path
+                    // changed); a session that ends as soon as it starts backs off.
+                    retry_at_once = began.elapsed() >= IMMEDIATE_RETRY_AFTER;
+                    // A lost session is no attempt that already waited: back off in full.
+                    attempt_started = Instant::now();
+                    let (ended, detected_after) = match ended {
+                        SessionEnd::DeadPath(error, silent) => {
+                            (SessionEnd::Lost(error), Some(silent))
+                        }
+                        other => (other, None),
+                    };
+                    match ended {
                         SessionEnd::Shutdown => break,
                         SessionEnd::ReconnectRequested => {
                             self.retire_transport_if_asked().await;
@@ -568,9 +637,15 @@ impl Supervisor {
                             );
                             continue;
                         }
+                        SessionEnd::DeadPath(..) => unreachable!("mapped to Lost above"),
                         SessionEnd::Lost(error) => {
                             tracing::warn!(error = %error, "gateway connection lost");
-                            self.lost = Some(error.to_string());
+                            self.lost = Some(Outage {
+                                reason: error.to_string(),
+                                noticed: Instant::now(),
+                                detected_after,
+                                attempts: 0,
+                            });
                             self.set_phase(
                                 Phase::Degraded {
                                     reason: error.to_string(),
@@ -601,6 +676,7 @@ impl Supervisor {
                     break;
                 }
                 // Wait for the user (reconnect) or the end.
+                self.lost = None;
                 tokio::select! {
                     _ = self.reconnect.notified() => {
                         attempt = 0;
@@ -611,17 +687,31 @@ impl Supervisor {
                 }
             }
 
+            if retry_at_once && error.is_retryable() {
+                self.retire_transport_if_asked().await;
+                continue;
+            }
             let delay = match &error {
                 GatewayError::Unavailable {
                     retry_after: Some(after),
                     ..
                 } => (*after).max(Duration::from_millis(100)),
-                _ => self.options.backoff.delay(attempt),
+                // Backoff spaces the starts of attempts: an attempt that already waited (a
+                // dead path, timed out) is followed at once, one refused at once waits.
+                _ => self
+                    .options
+                    .backoff
+                    .delay(attempt)
+                    .saturating_sub(attempt_started.elapsed()),
             };
             tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "will reconnect");
             let waiting = match &self.lost {
-                Some(reason) => Phase::Degraded {
-                    reason: format!("{reason}; next attempt in {:.1}s", delay.as_secs_f64()),
+                Some(outage) => Phase::Degraded {
+                    reason: format!(
+                        "{}; next attempt in {:.1}s",
+                        outage.reason,
+                        delay.as_secs_f64()
+                    ),
                 },
                 None => Phase::Reconnecting {
                     attempt,
@@ -630,11 +720,16 @@ impl Supervisor {
             };
             self.set_phase(waiting, Some(error));
             attempt = attempt.saturating_add(1);
+            self.retire_transport_if_asked().await;
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.reconnect.notified() => {
                     attempt = 0;
                     self.retire_transport_if_asked().await;
+                }
+                _ = self.nudge.notified() => {
+                    tracing::debug!("network changed: trying again now");
+                    attempt = 0;
                 }
                 _ = self.shutdown.cancelled() => break,
             }
@@ -871,9 +966,12 @@ impl Supervisor {
     }
 
     /// Publishes a new connection: Connected, the next generation, its hello.
-    fn enter_session(&mut self, session: &Session) -> u64 {
+    fn enter_session(&mut self, session: &Session, recovery: Option<Recovery>) -> u64 {
         let generation = self.state.borrow().generation + 1;
         self.state.send_modify(|s| {
+            if recovery.is_some() {
+                s.last_recovery = recovery;
+            }
             s.phase = Phase::Connected;
             s.generation = generation;
             s.hello = Some(session.hello.clone());
@@ -892,20 +990,28 @@ impl Supervisor {
 
         let (mut sink, mut stream) = session.ws.split();
         let mut pending: HashMap<String, Pending> = HashMap::new();
-        let mut last_frame = Instant::now();
+        let mut liveness = Liveness::new(self.options.liveness, Instant::now());
+        // A probe unanswered for half its time marks the connection Degraded at once, so
+        // the status line says so before the verdict.
         let mut degraded = false;
-        let mut ping = tokio::time::interval(PING_INTERVAL.min(tick / 2));
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
 
-        // A send may wait as long as the watchdog would tolerate silence, no longer.
+        // A send may wait as long as the gateway's tick promises a frame, no longer.
         let stall_limit = tick;
         let end = loop {
+            let check = tokio::time::Instant::from_std(liveness.next_check(Instant::now()));
             tokio::select! {
                 _ = self.shutdown.cancelled() => break SessionEnd::Shutdown,
                 _ = self.reconnect.notified() => break SessionEnd::ReconnectRequested,
+                _ = self.nudge.notified() => {
+                    // The path may have changed under us: find out now, not after a silence.
+                    liveness.probe_now(Instant::now());
+                }
                 frame = stream.next() => {
-                    last_frame = Instant::now();
+                    let now = Instant::now();
+                    match &frame {
+                        Some(Ok(Message::Pong(payload))) => liveness.pong(payload, now),
+                        _ => liveness.heard(now),
+                    }
                     if degraded {
                         degraded = false;
                         self.set_phase(Phase::Connected, None);
@@ -935,23 +1041,37 @@ impl Supervisor {
                     }
                     pending.insert(id, Pending { method, expect_final, reply });
                 }
-                _ = ping.tick() => {
-                    let silent = last_frame.elapsed();
-                    if silent >= tick * 2 {
-                        break SessionEnd::Lost(GatewayError::Transport(TransportError::new(
-                            TransportErrorKind::Io,
-                            format!("no frame from the gateway for {} s (tick timeout)", silent.as_secs()),
-                        )));
-                    }
-                    if silent >= tick + tick / 2 && !degraded {
-                        degraded = true;
-                        self.set_phase(Phase::Degraded {
-                            reason: format!("gateway silent for {} s", silent.as_secs()),
-                        }, None);
-                    }
-                    let sent = send_bounded(&mut sink, Message::Ping(Vec::new().into()), stall_limit, &self.shutdown).await;
-                    if let Some(end) = sent.session_end("pinging the gateway") {
-                        break end;
+                _ = tokio::time::sleep_until(check) => {
+                    match liveness.poll(Instant::now()) {
+                        Due::Nothing => {
+                            if !degraded && liveness.probe_outstanding_for(Instant::now()) >= liveness.probe_timeout() / 2 {
+                                degraded = true;
+                                self.set_phase(Phase::Degraded {
+                                    reason: "the gateway has not answered a ping".into(),
+                                }, None);
+                            }
+                        }
+                        Due::Probe(payload) => {
+                            let sent = send_bounded(&mut sink, Message::Ping(payload.to_vec().into()), stall_limit, &self.shutdown).await;
+                            if let Some(end) = sent.session_end("pinging the gateway") {
+                                break end;
+                            }
+                        }
+                        Due::Dead { silent, probe_waited } => {
+                            // A silent path may have taken the transport's session with it
+                            // (an SSH connection whose keepalives have not noticed yet):
+                            // the next attempt starts on a fresh one.
+                            self.fresh_transport.store(true, Ordering::SeqCst);
+                            break SessionEnd::DeadPath(GatewayError::Transport(TransportError::new(
+                                TransportErrorKind::Io,
+                                format!(
+                                    "dead path: nothing from the gateway for {:.1} s, a ping unanswered for {:.1} s{}",
+                                    silent.as_secs_f64(),
+                                    probe_waited.as_secs_f64(),
+                                    liveness.rtt().map(|rtt| format!(" (round trip was {:.1} ms)", rtt.as_secs_f64() * 1000.0)).unwrap_or_default(),
+                                ),
+                            )), silent);
+                        }
                     }
                 }
             }
@@ -964,7 +1084,7 @@ impl Supervisor {
         let goodbye = match &end {
             SessionEnd::Shutdown => Some("client shutdown"),
             SessionEnd::ReconnectRequested => Some("reconnect requested"),
-            SessionEnd::Lost(_) => None,
+            SessionEnd::Lost(_) | SessionEnd::DeadPath(..) => None,
         };
         if let Some(reason) = goodbye {
             // A gateway that stopped reading never takes the frame: say goodbye, don't wait.

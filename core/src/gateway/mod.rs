@@ -5,6 +5,7 @@ pub mod backoff;
 mod client;
 pub mod device;
 pub mod error;
+pub mod liveness;
 pub mod protocol;
 pub mod state;
 
@@ -16,5 +17,6 @@ pub use client::{
 };
 pub use device::DeviceIdentity;
 pub use error::{GatewayError, Layer};
+pub use liveness::LivenessPolicy;
 pub use protocol::HelloOk;
-pub use state::{ConnectionState, Phase};
+pub use state::{ConnectionState, Phase, Recovery};

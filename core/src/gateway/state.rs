@@ -62,6 +62,27 @@ pub struct ConnectionState {
     /// When this phase began.
     #[serde(skip)]
     pub since: SystemTime,
+    /// The last time a lost connection came back: why it was lost and how long it took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_recovery: Option<Recovery>,
+}
+
+/// How a lost connection was restored, for `status --json` and the status line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recovery {
+    /// Why it was lost ("dead path: …", "the gateway closed the connection: …").
+    pub cause: String,
+    /// For a silent path: how long it had been silent when declared dead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_after_ms: Option<u64>,
+    /// From the loss being noticed to `hello-ok` again.
+    pub healthy_after_ms: u64,
+    /// Connection attempts it took.
+    pub attempts: u32,
+    /// When it came back.
+    #[serde(skip)]
+    pub at: SystemTime,
 }
 
 fn error_json<S: serde::Serializer>(e: &Option<GatewayError>, s: S) -> Result<S::Ok, S::Error> {
@@ -76,6 +97,7 @@ impl ConnectionState {
             hello: None,
             last_error: None,
             since: SystemTime::now(),
+            last_recovery: None,
         }
     }
 

@@ -336,6 +336,7 @@ mod tests {
             hello: Some(Arc::new(hello)),
             last_error: error,
             since: SystemTime::now(),
+            last_recovery: None,
         }
     }
 

@@ -586,22 +586,15 @@ impl DirectWs {
             } else {
                 String::new()
             };
-            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
-                .await
-            {
-                Ok(Ok(stream)) => {
+            // Fresh SYNs while the path is dead: a path that comes back is used at once.
+            match clawlink_core::transport::tcp::connect(addr, self.connect_timeout).await {
+                Ok(stream) => {
                     // Small JSON frames: latency matters more than packet count.
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%addr, "tcp connected");
                     return Ok(stream);
                 }
-                Ok(Err(e)) => last_error = Some(format!("{label}{e}")),
-                Err(_) => {
-                    last_error = Some(format!(
-                        "{label}no answer within {} ms",
-                        self.connect_timeout.as_millis()
-                    ))
-                }
+                Err(e) => last_error = Some(format!("{label}{e}")),
             }
         }
         Err(TransportError::new(

@@ -262,24 +262,7 @@ async fn carrier(
 ) -> Result<(Box<dyn crate::Stream>, Option<Arc<SshSession>>), TransportError> {
     match hops.split_last() {
         None => {
-            let tcp = tokio::time::timeout(
-                timing.connect_timeout,
-                tokio::net::TcpStream::connect((resolved.host_name.as_str(), resolved.port)),
-            )
-            .await
-            .map_err(|_| {
-                TransportError::new(
-                    TransportErrorKind::Connect,
-                    format!(
-                        "no answer from {}:{} within {} s",
-                        resolved.host_name,
-                        resolved.port,
-                        timing.connect_timeout.as_secs()
-                    ),
-                )
-                .with_fix("check the host name and port of the SSH target, and that the host is up")
-            })?
-            .map_err(|e| tcp_error(e, &resolved.host_name, resolved.port))?;
+            let tcp = connect_tcp(&resolved.host_name, resolved.port, timing.connect_timeout).await?;
             let _ = tcp.set_nodelay(true);
             Ok((Box::new(tcp), None))
         }
@@ -288,6 +271,47 @@ async fn carrier(
             let channel = jump.forward(&resolved.host_name, resolved.port).await?;
             Ok((Box::new(channel.into_stream()), Some(Arc::new(jump))))
         }
+    }
+}
+
+/// TCP to `host:port` within `limit`: the name resolved, then each address in turn with
+/// core's connect that keeps sending fresh SYNs while the path is dead (a restored path is
+/// used within half a second, not at the kernel's next SYN retransmission).
+async fn connect_tcp(
+    host: &str,
+    port: u16,
+    limit: Duration,
+) -> Result<tokio::net::TcpStream, TransportError> {
+    let no_answer = || {
+        TransportError::new(
+            TransportErrorKind::Connect,
+            format!("no answer from {host}:{port} within {} s", limit.as_secs()),
+        )
+        .with_fix("check the host name and port of the SSH target, and that the host is up")
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    let addresses: Vec<std::net::SocketAddr> =
+        tokio::time::timeout(limit, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(|_| no_answer())?
+            .map_err(|e| tcp_error(e, host, port))?
+            .collect();
+    let mut last_error = None;
+    for address in addresses {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match clawlink_core::transport::tcp::connect(address, left).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    match last_error {
+        Some(error) if error.kind() != std::io::ErrorKind::TimedOut => {
+            Err(tcp_error(error, host, port))
+        }
+        _ => Err(no_answer()),
     }
 }
 
