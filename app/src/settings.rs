@@ -172,16 +172,7 @@ pub fn load(overrides: &Overrides) -> Result<Settings, Failure> {
         ));
     }
     let figment = figment.select(profile_name.as_str());
-    let profile: Profile = figment.extract().map_err(|e| {
-        Failure::config(
-            format!("invalid configuration: {}", describe_figment_error(&e)),
-            Some(
-                suggestion_for_figment_error(&e).unwrap_or_else(|| {
-                    "fix or remove the key named above (`clawlink config show` lists the resolved values)".into()
-                }),
-            ),
-        )
-    })?;
+    let profile = extract_profile(&figment)?;
     // Before the tables are checked: a transport from a plugin must be registered for its
     // table to be known.
     crate::runtime_plugins::ensure_profile_transports(&profile, &profile_name)?;
@@ -194,6 +185,21 @@ pub fn load(overrides: &Overrides) -> Result<Settings, Failure> {
     };
     validate(&settings)?;
     Ok(settings)
+}
+
+/// The selected profile out of the layered configuration, or the one-line refusal naming the
+/// bad key and where it came from.
+fn extract_profile(figment: &Figment) -> Result<Profile, Failure> {
+    figment.extract().map_err(|e| {
+        Failure::config(
+            format!("invalid configuration: {}", describe_figment_error(&e)),
+            Some(
+                suggestion_for_figment_error(&e).unwrap_or_else(|| {
+                    "fix or remove the key named above (`clawlink config show` lists the resolved values)".into()
+                }),
+            ),
+        )
+    })
 }
 
 /// One config file, read once (after the ownership check) and parsed once, as a figment
@@ -218,7 +224,12 @@ impl ConfigFile {
     /// syntax error names the file, the line and the column.
     fn read(path: PathBuf) -> Result<Self, Failure> {
         let text = trusted_file::read_trusted(&path, "config file")?;
-        let data = figment::Provider::data(&Toml::string(&text).nested()).map_err(|e| {
+        Self::parse(path, &text)
+    }
+
+    /// Parses the text of the file at `path` (named in messages only).
+    fn parse(path: PathBuf, text: &str) -> Result<Self, Failure> {
+        let data = figment::Provider::data(&Toml::string(text).nested()).map_err(|e| {
             Failure::config(
                 format!(
                     "{} is not valid TOML: {}",
@@ -1030,5 +1041,190 @@ mod tests {
         )
         .is_ok());
         assert!(check_env_names(["CLAWLINK_MDOE".to_owned()]).is_err());
+    }
+}
+
+/// Fixed-budget fuzzing of config files: any text is parsed or refused in one line naming the
+/// file, never a panic or a hang, and a profile written as TOML reads back as itself.
+#[cfg(test)]
+mod fuzz {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use clawlink_core::config::{AuthSettings, ClientSettings, FeatureSettings, Mode};
+    use clawlink_fuzz_budget::{arbitrary, check, Arbitrary, Unstructured};
+
+    use super::*;
+
+    const BUDGET: Duration = Duration::from_secs(3);
+    const FILE: &str = "/fuzz/config.toml";
+
+    /// The file's profile `name` as `load` layers it: the built-in defaults under the file.
+    fn profile_from(file: &ConfigFile, name: &str) -> Result<Profile, Failure> {
+        let figment = Figment::new()
+            .merge(Labeled {
+                label: DEFAULTS,
+                inner: Serialized::defaults(Profile::default()),
+            })
+            .merge(file)
+            .select(name);
+        extract_profile(&figment)
+    }
+
+    fn assert_config_text_invariants(text: &str) {
+        match ConfigFile::parse(PathBuf::from(FILE), text) {
+            Ok(file) => {
+                let mut names: Vec<String> = file.data.keys().map(|p| p.to_string()).collect();
+                names.push("default".into());
+                for name in names {
+                    if let Err(failure) = profile_from(&file, &name) {
+                        assert!(!failure.message.is_empty(), "{text:?}");
+                        assert!(failure.fix.is_some(), "{text:?}");
+                    }
+                }
+            }
+            Err(failure) => {
+                // A syntax error is one line that names the file and the place.
+                assert!(!failure.message.contains('\n'), "{}", failure.message);
+                assert!(failure.message.contains(FILE), "{}", failure.message);
+                assert!(failure.fix.is_some_and(|f| f.contains(FILE)));
+            }
+        }
+    }
+
+    /// Text mostly made of TOML's own syntax and the profile's keys.
+    #[derive(Debug)]
+    struct TomlShaped(String);
+
+    impl<'a> Arbitrary<'a> for TomlShaped {
+        fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+            const PIECES: &[&str] = &[
+                "[default]",
+                "[work]",
+                "[default.transports.direct_ws]",
+                "[[default]]",
+                "[default.features.health]",
+                "\n",
+                " = ",
+                "=",
+                "\"",
+                "'",
+                "'''",
+                "\"\"\"",
+                "mode",
+                "remote",
+                "\"remote\"",
+                "transport",
+                "auth",
+                "token_file",
+                "client",
+                "request_timeout_ms",
+                "enabled",
+                "true",
+                "1",
+                "-1",
+                "9223372036854775808",
+                "1.5",
+                "{",
+                "}",
+                "[",
+                "]",
+                ",",
+                ".",
+                "#",
+                "\\u00e9",
+                "\\",
+                "1979-05-27",
+                "inf",
+                "nan",
+                "x",
+            ];
+            let mut text = String::new();
+            for _ in 0..u.int_in_range(0..=40)? {
+                if u.ratio(1, 10)? {
+                    text.push(u.arbitrary::<char>()?);
+                } else {
+                    text.push_str(u.choose(PIECES)?);
+                }
+            }
+            Ok(TomlShaped(text))
+        }
+    }
+
+    #[test]
+    fn arbitrary_config_text_is_read_or_refused_in_one_line() {
+        check("config text", BUDGET, |text: String| {
+            assert_config_text_invariants(&text)
+        });
+    }
+
+    #[test]
+    fn toml_shaped_config_text_is_read_or_refused_in_one_line() {
+        check("config TOML shapes", BUDGET, |TomlShaped(text)| {
+            assert_config_text_invariants(&text)
+        });
+    }
+
+    /// A profile with every kind of value the file format must carry.
+    #[derive(Debug)]
+    struct ArbitraryProfile(Profile);
+
+    impl<'a> Arbitrary<'a> for ArbitraryProfile {
+        fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+            const NAMES: &[&str] = &["direct_ws", "ssh-tunnel", "health", "a.b", "", "é x"];
+            let mut transports = BTreeMap::new();
+            for _ in 0..u.int_in_range(0..=2)? {
+                let table = serde_json::json!({ "url": u.arbitrary::<String>()? });
+                transports.insert((*u.choose(NAMES)?).to_owned(), table);
+            }
+            let mut features = BTreeMap::new();
+            for _ in 0..u.int_in_range(0..=2)? {
+                let mut settings = serde_json::Map::new();
+                if u.arbitrary::<bool>()? {
+                    settings.insert("interval_secs".into(), u.arbitrary::<u32>()?.into());
+                }
+                features.insert(
+                    (*u.choose(NAMES)?).to_owned(),
+                    FeatureSettings {
+                        enabled: u.arbitrary::<Option<bool>>()?,
+                        settings,
+                    },
+                );
+            }
+            Ok(ArbitraryProfile(Profile {
+                mode: if u.arbitrary::<bool>()? {
+                    Mode::Remote
+                } else {
+                    Mode::Local
+                },
+                transport: u.arbitrary::<Option<String>>()?,
+                transports,
+                auth: AuthSettings {
+                    token_file: u.arbitrary::<Option<String>>()?.map(PathBuf::from),
+                    password_file: u.arbitrary::<Option<String>>()?.map(PathBuf::from),
+                },
+                features,
+                client: ClientSettings {
+                    display_name: u.arbitrary::<Option<String>>()?,
+                    // TOML integers are signed 64-bit.
+                    request_timeout_ms: u.arbitrary::<u32>()?.into(),
+                    connect_timeout_ms: u.arbitrary::<u32>()?.into(),
+                },
+                plugins: Default::default(),
+            }))
+        }
+    }
+
+    #[test]
+    fn a_profile_written_as_toml_reads_back_as_itself() {
+        check("config round trip", BUDGET, |ArbitraryProfile(profile)| {
+            let file: BTreeMap<&str, &Profile> = [("work", &profile)].into();
+            let text = toml::to_string(&file).expect("every profile can be written");
+            let parsed = ConfigFile::parse(PathBuf::from(FILE), &text)
+                .unwrap_or_else(|f| panic!("{}: {text}", f.message));
+            let read =
+                profile_from(&parsed, "work").unwrap_or_else(|f| panic!("{}: {text}", f.message));
+            assert_eq!(read, profile, "{text}");
+        });
     }
 }

@@ -38,7 +38,8 @@ use super::device::{v3_payload, DeviceIdentity, SignedFields};
 use super::error::{classify_connect_error, GatewayError};
 use super::liveness::{Due, Liveness, LivenessPolicy};
 use super::protocol::{
-    ClientInfo, ConnectParams, DeviceProof, HelloOk, Incoming, RequestFrame, PROTOCOL_VERSION,
+    decode_frame, ClientInfo, ConnectParams, DeviceProof, HelloOk, Incoming, RequestFrame,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use super::state::{ConnectionState, Phase, Recovery};
 use crate::transport::{DuplexStream, Transport, TransportError, TransportErrorKind};
@@ -1104,7 +1105,7 @@ impl Supervisor {
         generation: u64,
         last_seq: &mut Option<u64>,
     ) {
-        let frame = match serde_json::from_str::<Incoming>(text) {
+        let frame = match decode_frame(text) {
             Ok(frame) => frame,
             Err(e) => {
                 tracing::debug!(error = %e, "ignoring a frame we cannot read");
@@ -1171,10 +1172,9 @@ impl Supervisor {
 }
 
 fn ws_config() -> WebSocketConfig {
-    // The gateway allows 25 MiB frames after hello; leave headroom for base64 attachments.
     WebSocketConfig::default()
-        .max_message_size(Some(64 << 20))
-        .max_frame_size(Some(64 << 20))
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
 }
 
 /// How one bounded send ended.
@@ -1240,7 +1240,7 @@ async fn read_frame(
 ) -> Result<Incoming, GatewayError> {
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Incoming>(&text) {
+            Some(Ok(Message::Text(text))) => match decode_frame(&text) {
                 Ok(frame) => return Ok(frame),
                 Err(e) => {
                     tracing::debug!(error = %e, "ignoring an unreadable frame during the handshake")

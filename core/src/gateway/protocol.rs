@@ -15,6 +15,33 @@ use serde_json::Value;
 /// The protocol version this client speaks (`minProtocol` = `maxProtocol` = 4).
 pub const PROTOCOL_VERSION: u32 = 4;
 
+/// The largest frame clawlink reads: the gateway allows 25 MiB frames after hello, and
+/// base64 attachments need headroom. The client's WebSocket configuration refuses larger
+/// messages before buffering them, and [`decode_frame`] holds any other caller to it.
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// Why a frame from the gateway could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error(
+        "a gateway frame of {len} bytes exceeds clawlink's limit of {MAX_FRAME_BYTES} bytes; \
+         if the gateway really sends such frames, its maxPayload is larger than clawlink supports"
+    )]
+    TooLarge { len: usize },
+    #[error("unreadable gateway frame: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Decodes one text frame from the gateway. A frame above [`MAX_FRAME_BYTES`] is refused
+/// before parsing, and serde_json's nesting limit (128) refuses a deeply nested one, so a
+/// hostile frame costs neither memory beyond its own text nor stack.
+pub fn decode_frame(text: &str) -> Result<Incoming, FrameError> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge { len: text.len() });
+    }
+    Ok(serde_json::from_str(text)?)
+}
+
 /// A request frame (`{"type":"req",…}`).
 #[derive(Debug, Serialize)]
 pub struct RequestFrame<'a> {
@@ -364,6 +391,22 @@ mod tests {
             panic!("not an event")
         };
         assert_eq!((ev.event.as_str(), ev.seq), ("tick", Some(9)));
+    }
+
+    #[test]
+    fn oversized_and_deeply_nested_frames_are_refused_with_the_reason() {
+        let oversized = " ".repeat(MAX_FRAME_BYTES + 1);
+        let err = decode_frame(&oversized).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { len } if len == MAX_FRAME_BYTES + 1));
+        assert!(err.to_string().contains("limit of 67108864 bytes"), "{err}");
+
+        let nested = format!(
+            r#"{{"type":"event","event":"x","payload":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let err = decode_frame(&nested).unwrap_err();
+        assert!(err.to_string().contains("recursion limit"), "{err}");
     }
 
     #[test]

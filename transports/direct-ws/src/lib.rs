@@ -174,7 +174,10 @@ impl GatewayUrl {
         Ok(Self {
             tls,
             host,
-            port: url.port().unwrap_or(if tls { 443 } else { DEFAULT_PORT }),
+            port: url
+                .port()
+                .or_else(|| typed_port(input).then(|| url.port_or_known_default())?)
+                .unwrap_or(if tls { 443 } else { DEFAULT_PORT }),
             path,
         })
     }
@@ -248,6 +251,24 @@ impl GatewayUrl {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
     }
+}
+
+/// Whether `input` (a URL the url crate accepted) names a port. The url crate forgets a port
+/// equal to its scheme's default (80 for `ws`), so without this `ws://host:80` would silently
+/// go to the gateway's default port instead.
+fn typed_port(input: &str) -> bool {
+    // The url crate accepts any number of `/` or `\` after a special scheme.
+    let Some((_, rest)) = input.trim().split_once(':') else {
+        return false;
+    };
+    let rest = rest.trim_start_matches(['/', '\\']);
+    let authority = rest.split(['/', '\\', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = host_port.rsplit_once(']').map_or(host_port, |(_, p)| p);
+    // The url crate drops tabs and newlines anywhere, so only digits make a port.
+    after_host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.chars().any(|c| c.is_ascii_digit()))
 }
 
 /// Whether a query parameter's name looks like it carries a credential (`token`,
@@ -709,6 +730,27 @@ mod tests {
         let url = GatewayUrl::parse("  ws://gw.lan:1234  ").unwrap();
         assert!(!url.is_loopback());
         assert!(GatewayUrl::parse("ws://localhost:1").unwrap().is_loopback());
+    }
+
+    #[test]
+    fn a_typed_default_port_is_kept() {
+        // The url crate reports no port for `ws://…:80` (80 is ws's default); the gateway's
+        // default 18789 must not replace a port the user typed.
+        for (input, port) in [
+            ("ws://127.0.0.1:80", 80),
+            ("ws://127.0.0.1:080/x", 80),
+            ("ws:/[::1]:80", 80),
+            ("ws://@127.0.0.1:80", 80),
+            ("wss://gw.example.com:443", 443),
+            ("ws://127.0.0.1:/", DEFAULT_PORT),
+            ("ws://127.0.0.1/a:80", DEFAULT_PORT),
+            ("ws://[::80]", DEFAULT_PORT),
+            ("wss://gw.example.com", 443),
+        ] {
+            let url = GatewayUrl::parse(input).unwrap();
+            assert_eq!(url.port, port, "{input}");
+            assert_eq!(GatewayUrl::parse(&url.to_url()).unwrap(), url, "{input}");
+        }
     }
 
     #[test]

@@ -330,14 +330,7 @@ pub fn fingerprint(key: &PublicKey) -> String {
 /// characters `, * ? ! [ ] # @ |` are refused, since writing them would change what the line
 /// means (e.g. trust the key for a wildcard).
 pub fn append(file: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(), KnownHostsError> {
-    validate_host(host)?;
-    let blob = key.to_bytes().map_err(KnownHostsError::Encode)?;
-    let entry = format!(
-        "{} {} {} clawlink\n",
-        host_key_name(host, port),
-        key.algorithm().as_str(),
-        STANDARD.encode(blob)
-    );
+    let entry = entry_line(host, port, key)?;
     let write_err = |source| KnownHostsError::Write {
         path: file.to_path_buf(),
         source,
@@ -364,6 +357,19 @@ pub fn append(file: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(),
     // One write on an O_APPEND file, so concurrent appenders do not interleave within a line.
     f.write_all(text.as_bytes()).map_err(write_err)?;
     f.sync_all().map_err(write_err)
+}
+
+/// The line [`append`] writes, with its `\n`: `host_key_name(host, port) <type> <base64>
+/// clawlink`. `host` must be a literal name or address, as [`append`] says.
+pub fn entry_line(host: &str, port: u16, key: &PublicKey) -> Result<String, KnownHostsError> {
+    validate_host(host)?;
+    let blob = key.to_bytes().map_err(KnownHostsError::Encode)?;
+    Ok(format!(
+        "{} {} {} clawlink\n",
+        host_key_name(host, port),
+        key.algorithm().as_str(),
+        STANDARD.encode(blob)
+    ))
 }
 
 /// Parses a user-supplied pin like "SHA256:abc..." (the `SHA256:` prefix required; base64 with or

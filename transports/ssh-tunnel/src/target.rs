@@ -169,6 +169,9 @@ impl fmt::Display for SshTarget {
         match (self.host.contains(':'), self.port) {
             (true, Some(port)) => write!(f, "[{}]:{port}", self.host),
             (false, Some(port)) => write!(f, "{}:{port}", self.host),
+            // `[a:1]` written bare would read back as host `a`, port 1: a host with one colon
+            // keeps its brackets (bare IPv6 addresses have two or more, and read back as is).
+            (true, None) if self.host.matches(':').count() == 1 => write!(f, "[{}]", self.host),
             (_, None) => f.write_str(&self.host),
         }
     }
@@ -260,7 +263,13 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for input in ["claw@gw:2222", "gw", "claw@[::1]:22", "[fd00::1]:2200"] {
+        for input in [
+            "claw@gw:2222",
+            "gw",
+            "claw@[::1]:22",
+            "[fd00::1]:2200",
+            "[a:1]",
+        ] {
             assert_eq!(SshTarget::parse(input).unwrap().to_string(), input);
         }
     }
