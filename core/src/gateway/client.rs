@@ -46,6 +46,19 @@ use crate::transport::{DuplexStream, Transport, TransportError, TransportErrorKi
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
+/// The largest message clawlink accepts from the gateway; a larger one ends the connection
+/// with a protocol error naming both sizes, refused from its frame header before any of it is
+/// buffered. The gateway's own frames stay within what it queues for one client
+/// (`policy.maxBufferedBytes`, 50 MiB, past which it drops a slow consumer), and what it
+/// accepts is 25 MiB (`policy.maxPayload`, base64 attachments included): 64 MiB is above every
+/// legitimate message and still bounds one connection's memory.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// How many events that arrive before `hello-ok` are kept for delivery after it (nodes get a
+/// few voicewake snapshots there); more are dropped, so a gateway that floods the handshake
+/// cannot grow our memory until the connect timeout.
+pub const EARLY_EVENTS_MAX: usize = 64;
+/// How many bytes of early events are kept, for the same reason.
+const EARLY_EVENT_BYTES_MAX: usize = 1 << 20;
 /// How many times a first connect retries a gateway that says it is still starting.
 const FIRST_CONNECT_UNAVAILABLE_RETRIES: u32 = 20;
 /// How long the goodbye close frame may take to go out to a gateway that stopped reading.
@@ -694,20 +707,31 @@ impl Supervisor {
 
     async fn open_session(&self, plan: AuthPlan) -> Result<Session, GatewayError> {
         let limit = self.options.connect_timeout;
-        match tokio::time::timeout(limit, self.open_session_unbounded(plan)).await {
+        // What the attempt waits for, so a timeout can say where it stalled.
+        let stage = std::sync::Mutex::new(Stage::Transport);
+        match tokio::time::timeout(limit, self.open_session_unbounded(plan, &stage)).await {
             Ok(result) => result,
-            Err(_) => Err(GatewayError::Handshake {
-                message: format!(
-                    "no hello from the gateway at {} within {} s",
-                    self.transport.describe(),
-                    limit.as_secs()
-                ),
-                retryable: true,
-            }),
+            Err(_) => {
+                let stage = *stage.lock().unwrap_or_else(|e| e.into_inner());
+                Err(GatewayError::Handshake {
+                    message: format!(
+                        "no {} from the gateway at {} within {} (connect timeout)",
+                        stage.awaited(),
+                        self.transport.describe(),
+                        seconds(limit)
+                    ),
+                    retryable: true,
+                })
+            }
         }
     }
 
-    async fn open_session_unbounded(&self, plan: AuthPlan) -> Result<Session, GatewayError> {
+    async fn open_session_unbounded(
+        &self,
+        plan: AuthPlan,
+        stage: &std::sync::Mutex<Stage>,
+    ) -> Result<Session, GatewayError> {
+        let enter = |next: Stage| *stage.lock().unwrap_or_else(|e| e.into_inner()) = next;
         let connected = self
             .transport
             .connect()
@@ -723,6 +747,7 @@ impl Supervisor {
                     connected.request_url
                 )))
             })?;
+        enter(Stage::Upgrade);
         let (ws, _response) = tokio_tungstenite::client_async_with_config(
             request,
             connected.stream,
@@ -730,26 +755,28 @@ impl Supervisor {
         )
         .await
         .map_err(|e| upgrade_error(e, &self.transport.describe()))?;
-        self.handshake(ws, plan).await
+        enter(Stage::Challenge);
+        self.handshake(ws, plan, || enter(Stage::Hello)).await
     }
 
     async fn handshake(
         &self,
         mut ws: WebSocketStream<Box<dyn DuplexStream>>,
         plan: AuthPlan,
+        connect_sent: impl FnOnce(),
     ) -> Result<Session, GatewayError> {
-        let mut early_events = Vec::new();
+        let mut early_events = EarlyEvents::default();
         let challenge = loop {
             match read_frame(&mut ws, "the connect challenge").await? {
-                Incoming::Event(ev) if ev.event == "connect.challenge" => {
+                (Incoming::Event(ev), _) if ev.event == "connect.challenge" => {
                     break serde_json::from_value::<super::protocol::Challenge>(ev.payload)
                         .map_err(|e| GatewayError::Handshake {
                             message: format!("malformed connect.challenge from the gateway: {e}"),
                             retryable: false,
                         })?;
                 }
-                Incoming::Event(ev) => early_events.push(ev),
-                Incoming::Response(_) => {}
+                (Incoming::Event(ev), size) => early_events.keep(ev, size),
+                (Incoming::Response(_), _) => {}
             }
         };
         if self.lost.is_none() {
@@ -809,14 +836,22 @@ impl Supervisor {
         ws.send(Message::Text(frame.into()))
             .await
             .map_err(|e| lost("sending connect", e))?;
+        connect_sent();
 
         let response = loop {
             match read_frame(&mut ws, "hello-ok").await? {
-                Incoming::Response(res) if res.id == "connect" => break res,
-                Incoming::Response(_) => {}
-                Incoming::Event(ev) => early_events.push(ev),
+                (Incoming::Response(res), _) if res.id == "connect" => break res,
+                (Incoming::Response(_), _) => {}
+                (Incoming::Event(ev), size) => early_events.keep(ev, size),
             }
         };
+        if early_events.dropped > 0 {
+            tracing::warn!(
+                kept = early_events.kept.len(),
+                dropped = early_events.dropped,
+                "the gateway sent more events before hello-ok than clawlink keeps; dropped the rest"
+            );
+        }
         if !response.ok {
             let error = response
                 .error
@@ -833,7 +868,7 @@ impl Supervisor {
                 options.credentials.password.is_some(),
             ));
         }
-        let hello: HelloOk =
+        let mut hello: HelloOk =
             serde_json::from_value(response.payload).map_err(|e| GatewayError::Protocol {
                 message: format!("unreadable hello-ok from the gateway: {e}"),
                 fix: "check that the gateway runs a supported openclaw release (2026.9.x)".into(),
@@ -841,13 +876,18 @@ impl Supervisor {
         if hello.protocol != PROTOCOL_VERSION {
             return Err(GatewayError::Protocol {
                 message: format!(
-                    "the gateway answered with protocol {} (clawlink speaks {PROTOCOL_VERSION})",
+                    "the gateway answered with protocol {} in hello-ok (clawlink speaks {PROTOCOL_VERSION})",
                     hello.protocol
                 ),
                 fix: "update clawlink or the gateway so both speak the same protocol version"
                     .into(),
             });
         }
+        let (policy, clamped) = hello.policy.clamped(MAX_MESSAGE_BYTES as u64);
+        for note in clamped {
+            tracing::warn!("hello-ok: {note}");
+        }
+        hello.policy = policy;
         if let Some(token) = &hello.auth.device_token {
             let changed = stored
                 .as_ref()
@@ -866,7 +906,7 @@ impl Supervisor {
         Ok(Session {
             ws,
             hello: Arc::new(hello),
-            early_events,
+            early_events: early_events.kept,
         })
     }
 
@@ -884,7 +924,8 @@ impl Supervisor {
     }
 
     async fn run_session(&mut self, session: Session, generation: u64) -> SessionEnd {
-        let tick = Duration::from_millis(session.hello.policy.tick_interval_ms.max(1_000));
+        // Clamped in the handshake (`Policy::clamped`): `tick * 2` cannot overflow.
+        let tick = Duration::from_millis(session.hello.policy.tick_interval_ms);
         let mut last_seq = None;
         for ev in session.early_events {
             self.publish(ev, generation, &mut last_seq);
@@ -912,11 +953,13 @@ impl Supervisor {
                     }
                     match frame {
                         Some(Ok(Message::Text(text))) => {
-                            self.dispatch(&text, &mut pending, generation, &mut last_seq);
+                            if let Err(e) = self.dispatch(&text, &mut pending, generation, &mut last_seq) {
+                                break SessionEnd::Lost(e.into());
+                            }
                         }
                         Some(Ok(Message::Close(frame))) => break SessionEnd::Lost(closed_error(frame)),
                         Some(Ok(_)) => {}
-                        Some(Err(e)) => break SessionEnd::Lost(lost("reading from the gateway", e)),
+                        Some(Err(e)) => break SessionEnd::Lost(read_error("reading from the gateway", e)),
                         None => break SessionEnd::Lost(closed_error(None)),
                     }
                 }
@@ -977,26 +1020,23 @@ impl Supervisor {
         end
     }
 
+    /// Routes one frame; a frame that is not JSON at all ends the session.
     fn dispatch(
         &self,
         text: &str,
         pending: &mut HashMap<String, Pending>,
         generation: u64,
         last_seq: &mut Option<u64>,
-    ) {
-        let frame = match serde_json::from_str::<Incoming>(text) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::debug!(error = %e, "ignoring a frame we cannot read");
-                return;
-            }
+    ) -> Result<(), NotJson> {
+        let Some(frame) = decode_frame(text, "reading from the gateway")? else {
+            return Ok(());
         };
         match frame {
             Incoming::Event(ev) => self.publish(ev, generation, last_seq),
             Incoming::Response(res) => {
                 let Some(entry) = pending.remove(&res.id) else {
                     tracing::debug!(id = %res.id, "response to a request nobody waits for");
-                    return;
+                    return Ok(());
                 };
                 let accepted = res.ok
                     && entry.expect_final
@@ -1004,7 +1044,7 @@ impl Supervisor {
                 if accepted {
                     tracing::debug!(method = %entry.method, "accepted; waiting for the final response");
                     pending.insert(res.id, entry);
-                    return;
+                    return Ok(());
                 }
                 let result = if res.ok {
                     Ok(res.payload)
@@ -1023,6 +1063,7 @@ impl Supervisor {
                 let _ = entry.reply.send(result);
             }
         }
+        Ok(())
     }
 
     fn publish(
@@ -1051,10 +1092,138 @@ impl Supervisor {
 }
 
 fn ws_config() -> WebSocketConfig {
-    // The gateway allows 25 MiB frames after hello; leave headroom for base64 attachments.
     WebSocketConfig::default()
-        .max_message_size(Some(64 << 20))
-        .max_frame_size(Some(64 << 20))
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+}
+
+/// Where a connection attempt is, for the message of its timeout.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Transport,
+    Upgrade,
+    Challenge,
+    Hello,
+}
+
+impl Stage {
+    fn awaited(self) -> &'static str {
+        match self {
+            Stage::Transport => "stream from the transport",
+            Stage::Upgrade => "answer to the WebSocket upgrade",
+            Stage::Challenge => "connect challenge",
+            Stage::Hello => "hello-ok",
+        }
+    }
+}
+
+/// Events received before `hello-ok`, kept within [`EARLY_EVENTS_MAX`] and
+/// [`EARLY_EVENT_BYTES_MAX`].
+#[derive(Default)]
+struct EarlyEvents {
+    kept: Vec<super::protocol::EventFrame>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl EarlyEvents {
+    fn keep(&mut self, event: super::protocol::EventFrame, size: usize) {
+        if self.kept.len() >= EARLY_EVENTS_MAX || self.bytes + size > EARLY_EVENT_BYTES_MAX {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += size;
+        self.kept.push(event);
+    }
+}
+
+/// `12 s`, or `0.5 s` for a limit that is not whole seconds.
+fn seconds(limit: Duration) -> String {
+    if limit.subsec_millis() == 0 {
+        format!("{} s", limit.as_secs())
+    } else {
+        format!("{:.1} s", limit.as_secs_f64())
+    }
+}
+
+/// `70 MiB`, `512 KiB` or `100 bytes`.
+fn human_bytes(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.0} KiB", b as f64 / 1024.0),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// A text frame as a protocol frame. `Ok(None)`: JSON of a shape we do not know (a newer
+/// gateway's frame), skipped. A frame that is not JSON at all is no gateway's: a protocol
+/// error, not retried (the same peer would send it again).
+fn decode_frame(text: &str, doing: &str) -> Result<Option<Incoming>, NotJson> {
+    match serde_json::from_str::<Incoming>(text) {
+        Ok(frame) => Ok(Some(frame)),
+        Err(e) if e.is_data() => {
+            tracing::debug!(error = %e, "ignoring a frame we cannot read");
+            Ok(None)
+        }
+        Err(e) => Err(NotJson(format!(
+            "the gateway sent a text frame of {} that is not JSON ({e}) while clawlink was {doing}",
+            human_bytes(text.len())
+        ))),
+    }
+}
+
+/// A text frame that is not JSON, as the message of the protocol error it becomes.
+struct NotJson(String);
+
+impl From<NotJson> for GatewayError {
+    fn from(NotJson(message): NotJson) -> Self {
+        GatewayError::Protocol {
+            message,
+            fix: NOT_A_GATEWAY_FIX.into(),
+        }
+    }
+}
+
+/// What to do about a peer that breaks the gateway protocol.
+const NOT_A_GATEWAY_FIX: &str = "check that the port is an OpenClaw gateway's (not a proxy or another \
+     service), that any proxy in between passes WebSocket frames unchanged, and that the gateway runs \
+     a supported openclaw release (2026.9.x)";
+
+/// A failed read: an oversized message, text that is not UTF-8 or a broken WebSocket frame is
+/// the peer's fault and ends in a protocol error (retrying would get the same); anything else
+/// is a lost connection, retried.
+fn read_error(doing: &str, error: tungstenite::Error) -> GatewayError {
+    use tungstenite::error::{CapacityError, ProtocolError};
+    match error {
+        tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            GatewayError::Protocol {
+                message: format!(
+                    "the gateway sent a {} message while clawlink was {doing}; clawlink accepts at most {} (MAX_MESSAGE_BYTES)",
+                    human_bytes(size),
+                    human_bytes(max_size)
+                ),
+                fix: "no OpenClaw gateway sends messages this large: check what listens on the \
+                      gateway port; if a request asked for it (a long chat.history), ask for less \
+                      (limit, maxBytes)"
+                    .into(),
+            }
+        }
+        tungstenite::Error::Utf8(e) => GatewayError::Protocol {
+            message: format!(
+                "the gateway sent a text frame that is not UTF-8 ({e}) while clawlink was {doing}"
+            ),
+            fix: NOT_A_GATEWAY_FIX.into(),
+        },
+        tungstenite::Error::Protocol(e) if e != ProtocolError::ResetWithoutClosingHandshake => {
+            GatewayError::Protocol {
+                message: format!(
+                    "the gateway broke the WebSocket protocol while clawlink was {doing}: {e}"
+                ),
+                fix: NOT_A_GATEWAY_FIX.into(),
+            }
+        }
+        other => lost(doing, other),
+    }
 }
 
 /// How one bounded send ended.
@@ -1114,23 +1283,24 @@ fn close_message(reason: &str) -> Message {
     }))
 }
 
+/// The next frame we can read, with the size of its text.
 async fn read_frame(
     ws: &mut WebSocketStream<Box<dyn DuplexStream>>,
     waiting_for: &str,
-) -> Result<Incoming, GatewayError> {
+) -> Result<(Incoming, usize), GatewayError> {
+    let doing = format!("waiting for {waiting_for}");
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Incoming>(&text) {
-                Ok(frame) => return Ok(frame),
-                Err(e) => {
-                    tracing::debug!(error = %e, "ignoring an unreadable frame during the handshake")
+            Some(Ok(Message::Text(text))) => {
+                if let Some(frame) = decode_frame(&text, &doing)? {
+                    return Ok((frame, text.len()));
                 }
-            },
+            }
             Some(Ok(Message::Close(frame))) => {
                 return Err(handshake_close_error(frame, waiting_for))
             }
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(lost(&format!("waiting for {waiting_for}"), e)),
+            Some(Err(e)) => return Err(read_error(&doing, e)),
             None => return Err(handshake_close_error(None, waiting_for)),
         }
     }

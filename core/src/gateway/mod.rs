@@ -12,7 +12,7 @@ pub use auth::{Credentials, DeviceTokenStore, MemoryTokenStore};
 pub use backoff::Backoff;
 pub use client::{
     native_platform, ClientOptions, GatewayClient, GatewayEvent, RequestOptions, ShutdownOutcome,
-    CLOSE_FRAME_DEADLINE, OPERATOR_SCOPES, SHUTDOWN_DEADLINE,
+    CLOSE_FRAME_DEADLINE, EARLY_EVENTS_MAX, MAX_MESSAGE_BYTES, OPERATOR_SCOPES, SHUTDOWN_DEADLINE,
 };
 pub use device::DeviceIdentity;
 pub use error::{GatewayError, Layer};
