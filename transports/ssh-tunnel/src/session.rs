@@ -253,7 +253,14 @@ pub async fn open(
     let handshake_time = handshake_started.elapsed();
 
     let auth_started = Instant::now();
-    let auth_method = authenticate(&mut handle, resolved, prompter.as_ref(), &endpoint).await?;
+    let auth_method = authenticate(
+        &mut handle,
+        resolved,
+        prompter.as_ref(),
+        &endpoint,
+        timing.connect_timeout,
+    )
+    .await?;
     Ok(SshSession {
         handle,
         channel_open_timeout: timing.connect_timeout,
@@ -398,12 +405,16 @@ enum Candidate {
     Agent,
 }
 
-/// Tries the agent and key files in OpenSSH's order; returns how we got in.
+/// Tries the agent and key files in OpenSSH's order; returns how we got in. Each request with
+/// a key file waits at most `limit` for the server's answer (one round trip, like the
+/// handshake); a passphrase prompt comes before it and is not timed. Agent requests are not
+/// timed either: a hardware key may wait for a touch.
 async fn authenticate(
     handle: &mut Handle<ClientHandler>,
     resolved: &Resolved,
     prompter: &dyn Prompter,
     endpoint: &str,
+    limit: Duration,
 ) -> Result<String, TransportError> {
     let mut candidates = Vec::new();
     if !resolved.identities_only && resolved.agent_socket.is_some() {
@@ -456,10 +467,22 @@ async fn authenticate(
                     }
                 };
                 let key = PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash);
-                match handle
-                    .authenticate_publickey(resolved.user.clone(), key)
-                    .await
-                {
+                let request = handle.authenticate_publickey(resolved.user.clone(), key);
+                let Ok(answer) = tokio::time::timeout(limit, request).await else {
+                    return Err(TransportError::new(
+                        TransportErrorKind::Connect,
+                        format!(
+                            "the SSH server {endpoint} did not answer the authentication with {} within {}",
+                            path.display(),
+                            seconds(limit)
+                        ),
+                    )
+                    .with_fix(
+                        "the server took the connection but stalls in authentication: check its load \
+                         and logs (a slow PAM, LDAP or DNS lookup), or raise connect_timeout_ms for a slow link",
+                    ));
+                };
+                match answer {
                     Ok(result) if result.success() => return Ok(format!("key {}", path.display())),
                     Ok(_) => tried.push(format!("{} (refused)", path.display())),
                     Err(e) => {
