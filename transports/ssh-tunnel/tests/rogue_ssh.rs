@@ -1,4 +1,4 @@
-//! Rogue SSH servers in-process (raw TCP scripts and a russh server): garbage and endless banners, a key exchange that never finishes, an oversized packet, a channel that never opens; each ends in bounded time with a layered error, retried only where it can help.
+//! Rogue SSH servers in-process (raw TCP scripts and a russh server): garbage and endless banners, a key exchange that never finishes, an oversized packet, an authentication and a channel that are never answered; each ends in bounded time with a layered error, retried only where it can help.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -315,9 +315,15 @@ fn key_from_seed(seed: u8) -> PrivateKey {
     PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]))
 }
 
-#[tokio::test]
-async fn a_channel_that_never_opens_is_a_retryable_tunnel_error_and_the_stalled_session_is_replaced(
-) {
+/// A russh server on loopback serving each connection with `handler()`, and a tunnel to it
+/// that trusts its host key (pinned) and offers one key file.
+async fn russh_rogue<H>(
+    handler: impl Fn() -> H + Send + Sync + 'static,
+    home: &tempfile::TempDir,
+) -> (Rogue, SshTunnel)
+where
+    H: russh::server::Handler<Error = russh::Error> + Send + 'static,
+{
     let host_key = key_from_seed(1);
     let pin = host_key
         .public_key()
@@ -328,13 +334,9 @@ async fn a_channel_that_never_opens_is_a_retryable_tunnel_error_and_the_stalled_
         auth_rejection_time: Duration::ZERO,
         ..Default::default()
     });
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let hoard = held.clone();
     let server = rogue(move |socket| {
         let config = config.clone();
-        let handler = ChannelHoarder {
-            held: hoard.clone(),
-        };
+        let handler = handler();
         async move {
             if let Ok(session) = russh::server::run_stream(config, socket, handler).await {
                 let _ = session.await;
@@ -342,16 +344,60 @@ async fn a_channel_that_never_opens_is_a_retryable_tunnel_error_and_the_stalled_
         }
     })
     .await;
-
-    let home = tempfile::tempdir().unwrap();
     let identity = home.path().join("id_ed25519");
     let client_key = key_from_seed(2).to_openssh(LineEnding::LF).unwrap();
     std::fs::write(&identity, client_key.as_bytes()).unwrap();
     let tunnel = tunnel(
         server.port,
-        &home,
+        home,
         serde_json::json!({"identity_file": identity, "host_key_policy": pin}),
     );
+    (server, tunnel)
+}
+
+/// A russh server whose authentication never answers (a hung PAM or directory lookup).
+struct StalledAuth;
+
+impl russh::server::Handler for StalledAuth {
+    type Error = russh::Error;
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        _key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<russh::server::Auth, Self::Error> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn an_authentication_that_is_never_answered_is_bounded_and_retryable() {
+    let home = tempfile::tempdir().unwrap();
+    let (_server, tunnel) = russh_rogue(|| StalledAuth, &home).await;
+    let (error, took) = session_error(&tunnel).await;
+    assert_eq!(error.kind, TransportErrorKind::Connect, "{error:?}");
+    assert!(error.kind.is_retryable());
+    assert!(
+        error.message.contains("did not answer the authentication"),
+        "{error:?}"
+    );
+    assert!(error.message.contains("within 1 s"), "{error:?}");
+    assert!(took < CONNECT_TIMEOUT * 4, "{took:?}");
+}
+
+#[tokio::test]
+async fn a_channel_that_never_opens_is_a_retryable_tunnel_error_and_the_stalled_session_is_replaced(
+) {
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let hoard = held.clone();
+    let home = tempfile::tempdir().unwrap();
+    let (server, tunnel) = russh_rogue(
+        move || ChannelHoarder {
+            held: hoard.clone(),
+        },
+        &home,
+    )
+    .await;
 
     for attempt in 1..=2 {
         let started = Instant::now();
