@@ -715,9 +715,8 @@ impl Supervisor {
                 let stage = *stage.lock().unwrap_or_else(|e| e.into_inner());
                 Err(GatewayError::Handshake {
                     message: format!(
-                        "no {} from the gateway at {} within {} (connect timeout)",
-                        stage.awaited(),
-                        self.transport.describe(),
+                        "no {} within {} (connect timeout)",
+                        stage.awaited(&self.transport.describe()),
                         seconds(limit)
                     ),
                     retryable: true,
@@ -1107,12 +1106,13 @@ enum Stage {
 }
 
 impl Stage {
-    fn awaited(self) -> &'static str {
+    /// What did not come, from `gateway` (the transport's description).
+    fn awaited(self, gateway: &str) -> String {
         match self {
-            Stage::Transport => "stream from the transport",
-            Stage::Upgrade => "answer to the WebSocket upgrade",
-            Stage::Challenge => "connect challenge",
-            Stage::Hello => "hello-ok",
+            Stage::Transport => format!("stream to {gateway} from the transport"),
+            Stage::Upgrade => format!("answer to the WebSocket upgrade from {gateway}"),
+            Stage::Challenge => format!("connect challenge from the gateway at {gateway}"),
+            Stage::Hello => format!("hello-ok from the gateway at {gateway}"),
         }
     }
 }
