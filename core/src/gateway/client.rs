@@ -1413,6 +1413,15 @@ fn upgrade_error(error: tungstenite::Error, endpoint: &str) -> GatewayError {
             ),
             retryable: true,
         },
+        // tungstenite's limit on the upgrade answer (more than 64 KiB, or more than 64 reads
+        // averaging under 128 bytes): no gateway answers like that, and whatever did would again.
+        tungstenite::Error::AttackAttempt => GatewayError::Handshake {
+            message: format!(
+                "{endpoint} answered the WebSocket upgrade with HTTP headers over tungstenite's limit \
+                 (more than 64 KiB, or a trickle of tiny pieces); no gateway does: is this the gateway's port?"
+            ),
+            retryable: false,
+        },
         other => GatewayError::Handshake {
             message: format!("WebSocket upgrade with {endpoint} failed: {other}"),
             retryable: true,
