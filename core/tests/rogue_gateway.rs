@@ -260,6 +260,21 @@ async fn a_socket_that_stays_open_and_silent_times_out_at_the_websocket_upgrade(
 }
 
 #[tokio::test]
+async fn an_endless_answer_to_the_upgrade_is_cut_off_and_not_retried() {
+    let transport = rogue(|mut io| async move {
+        let _ = io
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nX-Endless: ")
+            .await;
+        while io.write_all(&[b'a'; 4096]).await.is_ok() {}
+    });
+    let (error, took) = connect_error(transport).await;
+    assert_eq!(error.layer(), Layer::Handshake, "{error}");
+    assert!(!error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("more than 64 KiB"), "{error}");
+    assert!(took < CONNECT_TIMEOUT, "ended by the timeout: {took:?}");
+}
+
+#[tokio::test]
 async fn a_silent_socket_after_hello_is_dropped_by_the_tick_watchdog_and_retried() {
     let transport = rogue(|io| async move {
         let Some((mut ws, id)) = until_connect(io).await else {
