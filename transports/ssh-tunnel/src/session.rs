@@ -472,7 +472,7 @@ async fn authenticate(
                     return Err(TransportError::new(
                         TransportErrorKind::Connect,
                         format!(
-                            "the SSH server {endpoint} did not answer the authentication with {} within {}",
+                            "the SSH server {endpoint} stopped answering during authentication: nothing came back for the key {} within {}",
                             path.display(),
                             seconds(limit)
                         ),

@@ -378,7 +378,9 @@ async fn an_authentication_that_is_never_answered_is_bounded_and_retryable() {
     assert_eq!(error.kind, TransportErrorKind::Connect, "{error:?}");
     assert!(error.kind.is_retryable());
     assert!(
-        error.message.contains("did not answer the authentication"),
+        error
+            .message
+            .contains("stopped answering during authentication"),
         "{error:?}"
     );
     assert!(error.message.contains("within 1 s"), "{error:?}");
