@@ -185,6 +185,37 @@ async fn an_oversized_message_is_refused_from_its_header_naming_both_sizes() {
 }
 
 #[tokio::test]
+async fn a_message_of_many_small_fragments_is_refused_at_the_same_limit() {
+    const FRAGMENT: usize = 1 << 20;
+    let transport = rogue(|io| async move {
+        let Some(mut raw) = upgraded_raw(io).await else {
+            return;
+        };
+        let payload = vec![b' '; FRAGMENT];
+        // A text frame without FIN, then continuation frames without FIN, until the client
+        // hangs up: each frame is small, the message grows without end.
+        let mut opcode = 0x01;
+        loop {
+            let mut header = text_frame_header(FRAGMENT as u64);
+            header[0] = opcode;
+            opcode = 0x00;
+            if raw.write_all(&header).await.is_err() || raw.write_all(&payload).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (error, _took) = connect_error(transport).await;
+    assert_eq!(error.layer(), Layer::Protocol, "{error}");
+    assert!(!error.is_retryable(), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("at most {} MiB", MAX_MESSAGE_BYTES >> 20)),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn an_oversized_message_after_hello_fails_the_connection_for_good() {
     let transport = rogue(|io| async move {
         let Some((ws, id)) = until_connect(io).await else {
