@@ -228,6 +228,9 @@ pub enum TransportErrorKind {
     Unsupported,
     /// Other I/O failure on an established stream. Retryable.
     Io,
+    /// The far end does not speak the transport's protocol or broke it (not an SSH server, an
+    /// oversized packet). Not retryable: the same peer answers the same way.
+    Protocol,
 }
 
 impl TransportErrorKind {
@@ -252,6 +255,7 @@ impl TransportErrorKind {
             Self::Remote => "remote",
             Self::Unsupported => "unsupported",
             Self::Io => "io",
+            Self::Protocol => "protocol",
         }
     }
 }

@@ -154,12 +154,20 @@ async fn a_silent_path_is_declared_dead_within_five_seconds_and_left_at_once() {
         recovery_time <= Duration::from_secs(1),
         "healthy {recovery_time:?} after the verdict"
     );
-    let recovery = state.borrow().last_recovery.clone().expect("a recovery record");
+    let recovery = state
+        .borrow()
+        .last_recovery
+        .clone()
+        .expect("a recovery record");
     assert!(recovery.cause.contains("dead path"), "{recovery:?}");
     let detected_after = recovery.detected_after_ms.expect("silent for a while");
     assert!((3_000..=5_000).contains(&detected_after), "{recovery:?}");
     assert!(recovery.healthy_after_ms <= 1_000, "{recovery:?}");
-    assert_eq!(relay.accepted.load(Ordering::SeqCst), 2, "one fresh connection");
+    assert_eq!(
+        relay.accepted.load(Ordering::SeqCst),
+        2,
+        "one fresh connection"
+    );
     eprintln!(
         "silent path: declared dead after {:.2} s (silent {:.2} s), healthy {:.3} s later",
         detection.as_secs_f64(),
@@ -172,8 +180,7 @@ async fn a_silent_path_is_declared_dead_within_five_seconds_and_left_at_once() {
     assert_eq!(health["ok"], true);
     let published = serde_json::to_value(&*state.borrow()).unwrap();
     assert_eq!(
-        published["last_recovery"]["healthyAfterMs"],
-        recovery.healthy_after_ms,
+        published["last_recovery"]["healthyAfterMs"], recovery.healthy_after_ms,
         "{published}"
     );
     client.shutdown().await;

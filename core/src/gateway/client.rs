@@ -11,7 +11,7 @@
 //! we reconnect with jittered backoff — but only for errors that retrying can fix.
 //!
 //! Shutdown is bounded: every send races the shutdown token and a stall limit (a gateway that
-//! stopped reading cannot block the loop, nor starve the tick watchdog), the goodbye close
+//! stopped reading cannot block the loop, nor starve the liveness checks), the goodbye close
 //! frame gets [`CLOSE_FRAME_DEADLINE`], and [`GatewayClient::shutdown`] abandons a supervisor
 //! still running after [`SHUTDOWN_DEADLINE`].
 
@@ -38,8 +38,8 @@ use super::device::{v3_payload, DeviceIdentity, SignedFields};
 use super::error::{classify_connect_error, GatewayError};
 use super::liveness::{Due, Liveness, LivenessPolicy};
 use super::protocol::{
-    decode_frame, ClientInfo, ConnectParams, DeviceProof, HelloOk, Incoming, RequestFrame,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    decode_frame, ClientInfo, ConnectParams, DeviceProof, FrameError, HelloOk, Incoming,
+    RequestFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use super::state::{ConnectionState, Phase, Recovery};
 use crate::transport::{DuplexStream, Transport, TransportError, TransportErrorKind};
@@ -49,6 +49,12 @@ use crate::transport::{DuplexStream, Transport, TransportError, TransportErrorKi
 const IMMEDIATE_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
+/// How many events that arrive before `hello-ok` are kept for delivery after it (nodes get a
+/// few voicewake snapshots there); more are dropped, so a gateway that floods the handshake
+/// cannot grow our memory until the connect timeout.
+pub const EARLY_EVENTS_MAX: usize = 64;
+/// How many bytes of early events are kept, for the same reason.
+const EARLY_EVENT_BYTES_MAX: usize = 1 << 20;
 /// How many times a first connect retries a gateway that says it is still starting.
 const FIRST_CONNECT_UNAVAILABLE_RETRIES: u32 = 20;
 /// How long the goodbye close frame may take to go out to a gateway that stopped reading.
@@ -790,20 +796,30 @@ impl Supervisor {
 
     async fn open_session(&self, plan: AuthPlan) -> Result<Session, GatewayError> {
         let limit = self.options.connect_timeout;
-        match tokio::time::timeout(limit, self.open_session_unbounded(plan)).await {
+        // What the attempt waits for, so a timeout can say where it stalled.
+        let stage = std::sync::Mutex::new(Stage::Transport);
+        match tokio::time::timeout(limit, self.open_session_unbounded(plan, &stage)).await {
             Ok(result) => result,
-            Err(_) => Err(GatewayError::Handshake {
-                message: format!(
-                    "no hello from the gateway at {} within {} s",
-                    self.transport.describe(),
-                    limit.as_secs()
-                ),
-                retryable: true,
-            }),
+            Err(_) => {
+                let stage = *stage.lock().unwrap_or_else(|e| e.into_inner());
+                Err(GatewayError::Handshake {
+                    message: format!(
+                        "no {} within {} (connect timeout)",
+                        stage.awaited(&self.transport.describe()),
+                        seconds(limit)
+                    ),
+                    retryable: true,
+                })
+            }
         }
     }
 
-    async fn open_session_unbounded(&self, plan: AuthPlan) -> Result<Session, GatewayError> {
+    async fn open_session_unbounded(
+        &self,
+        plan: AuthPlan,
+        stage: &std::sync::Mutex<Stage>,
+    ) -> Result<Session, GatewayError> {
+        let enter = |next: Stage| *stage.lock().unwrap_or_else(|e| e.into_inner()) = next;
         let connected = self
             .transport
             .connect()
@@ -819,6 +835,7 @@ impl Supervisor {
                     connected.request_url
                 )))
             })?;
+        enter(Stage::Upgrade);
         let (ws, _response) = tokio_tungstenite::client_async_with_config(
             request,
             connected.stream,
@@ -826,26 +843,28 @@ impl Supervisor {
         )
         .await
         .map_err(|e| upgrade_error(e, &self.transport.describe()))?;
-        self.handshake(ws, plan).await
+        enter(Stage::Challenge);
+        self.handshake(ws, plan, || enter(Stage::Hello)).await
     }
 
     async fn handshake(
         &self,
         mut ws: WebSocketStream<Box<dyn DuplexStream>>,
         plan: AuthPlan,
+        connect_sent: impl FnOnce(),
     ) -> Result<Session, GatewayError> {
-        let mut early_events = Vec::new();
+        let mut early_events = EarlyEvents::default();
         let challenge = loop {
             match read_frame(&mut ws, "the connect challenge").await? {
-                Incoming::Event(ev) if ev.event == "connect.challenge" => {
+                (Incoming::Event(ev), _) if ev.event == "connect.challenge" => {
                     break serde_json::from_value::<super::protocol::Challenge>(ev.payload)
                         .map_err(|e| GatewayError::Handshake {
                             message: format!("malformed connect.challenge from the gateway: {e}"),
                             retryable: false,
                         })?;
                 }
-                Incoming::Event(ev) => early_events.push(ev),
-                Incoming::Response(_) => {}
+                (Incoming::Event(ev), size) => early_events.keep(ev, size),
+                (Incoming::Response(_), _) => {}
             }
         };
         if self.lost.is_none() {
@@ -905,14 +924,22 @@ impl Supervisor {
         ws.send(Message::Text(frame.into()))
             .await
             .map_err(|e| lost("sending connect", e))?;
+        connect_sent();
 
         let response = loop {
             match read_frame(&mut ws, "hello-ok").await? {
-                Incoming::Response(res) if res.id == "connect" => break res,
-                Incoming::Response(_) => {}
-                Incoming::Event(ev) => early_events.push(ev),
+                (Incoming::Response(res), _) if res.id == "connect" => break res,
+                (Incoming::Response(_), _) => {}
+                (Incoming::Event(ev), size) => early_events.keep(ev, size),
             }
         };
+        if early_events.dropped > 0 {
+            tracing::warn!(
+                kept = early_events.kept.len(),
+                dropped = early_events.dropped,
+                "the gateway sent more events before hello-ok than clawlink keeps; dropped the rest"
+            );
+        }
         if !response.ok {
             let error = response
                 .error
@@ -929,7 +956,7 @@ impl Supervisor {
                 options.credentials.password.is_some(),
             ));
         }
-        let hello: HelloOk =
+        let mut hello: HelloOk =
             serde_json::from_value(response.payload).map_err(|e| GatewayError::Protocol {
                 message: format!("unreadable hello-ok from the gateway: {e}"),
                 fix: "check that the gateway runs a supported openclaw release (2026.9.x)".into(),
@@ -937,13 +964,18 @@ impl Supervisor {
         if hello.protocol != PROTOCOL_VERSION {
             return Err(GatewayError::Protocol {
                 message: format!(
-                    "the gateway answered with protocol {} (clawlink speaks {PROTOCOL_VERSION})",
+                    "the gateway answered with protocol {} in hello-ok (clawlink speaks {PROTOCOL_VERSION})",
                     hello.protocol
                 ),
                 fix: "update clawlink or the gateway so both speak the same protocol version"
                     .into(),
             });
         }
+        let (policy, clamped) = hello.policy.clamped(MAX_FRAME_BYTES as u64);
+        for note in clamped {
+            tracing::warn!("hello-ok: {note}");
+        }
+        hello.policy = policy;
         if let Some(token) = &hello.auth.device_token {
             let changed = stored
                 .as_ref()
@@ -962,7 +994,7 @@ impl Supervisor {
         Ok(Session {
             ws,
             hello: Arc::new(hello),
-            early_events,
+            early_events: early_events.kept,
         })
     }
 
@@ -983,7 +1015,8 @@ impl Supervisor {
     }
 
     async fn run_session(&mut self, session: Session, generation: u64) -> SessionEnd {
-        let tick = Duration::from_millis(session.hello.policy.tick_interval_ms.max(1_000));
+        // Clamped in the handshake (`Policy::clamped`) to 1 s – 5 min.
+        let tick = Duration::from_millis(session.hello.policy.tick_interval_ms);
         let mut last_seq = None;
         for ev in session.early_events {
             self.publish(ev, generation, &mut last_seq);
@@ -1019,11 +1052,13 @@ impl Supervisor {
                     }
                     match frame {
                         Some(Ok(Message::Text(text))) => {
-                            self.dispatch(&text, &mut pending, generation, &mut last_seq);
+                            if let Err(e) = self.dispatch(&text, &mut pending, generation, &mut last_seq) {
+                                break SessionEnd::Lost(e.into());
+                            }
                         }
                         Some(Ok(Message::Close(frame))) => break SessionEnd::Lost(closed_error(frame)),
                         Some(Ok(_)) => {}
-                        Some(Err(e)) => break SessionEnd::Lost(lost("reading from the gateway", e)),
+                        Some(Err(e)) => break SessionEnd::Lost(read_error("reading from the gateway", e)),
                         None => break SessionEnd::Lost(closed_error(None)),
                     }
                 }
@@ -1098,26 +1133,23 @@ impl Supervisor {
         end
     }
 
+    /// Routes one frame; a frame that is not JSON at all ends the session.
     fn dispatch(
         &self,
         text: &str,
         pending: &mut HashMap<String, Pending>,
         generation: u64,
         last_seq: &mut Option<u64>,
-    ) {
-        let frame = match decode_frame(text) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::debug!(error = %e, "ignoring a frame we cannot read");
-                return;
-            }
+    ) -> Result<(), NotJson> {
+        let Some(frame) = read_frame_text(text, "reading from the gateway")? else {
+            return Ok(());
         };
         match frame {
             Incoming::Event(ev) => self.publish(ev, generation, last_seq),
             Incoming::Response(res) => {
                 let Some(entry) = pending.remove(&res.id) else {
                     tracing::debug!(id = %res.id, "response to a request nobody waits for");
-                    return;
+                    return Ok(());
                 };
                 let accepted = res.ok
                     && entry.expect_final
@@ -1125,7 +1157,7 @@ impl Supervisor {
                 if accepted {
                     tracing::debug!(method = %entry.method, "accepted; waiting for the final response");
                     pending.insert(res.id, entry);
-                    return;
+                    return Ok(());
                 }
                 let result = if res.ok {
                     Ok(res.payload)
@@ -1144,6 +1176,7 @@ impl Supervisor {
                 let _ = entry.reply.send(result);
             }
         }
+        Ok(())
     }
 
     fn publish(
@@ -1175,6 +1208,140 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
+}
+
+/// Where a connection attempt is, for the message of its timeout.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Transport,
+    Upgrade,
+    Challenge,
+    Hello,
+}
+
+impl Stage {
+    /// What did not come, from `gateway` (the transport's description).
+    fn awaited(self, gateway: &str) -> String {
+        match self {
+            Stage::Transport => format!("stream to {gateway} from the transport"),
+            Stage::Upgrade => format!("answer to the WebSocket upgrade from {gateway}"),
+            Stage::Challenge => format!("connect challenge from the gateway at {gateway}"),
+            Stage::Hello => format!("hello-ok from the gateway at {gateway}"),
+        }
+    }
+}
+
+/// Events received before `hello-ok`, kept within [`EARLY_EVENTS_MAX`] and
+/// [`EARLY_EVENT_BYTES_MAX`].
+#[derive(Default)]
+struct EarlyEvents {
+    kept: Vec<super::protocol::EventFrame>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl EarlyEvents {
+    fn keep(&mut self, event: super::protocol::EventFrame, size: usize) {
+        if self.kept.len() >= EARLY_EVENTS_MAX || self.bytes + size > EARLY_EVENT_BYTES_MAX {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += size;
+        self.kept.push(event);
+    }
+}
+
+/// `12 s`, or `0.5 s` for a limit that is not whole seconds.
+fn seconds(limit: Duration) -> String {
+    if limit.subsec_millis() == 0 {
+        format!("{} s", limit.as_secs())
+    } else {
+        format!("{:.1} s", limit.as_secs_f64())
+    }
+}
+
+/// `70 MiB`, `512 KiB` or `100 bytes`.
+fn human_bytes(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.0} KiB", b as f64 / 1024.0),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// A text frame as a protocol frame, through [`decode_frame`]. `Ok(None)`: JSON of a shape
+/// we do not know (a newer gateway's frame), skipped. A frame that is not JSON at all, or
+/// larger than [`MAX_FRAME_BYTES`], is no gateway's: a protocol error, not retried (the same
+/// peer would send it again).
+fn read_frame_text(text: &str, doing: &str) -> Result<Option<Incoming>, NotJson> {
+    match decode_frame(text) {
+        Ok(frame) => Ok(Some(frame)),
+        Err(FrameError::Json(e)) if e.is_data() => {
+            tracing::debug!(error = %e, "ignoring a frame we cannot read");
+            Ok(None)
+        }
+        Err(FrameError::Json(e)) => Err(NotJson(format!(
+            "the gateway sent a text frame of {} that is not JSON ({e}) while clawlink was {doing}",
+            human_bytes(text.len())
+        ))),
+        Err(too_large @ FrameError::TooLarge { .. }) => {
+            Err(NotJson(format!("{too_large} (while clawlink was {doing})")))
+        }
+    }
+}
+
+/// A text frame that is not JSON, as the message of the protocol error it becomes.
+struct NotJson(String);
+
+impl From<NotJson> for GatewayError {
+    fn from(NotJson(message): NotJson) -> Self {
+        GatewayError::Protocol {
+            message,
+            fix: NOT_A_GATEWAY_FIX.into(),
+        }
+    }
+}
+
+/// What to do about a peer that breaks the gateway protocol.
+const NOT_A_GATEWAY_FIX: &str = "check that the port is an OpenClaw gateway's (not a proxy or another \
+     service), that any proxy in between passes WebSocket frames unchanged, and that the gateway runs \
+     a supported openclaw release (2026.9.x)";
+
+/// A failed read: an oversized message, text that is not UTF-8 or a broken WebSocket frame is
+/// the peer's fault and ends in a protocol error (retrying would get the same); anything else
+/// is a lost connection, retried.
+fn read_error(doing: &str, error: tungstenite::Error) -> GatewayError {
+    use tungstenite::error::{CapacityError, ProtocolError};
+    match error {
+        tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            GatewayError::Protocol {
+                message: format!(
+                    "the gateway sent a {} message while clawlink was {doing}; clawlink accepts at most {} (MAX_FRAME_BYTES)",
+                    human_bytes(size),
+                    human_bytes(max_size)
+                ),
+                fix: "no OpenClaw gateway sends messages this large: check what listens on the \
+                      gateway port; if a request asked for it (a long chat.history), ask for less \
+                      (limit, maxBytes)"
+                    .into(),
+            }
+        }
+        tungstenite::Error::Utf8(e) => GatewayError::Protocol {
+            message: format!(
+                "the gateway sent a text frame that is not UTF-8 ({e}) while clawlink was {doing}"
+            ),
+            fix: NOT_A_GATEWAY_FIX.into(),
+        },
+        tungstenite::Error::Protocol(e) if e != ProtocolError::ResetWithoutClosingHandshake => {
+            GatewayError::Protocol {
+                message: format!(
+                    "the gateway broke the WebSocket protocol while clawlink was {doing}: {e}"
+                ),
+                fix: NOT_A_GATEWAY_FIX.into(),
+            }
+        }
+        other => lost(doing, other),
+    }
 }
 
 /// How one bounded send ended.
@@ -1234,23 +1401,24 @@ fn close_message(reason: &str) -> Message {
     }))
 }
 
+/// The next frame we can read, with the size of its text.
 async fn read_frame(
     ws: &mut WebSocketStream<Box<dyn DuplexStream>>,
     waiting_for: &str,
-) -> Result<Incoming, GatewayError> {
+) -> Result<(Incoming, usize), GatewayError> {
+    let doing = format!("waiting for {waiting_for}");
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(text))) => match decode_frame(&text) {
-                Ok(frame) => return Ok(frame),
-                Err(e) => {
-                    tracing::debug!(error = %e, "ignoring an unreadable frame during the handshake")
+            Some(Ok(Message::Text(text))) => {
+                if let Some(frame) = read_frame_text(&text, &doing)? {
+                    return Ok((frame, text.len()));
                 }
-            },
+            }
             Some(Ok(Message::Close(frame))) => {
                 return Err(handshake_close_error(frame, waiting_for))
             }
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(lost(&format!("waiting for {waiting_for}"), e)),
+            Some(Err(e)) => return Err(read_error(&doing, e)),
             None => return Err(handshake_close_error(None, waiting_for)),
         }
     }
@@ -1362,6 +1530,15 @@ fn upgrade_error(error: tungstenite::Error, endpoint: &str) -> GatewayError {
                 "{endpoint} closed the connection during the WebSocket upgrade ({e}); is this the gateway's port?"
             ),
             retryable: true,
+        },
+        // tungstenite's limit on the upgrade answer (more than 64 KiB, or more than 64 reads
+        // averaging under 128 bytes): no gateway answers like that, and whatever did would again.
+        tungstenite::Error::AttackAttempt => GatewayError::Handshake {
+            message: format!(
+                "{endpoint} answered the WebSocket upgrade with HTTP headers over tungstenite's limit \
+                 (more than 64 KiB, or a trickle of tiny pieces); no gateway does: is this the gateway's port?"
+            ),
+            retryable: false,
         },
         other => GatewayError::Handshake {
             message: format!("WebSocket upgrade with {endpoint} failed: {other}"),

@@ -13,10 +13,10 @@ pub use auth::{Credentials, DeviceTokenStore, MemoryTokenStore};
 pub use backoff::Backoff;
 pub use client::{
     native_platform, ClientOptions, GatewayClient, GatewayEvent, RequestOptions, ShutdownOutcome,
-    CLOSE_FRAME_DEADLINE, OPERATOR_SCOPES, SHUTDOWN_DEADLINE,
+    CLOSE_FRAME_DEADLINE, EARLY_EVENTS_MAX, OPERATOR_SCOPES, SHUTDOWN_DEADLINE,
 };
 pub use device::DeviceIdentity;
 pub use error::{GatewayError, Layer};
 pub use liveness::LivenessPolicy;
-pub use protocol::HelloOk;
+pub use protocol::{HelloOk, MAX_FRAME_BYTES};
 pub use state::{ConnectionState, Phase, Recovery};

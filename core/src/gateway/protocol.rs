@@ -15,9 +15,13 @@ use serde_json::Value;
 /// The protocol version this client speaks (`minProtocol` = `maxProtocol` = 4).
 pub const PROTOCOL_VERSION: u32 = 4;
 
-/// The largest frame clawlink reads: the gateway allows 25 MiB frames after hello, and
-/// base64 attachments need headroom. The client's WebSocket configuration refuses larger
-/// messages before buffering them, and [`decode_frame`] holds any other caller to it.
+/// The largest message clawlink accepts from the gateway; a larger one ends the connection
+/// with a protocol error naming both sizes, refused from its frame header before any of it is
+/// buffered (the client's WebSocket configuration), and [`decode_frame`] holds any other
+/// caller to it. The gateway's own frames stay within what it queues for one client
+/// (`policy.maxBufferedBytes`, 50 MiB, past which it drops a slow consumer), and what it
+/// accepts is 25 MiB (`policy.maxPayload`, base64 attachments included): 64 MiB is above every
+/// legitimate message and still bounds one connection's memory.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
 
 /// Why a frame from the gateway could not be read.
@@ -282,14 +286,70 @@ fn optional_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretStrin
     Ok(Option::<String>::deserialize(d)?.map(SecretString::from))
 }
 
+/// `hello-ok.policy`. The numbers decode leniently (a negative or fractional value is read as
+/// the nearest whole number of milliseconds or bytes) and [`Policy::clamped`] then holds them to
+/// what clawlink can act on: a gateway's absurd limit must neither overflow a timer nor let us
+/// build a frame larger than we would accept ourselves.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Policy {
+    #[serde(deserialize_with = "lenient_u64")]
     pub max_payload: u64,
+    #[serde(deserialize_with = "lenient_u64")]
     pub max_buffered_bytes: u64,
+    #[serde(deserialize_with = "lenient_u64")]
     pub tick_interval_ms: u64,
     /// Attachment limits (`maxBytes`, `maxImageBytes`), kept as JSON.
     pub attachments: Value,
+}
+
+/// The tick intervals clawlink follows. Below 1 s our pings (every half tick) would be a flood;
+/// above 5 min a dead gateway (dropped after two silent ticks) would go unnoticed for ten.
+/// The live gateway ticks every 30 s.
+pub const TICK_INTERVAL_MS_BOUNDS: (u64, u64) = (1_000, 300_000);
+
+/// The smallest `maxPayload` clawlink believes: the gateway accepts 64 KiB frames before
+/// `hello-ok` (`MAX_PREAUTH_PAYLOAD_BYTES`), so it cannot accept less after it.
+pub const MIN_MAX_PAYLOAD: u64 = 64 * 1024;
+
+impl Policy {
+    /// This policy with each limit inside what clawlink acts on (`largest_frame`: the largest
+    /// message clawlink accepts, which also caps what it sends), and one sentence for each
+    /// limit that had to be changed.
+    pub fn clamped(mut self, largest_frame: u64) -> (Self, Vec<String>) {
+        let mut changed = Vec::new();
+        let (low, high) = TICK_INTERVAL_MS_BOUNDS;
+        let tick = self.tick_interval_ms.clamp(low, high);
+        if tick != self.tick_interval_ms {
+            changed.push(format!(
+                "policy.tickIntervalMs {} is outside {low}–{high} ms; using {tick} ms",
+                self.tick_interval_ms
+            ));
+            self.tick_interval_ms = tick;
+        }
+        let payload = self.max_payload.clamp(MIN_MAX_PAYLOAD, largest_frame);
+        if payload != self.max_payload {
+            changed.push(format!(
+                "policy.maxPayload {} is outside {MIN_MAX_PAYLOAD}–{largest_frame} bytes; using {payload}",
+                self.max_payload
+            ));
+            self.max_payload = payload;
+        }
+        (self, changed)
+    }
+}
+
+/// A whole non-negative number from any JSON number: negatives become 0, fractions are cut,
+/// values beyond `u64` saturate (the clamp then decides). Anything else is refused.
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(d)?;
+    Ok(match (number.as_u64(), number.as_i64(), number.as_f64()) {
+        (Some(n), _, _) => n,
+        (None, Some(_negative), _) => 0,
+        // `as` saturates: NaN and negatives become 0, huge values u64::MAX.
+        (None, None, Some(f)) => f as u64,
+        (None, None, None) => 0,
+    })
 }
 
 impl Default for Policy {
@@ -428,5 +488,26 @@ mod tests {
         );
         assert!(!format!("{hello:?}").contains("\"dt\""));
         assert_eq!(hello.policy.tick_interval_ms, 30_000);
+    }
+
+    #[test]
+    fn absurd_policy_numbers_are_read_and_clamped_with_a_note_each() {
+        let policy: Policy = serde_json::from_str(
+            r#"{"maxPayload":1e300,"maxBufferedBytes":-1,"tickIntervalMs":-30000}"#,
+        )
+        .unwrap();
+        assert_eq!(policy.max_payload, u64::MAX);
+        assert_eq!(policy.max_buffered_bytes, 0);
+        let (policy, notes) = policy.clamped(64 << 20);
+        assert_eq!(policy.tick_interval_ms, TICK_INTERVAL_MS_BOUNDS.0);
+        assert_eq!(policy.max_payload, 64 << 20);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("tickIntervalMs"), "{notes:?}");
+        assert!(notes[1].contains("maxPayload"), "{notes:?}");
+
+        let (live, notes) = Policy::default().clamped(64 << 20);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(live.tick_interval_ms, 30_000);
+        assert!(serde_json::from_str::<Policy>(r#"{"tickIntervalMs":"soon"}"#).is_err());
     }
 }

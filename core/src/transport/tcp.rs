@@ -34,7 +34,9 @@ pub async fn connect(addr: SocketAddr, limit: Duration) -> io::Result<TcpStream>
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 match last_error {
-                    Some(error) => format!("no connection within {} ms ({error})", limit.as_millis()),
+                    Some(error) => {
+                        format!("no connection within {} ms ({error})", limit.as_millis())
+                    }
                     None => format!("no answer within {} ms", limit.as_millis()),
                 },
             ));

@@ -339,6 +339,8 @@ async fn session_failure(
         TransportErrorKind::Connect if error.message.contains("handshake") => {
             json!({"kind": "handshake"})
         }
+        // Not SSH at all, or a broken SSH stream: the fix is the port or the path, not trust.
+        TransportErrorKind::Protocol => json!({"kind": "protocol"}),
         _ => Value::Null,
     };
     sink.report(LayerReport::failed(

@@ -466,6 +466,16 @@ impl SshTunnel {
         let session = self.session().await?;
         match session.forward("127.0.0.1", port).await {
             Ok(channel) => Ok(channel),
+            // A server that left the request unanswered would likely leave the next one too:
+            // the caller retries with its backoff, on a fresh session.
+            Err(e) if session.stalled() => {
+                self.drop_session(&session).await;
+                let stale = session.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), stale.disconnect()).await;
+                });
+                Err(e)
+            }
             Err(e) if session.is_closed() || e.kind == TransportErrorKind::Io => {
                 tracing::debug!(error = %e, "forward failed on a stale session; reconnecting once");
                 self.drop_session(&session).await;

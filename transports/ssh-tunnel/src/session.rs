@@ -5,6 +5,7 @@
 //! non-interactive fix. Each phase is timed for `clawlink test`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,10 @@ pub struct Timing {
 pub struct SshSession {
     handle: Handle<ClientHandler>,
     pub info: SessionInfo,
+    /// How long a channel may take to open: one round trip, bounded like the handshake.
+    channel_open_timeout: Duration,
+    /// Set when the server left a channel request unanswered: the session counts as lost.
+    stalled: AtomicBool,
     /// The hop this connection runs through, kept alive as long as we are.
     _jump: Option<Arc<SshSession>>,
 }
@@ -53,19 +58,47 @@ pub struct SshSession {
 impl SshSession {
     /// Whether the connection is gone (keepalive timeout, server closed, network).
     pub fn is_closed(&self) -> bool {
-        self.handle.is_closed() || self._jump.as_ref().is_some_and(|j| j.is_closed())
+        self.stalled()
+            || self.handle.is_closed()
+            || self._jump.as_ref().is_some_and(|j| j.is_closed())
     }
 
-    /// Opens a `direct-tcpip` channel to `host:port` as seen from the server.
+    /// Whether the server left a channel request unanswered (see [`SshSession::forward`]).
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::SeqCst)
+    }
+
+    /// Opens a `direct-tcpip` channel to `host:port` as seen from the server, within the
+    /// connect timeout. A server that answers keepalives but never the channel request would
+    /// otherwise hold the caller (a local forward, the gateway connection) forever; the
+    /// session is then marked stalled, so the next stream opens a fresh one.
     pub async fn forward(
         &self,
         host: &str,
         port: u16,
     ) -> Result<russh::Channel<client::Msg>, TransportError> {
-        self.handle
-            .channel_open_direct_tcpip(host, port as u32, "127.0.0.1", 0)
-            .await
-            .map_err(|e| forward_error(e, host, port, &self.info.endpoint))
+        let open = self
+            .handle
+            .channel_open_direct_tcpip(host, port as u32, "127.0.0.1", 0);
+        match tokio::time::timeout(self.channel_open_timeout, open).await {
+            Ok(opened) => opened.map_err(|e| forward_error(e, host, port, &self.info.endpoint)),
+            Err(_) => {
+                self.stalled.store(true, Ordering::SeqCst);
+                Err(TransportError::new(
+                    TransportErrorKind::Tunnel,
+                    format!(
+                        "the SSH server {} did not answer the request for a channel to {host}:{port} within {} (connect timeout)",
+                        self.info.endpoint,
+                        seconds(self.channel_open_timeout)
+                    ),
+                )
+                .with_fix(
+                    "clawlink drops this SSH connection and opens a new one on the next attempt; if it \
+                     keeps happening, the server is overloaded or limits channels (sshd's MaxSessions): \
+                     check its logs, or raise connect_timeout_ms for a slow link",
+                ))
+            }
+        }
     }
 
     /// Opens a session channel (for exec).
@@ -205,19 +238,13 @@ pub async fn open(
     let (mut handle, trusted) = match (handshake, host_key) {
         (_, Some(Err(host_key_error))) => return Err(host_key_error),
         (Ok(Ok(handle)), trusted) => (handle, trusted.and_then(Result::ok)),
-        (Ok(Err(e)), _) => return Err(TransportError::new(
-            TransportErrorKind::Connect,
-            format!("SSH handshake with {endpoint} failed: {e}"),
-        )
-        .with_fix(
-            "check that the port speaks SSH and that the server allows this client's algorithms",
-        )),
+        (Ok(Err(e)), _) => return Err(handshake_error(e, &endpoint)),
         (Err(_), _) => {
             return Err(TransportError::new(
                 TransportErrorKind::Connect,
                 format!(
-                    "SSH handshake with {endpoint} timed out after {} s",
-                    timing.connect_timeout.as_secs()
+                    "SSH handshake with {endpoint} timed out after {}",
+                    seconds(timing.connect_timeout)
                 ),
             )
             .with_fix(HANDSHAKE_TIMEOUT_FIX))
@@ -226,9 +253,18 @@ pub async fn open(
     let handshake_time = handshake_started.elapsed();
 
     let auth_started = Instant::now();
-    let auth_method = authenticate(&mut handle, resolved, prompter.as_ref(), &endpoint).await?;
+    let auth_method = authenticate(
+        &mut handle,
+        resolved,
+        prompter.as_ref(),
+        &endpoint,
+        timing.connect_timeout,
+    )
+    .await?;
     Ok(SshSession {
         handle,
+        channel_open_timeout: timing.connect_timeout,
+        stalled: AtomicBool::new(false),
         info: SessionInfo {
             tcp: tcp_time,
             handshake: handshake_time,
@@ -240,6 +276,60 @@ pub async fn open(
         },
         _jump: jump,
     })
+}
+
+/// The largest SSH packet russh accepts (its `MAXIMUM_PACKET_LEN` baseline, OpenSSH's
+/// `PACKET_MAX_SIZE`), for the message that names it.
+const LARGEST_SSH_PACKET: &str = "256 KiB";
+
+/// Why a key exchange failed. A peer that does not speak SSH, or breaks its framing, answers
+/// the same way next time: a protocol error, not retried. A connection that closed or broke
+/// may be a restarting server: retried.
+fn handshake_error(error: russh::Error, endpoint: &str) -> TransportError {
+    match error {
+        russh::Error::Version => TransportError::new(
+            TransportErrorKind::Protocol,
+            format!(
+                "the SSH target {endpoint} does not speak SSH: it sent no SSH-2.0 identification line \
+                 (russh reads at most 20 lines of 255 bytes before it)"
+            ),
+        )
+        .with_fix(
+            "check the port of the SSH target (ssh://user@host:PORT or Port in ~/.ssh/config): it \
+             reaches another service, or a proxy that answers for it",
+        ),
+        russh::Error::PacketSize(size) => TransportError::new(
+            TransportErrorKind::Protocol,
+            format!(
+                "the SSH server {endpoint} sent a packet of {size} bytes; clawlink accepts at most {LARGEST_SSH_PACKET}"
+            ),
+        )
+        .with_fix(
+            "something on the path corrupts the SSH stream or the server is broken: check for a \
+             proxy or middlebox between here and the host, and the server's logs",
+        ),
+        russh::Error::Disconnect | russh::Error::HUP | russh::Error::IO(_) => TransportError::new(
+            TransportErrorKind::Connect,
+            format!("the SSH server {endpoint} closed the connection during the SSH handshake ({error})"),
+        )
+        .with_fix("check that sshd runs on that host and port and accepts connections from here (its MaxStartups, a fail2ban ban)"),
+        other => TransportError::new(
+            TransportErrorKind::Connect,
+            format!("SSH handshake with {endpoint} failed: {other}"),
+        )
+        .with_fix(
+            "check that the port speaks SSH and that the server allows this client's algorithms",
+        ),
+    }
+}
+
+/// `10 s`, or `0.5 s` for a limit that is not whole seconds.
+fn seconds(limit: Duration) -> String {
+    if limit.subsec_millis() == 0 {
+        format!("{} s", limit.as_secs())
+    } else {
+        format!("{:.1} s", limit.as_secs_f64())
+    }
 }
 
 /// The key a server presented (the certified key, for a host certificate).
@@ -262,7 +352,8 @@ async fn carrier(
 ) -> Result<(Box<dyn crate::Stream>, Option<Arc<SshSession>>), TransportError> {
     match hops.split_last() {
         None => {
-            let tcp = connect_tcp(&resolved.host_name, resolved.port, timing.connect_timeout).await?;
+            let tcp =
+                connect_tcp(&resolved.host_name, resolved.port, timing.connect_timeout).await?;
             let _ = tcp.set_nodelay(true);
             Ok((Box::new(tcp), None))
         }
@@ -339,12 +430,16 @@ enum Candidate {
     Agent,
 }
 
-/// Tries the agent and key files in OpenSSH's order; returns how we got in.
+/// Tries the agent and key files in OpenSSH's order; returns how we got in. Each request with
+/// a key file waits at most `limit` for the server's answer (one round trip, like the
+/// handshake); a passphrase prompt comes before it and is not timed. Agent requests are not
+/// timed either: a hardware key may wait for a touch.
 async fn authenticate(
     handle: &mut Handle<ClientHandler>,
     resolved: &Resolved,
     prompter: &dyn Prompter,
     endpoint: &str,
+    limit: Duration,
 ) -> Result<String, TransportError> {
     let mut candidates = Vec::new();
     if !resolved.identities_only && resolved.agent_socket.is_some() {
@@ -397,10 +492,22 @@ async fn authenticate(
                     }
                 };
                 let key = PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash);
-                match handle
-                    .authenticate_publickey(resolved.user.clone(), key)
-                    .await
-                {
+                let request = handle.authenticate_publickey(resolved.user.clone(), key);
+                let Ok(answer) = tokio::time::timeout(limit, request).await else {
+                    return Err(TransportError::new(
+                        TransportErrorKind::Connect,
+                        format!(
+                            "the SSH server {endpoint} stopped answering during authentication: nothing came back for the key {} within {}",
+                            path.display(),
+                            seconds(limit)
+                        ),
+                    )
+                    .with_fix(
+                        "the server took the connection but stalls in authentication: check its load \
+                         and logs (a slow PAM, LDAP or DNS lookup), or raise connect_timeout_ms for a slow link",
+                    ));
+                };
+                match answer {
                     Ok(result) if result.success() => return Ok(format!("key {}", path.display())),
                     Ok(_) => tried.push(format!("{} (refused)", path.display())),
                     Err(e) => {
