@@ -100,6 +100,7 @@ fn every_capability_is_offered_exactly_by_the_transports_that_declare_it() {
 
 #[tokio::test]
 async fn host_commands_run_the_cli_and_explain_a_missing_one() {
+    let _alone = SSH_CHILDREN_OF_THIS_PROCESS.lock().await;
     let home = ssh_home("compliance-commands");
     for name in registry::transports_offering(Capability::HostCommands) {
         let transport = build(name, HostUser::WithCli, &home);
@@ -448,6 +449,7 @@ fn every_registered_transport_has_a_compliance_profile() {
 /// and `close` leaves no ssh child behind.
 #[tokio::test]
 async fn gateway_ports_open_streams_to_the_gateway_and_sandbox_ports() {
+    let _alone = SSH_CHILDREN_OF_THIS_PROCESS.lock().await;
     let home = ssh_home("compliance-ports-open");
     let mut offered = Vec::new();
     for profile in profiles(&home) {
@@ -578,6 +580,10 @@ fn gateway_ports_serve_local_forwards_through_clawlink_tunnel() {
     );
 }
 
+/// Held by the tests that start `ssh` children in this process (the openssh backend, exec)
+/// and count them: one test's children must not be counted as another's leftovers.
+static SSH_CHILDREN_OF_THIS_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The live `ssh` children of process `pid` (the openssh backend's `ssh -N -L`).
 fn ssh_children(pid: u32) -> Vec<u32> {
     let parent = pid.to_string();
@@ -617,6 +623,7 @@ fn assert_gone(pids: &[u32], label: &str) {
 /// ssh child behind.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_transport_connects_and_recovers_from_a_cut_stream() {
+    let _alone = SSH_CHILDREN_OF_THIS_PROCESS.lock().await;
     let home = ssh_home("compliance-connect");
     for profile in profiles(&home) {
         let label = format!("{} ({})", profile.transport, profile.variant);
