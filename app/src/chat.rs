@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clawlink_core::gateway::{Backoff, GatewayClient, GatewayError, Phase};
 use clawlink_feature_webchat::client::ChatClient;
+use clawlink_feature_webchat::client::Settled;
 use clawlink_feature_webchat::outbox::{Outbox, OutboxEntry};
 use clawlink_feature_webchat::{entry_json, ChatError, OUTBOX_DIR};
 use serde_json::json;
@@ -133,18 +134,22 @@ async fn deliver_leftovers(connection: &ChatConnection, printer: &mut render::Pr
     let Ok(entries) = connection.outbox.list(Some(&gateway)) else {
         return;
     };
+    let mut transcripts = std::collections::HashMap::new();
     for mut entry in entries {
         let Ok(Some(_claim)) = connection.outbox.try_claim(&entry.idempotency_key) else {
             continue;
         };
         let deadline = tokio::time::Instant::now() + LEFTOVER_TIMEOUT;
-        let mut quiet = |_| {};
+        // Settled, not delivered: an entry the agent already sent may only be waiting to
+        // show in the transcript, and sending it again after a gateway restart would be a
+        // second copy.
         match connection
             .chat
-            .deliver(&mut entry, LEFTOVER_TIMEOUT, deadline, &mut quiet)
+            .settle(&mut entry, LEFTOVER_TIMEOUT, deadline, &mut transcripts)
             .await
         {
-            Ok(ack) => {
+            Ok(Settled::Recorded | Settled::Waiting | Settled::DroppedByGateway) => {}
+            Ok(Settled::Acknowledged(ack)) => {
                 if printer.is_json() {
                     printer.line(json!({"event": "outbox.delivered", "idempotencyKey": ack.run_id, "status": ack.status, "sessionKey": ack.session_key}));
                 } else {

@@ -5,6 +5,7 @@
 
 mod bench;
 mod build;
+mod chaos;
 mod ci;
 mod demo;
 mod http;
@@ -22,7 +23,8 @@ commands:
                                 build a clawlink variant: choose the plugin crates it links
   ci                            fmt check, clippy, build, start the peers, cargo test, stop the peers
   demo                          start the peers and run the clawlink binary against the real gateway
-  bench [NAME]                  benchmarks against the running peers (NAME: call-health, test-remote, tunnel-throughput, health-rtt, agent-idle-rss), results in target/bench/
+  bench [NAME]                  benchmarks against the running peers (NAME: call-health, test-remote, tunnel-throughput, transport-paths, health-rtt, agent-idle-rss), results in target/bench/
+  chaos [CUTS]                  the chaos run (default 100 cuts) under a running agent, figures in target/chaos/summary.md
   peer install                  install Node, openclaw, sshd and the users claw/noclaw under the peer prefix
   peer start                    start stub model, gateways main and pw, sshd and the fake node; print the env
   peer stop                     stop every process that `peer start` recorded
@@ -60,6 +62,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         ["ci"] => ci::run(),
         ["demo"] => demo::run(),
         ["bench", rest @ ..] => bench::run(rest),
+        ["chaos", rest @ ..] => chaos::run(rest),
         ["peer", rest @ ..] => peer::dispatch(rest),
         _ => {
             eprint!("{HELP}");

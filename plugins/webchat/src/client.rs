@@ -11,6 +11,7 @@
 //! sending, when it has one — and takes the run's reply from the transcript, or its live
 //! text while it still runs, then keeps listening.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::attach::AttachmentLimits;
 use crate::error::ChatError;
 use crate::history::{self, RunInHistory};
-use crate::outbox::{Outbox, OutboxEntry};
+use crate::outbox::{Acknowledged, Outbox, OutboxEntry};
 use crate::session::SessionDefaults;
 use crate::stream::{activity_line, ChatEvent, ChatState, ReplyAssembler, TextChange};
+use clawlink_core::time::now_unix_millis;
 
 /// How long a silent run may go without an event before the history is read.
 const SILENCE_BEFORE_RESYNC: Duration = Duration::from_secs(15);
@@ -89,6 +91,34 @@ pub struct Outcome {
     /// The end was read from the history (its events were missed).
     pub from_history: bool,
 }
+
+/// What happens to an outbox entry once the gateway acknowledged it.
+#[derive(Debug, Clone, Copy)]
+enum AfterAck {
+    /// The caller follows the reply (so sees the message recorded): removed at once.
+    Remove,
+    /// Nobody follows it: kept, marked acknowledged, until the transcript shows it.
+    KeepUntilRecorded,
+}
+
+/// Where [`ChatClient::settle`] left an outbox entry.
+#[derive(Debug)]
+pub enum Settled {
+    /// Sent and acknowledged now; kept until the transcript shows it.
+    Acknowledged(Ack),
+    /// The transcript shows it: removed from the outbox.
+    Recorded,
+    /// Acknowledged earlier, queued at the gateway, not recorded yet.
+    Waiting,
+    /// The gateway dropped it at its queue cap and recorded a summary instead: removed.
+    DroppedByGateway,
+}
+
+/// How many newest history entries [`ChatClient::settle`] searches for a message.
+pub const RECORD_SEARCH_LIMIT: u32 = 200;
+/// How long an acknowledged message may stay unseen in the transcript before the outbox
+/// stops watching it (a queue that long is no queue; the page may have moved past it).
+pub const RECORD_WAIT_LIMIT: Duration = Duration::from_secs(600);
 
 /// The gateway's acknowledgement of `chat.send`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +258,98 @@ impl ChatClient {
         deadline: Instant,
         observer: &mut (dyn FnMut(ChatUpdate) + Send),
     ) -> Result<Ack, ChatError> {
+        self.send_entry(entry, ack_timeout, deadline, observer, AfterAck::Remove)
+            .await
+    }
+
+    /// Brings an outbox entry one step closer to the transcript, without waiting for its
+    /// reply (the agent's drain and `clawlink chat`'s leftovers):
+    /// - not yet acknowledged: sent (as [`deliver`](Self::deliver)), then kept, marked
+    ///   acknowledged: [`Settled::Acknowledged`];
+    /// - acknowledged, and the session's transcript shows it: removed, [`Settled::Recorded`];
+    /// - acknowledged by a gateway process that has since restarted, and not in the
+    ///   transcript: it was lost with that process's queue, so it is sent again with the
+    ///   same key (the new process has no record of it);
+    /// - acknowledged by this process and not yet recorded (queued behind a running reply):
+    ///   [`Settled::Waiting`], looked at again later; after [`RECORD_WAIT_LIMIT`] it is
+    ///   taken as recorded (beyond the history page, or the gateway dropped it for good).
+    ///
+    /// `transcripts` caches the history pages read, by session, for one pass over the
+    /// outbox: many queued messages of one session cost one read.
+    pub async fn settle(
+        &self,
+        entry: &mut OutboxEntry,
+        ack_timeout: Duration,
+        deadline: Instant,
+        transcripts: &mut HashMap<String, Value>,
+    ) -> Result<Settled, ChatError> {
+        if let Some(acknowledged) = entry.acknowledged.clone() {
+            let history = match transcripts.get(&acknowledged.session_key) {
+                Some(page) => page,
+                None => {
+                    let page = self
+                        .history(&acknowledged.session_key, RECORD_SEARCH_LIMIT)
+                        .await?;
+                    transcripts
+                        .entry(acknowledged.session_key.clone())
+                        .or_insert(page)
+                }
+            };
+            if RunInHistory::find(history, &entry.idempotency_key).user_messages > 0 {
+                self.forget(entry)?;
+                return Ok(Settled::Recorded);
+            }
+            if history::dropped_at_queue_cap(history, &entry.idempotency_key) {
+                tracing::warn!(key = %entry.idempotency_key, "the gateway dropped this message at its queue cap (its transcript has a summary instead)");
+                self.forget(entry)?;
+                return Ok(Settled::DroppedByGateway);
+            }
+            let boot_now = self.boot_id();
+            let restarted = acknowledged.boot_id.is_some() && boot_now != acknowledged.boot_id;
+            if !restarted {
+                let age = now_unix_millis().saturating_sub(acknowledged.at_ms);
+                if age >= RECORD_WAIT_LIMIT.as_millis() as u64 {
+                    tracing::warn!(key = %entry.idempotency_key, "acknowledged long ago and never seen in the transcript; no longer watched");
+                    self.forget(entry)?;
+                    return Ok(Settled::Recorded);
+                }
+                return Ok(Settled::Waiting);
+            }
+            tracing::warn!(key = %entry.idempotency_key, "the gateway restarted before recording an acknowledged message; sending it again");
+            entry.acknowledged = None;
+            self.persist(entry)?;
+        }
+        let mut quiet = |_| {};
+        self.send_entry(
+            entry,
+            ack_timeout,
+            deadline,
+            &mut quiet,
+            AfterAck::KeepUntilRecorded,
+        )
+        .await
+        .map(Settled::Acknowledged)
+    }
+
+    fn boot_id(&self) -> Option<String> {
+        self.gateway.hello().and_then(|h| h.server.boot_id.clone())
+    }
+
+    fn forget(&self, entry: &OutboxEntry) -> Result<(), ChatError> {
+        match &self.outbox {
+            Some(outbox) => outbox.remove(entry),
+            None => Ok(()),
+        }
+    }
+
+    async fn send_entry(
+        &self,
+        entry: &mut OutboxEntry,
+        ack_timeout: Duration,
+        deadline: Instant,
+        observer: &mut (dyn FnMut(ChatUpdate) + Send),
+        after_ack: AfterAck,
+    ) -> Result<Ack, ChatError> {
         let key = entry.idempotency_key.clone();
         let delivering_since = Instant::now();
         loop {
@@ -271,8 +393,17 @@ impl ChatClient {
                 .await;
             match result {
                 Ok(payload) => {
-                    if let Some(outbox) = &self.outbox {
-                        outbox.remove(entry)?;
+                    match after_ack {
+                        AfterAck::Remove => self.forget(entry)?,
+                        AfterAck::KeepUntilRecorded => {
+                            entry.acknowledged = Some(Acknowledged {
+                                at_ms: now_unix_millis(),
+                                session_key: session_key.clone(),
+                                boot_id: self.boot_id(),
+                            });
+                            entry.last_error = None;
+                            self.persist(entry)?;
+                        }
                     }
                     let status = payload
                         .get("status")

@@ -26,6 +26,21 @@ fn user_key(message: &Value) -> Option<&str> {
         .and_then(|k| k.strip_suffix(":user"))
 }
 
+/// Whether the transcript holds the gateway's summary of queued messages it dropped at its
+/// queue cap (`[Queue overflow] Dropped N messages due to cap`), naming `key` among them: the
+/// gateway's own verdict on that message, final.
+pub fn dropped_at_queue_cap(result: &Value, key: &str) -> bool {
+    messages(result).iter().any(|m| {
+        role(m) == "user"
+            && m.get("idempotencyKey")
+                .or_else(|| m.pointer("/__openclaw/idempotencyKey"))
+                .and_then(Value::as_str)
+                .is_some_and(|k| {
+                    k.starts_with("followup-overflow:") && k.split(':').any(|part| part == key)
+                })
+    })
+}
+
 /// The run an assistant message belongs to.
 fn assistant_run(message: &Value) -> Option<&str> {
     message

@@ -4,7 +4,10 @@
 //! is what `clawlink chat` uses. The feature, run by `clawlink up`, delivers what waits in
 //! the outbox whenever the gateway is connected, so a message typed while the connection
 //! was down (by `clawlink chat`, which gave up waiting, or through the `send` action) is
-//! delivered once when it comes back.
+//! delivered once when it comes back. A message stays in the outbox until the session's
+//! transcript shows it, not only until `chat.send` is acknowledged: the gateway queues a
+//! message that arrives while a reply runs, in memory, and a gateway restart loses that
+//! queue; such a message is sent again, once, to the new gateway process.
 //!
 //! Settings (`[PROFILE.features.webchat]`; unknown keys are refused):
 //!
@@ -37,7 +40,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::client::ChatClient;
+use crate::client::{ChatClient, Settled};
 use crate::outbox::{Outbox, OutboxEntry};
 use clawlink_core::time::now_unix_millis;
 
@@ -212,35 +215,69 @@ impl WebchatFeature {
         );
     }
 
-    /// Delivers every unclaimed entry of this gateway, oldest first; stops at the first
-    /// entry that cannot be delivered now (the connection is down again).
-    async fn drain(&self, runtime: &Runtime) {
+    /// Settles every unclaimed entry of this gateway, oldest first (sends what is not yet
+    /// acknowledged, removes what the transcript shows); stops at the first entry that
+    /// cannot be delivered now (the connection is down again). Returns whether entries
+    /// still wait to be seen in the transcript.
+    async fn drain(&self, runtime: &Runtime) -> bool {
         let entries = match runtime.outbox.list(Some(&runtime.chat.gateway_key())) {
             Ok(entries) => entries,
             Err(e) => {
                 self.stats().last_error = Some(e.to_string());
                 self.publish(runtime);
-                return;
+                return false;
             }
         };
         let ack_timeout = Duration::from_millis(self.settings.ack_timeout_ms);
+        let mut unrecorded = false;
+        let mut transcripts = std::collections::HashMap::new();
+        // Sessions with a message at the gateway not yet in their transcript: the next one
+        // waits here, on disk, instead of in the gateway's queue, which a restart loses
+        // and which drops messages past its cap. One at a time per session keeps order too.
+        let mut busy_sessions = std::collections::HashSet::new();
         for mut entry in entries {
             if !runtime.chat.gateway().state().borrow().is_connected() {
                 break;
+            }
+            let session = match &entry.acknowledged {
+                Some(acknowledged) => acknowledged.session_key.clone(),
+                None => runtime
+                    .chat
+                    .session_defaults()
+                    .canonical(entry.session_key.as_deref()),
+            };
+            if entry.acknowledged.is_none() && busy_sessions.contains(&session) {
+                unrecorded = true;
+                continue;
             }
             // Another process (a `clawlink chat` waiting for its reply) is on it.
             let Ok(Some(_claim)) = runtime.outbox.try_claim(&entry.idempotency_key) else {
                 continue;
             };
             let deadline = Instant::now() + ack_timeout * 2;
-            let mut quiet = |_| {};
             match runtime
                 .chat
-                .deliver(&mut entry, ack_timeout, deadline, &mut quiet)
+                .settle(&mut entry, ack_timeout, deadline, &mut transcripts)
                 .await
             {
-                Ok(ack) => {
-                    tracing::info!(key = %entry.idempotency_key, status = %ack.status, attempts = ack.attempts, "outbox message delivered");
+                Ok(Settled::Acknowledged(ack)) => {
+                    tracing::info!(key = %entry.idempotency_key, status = %ack.status, attempts = ack.attempts, "outbox message acknowledged");
+                    self.stats().last_error = None;
+                    unrecorded = true;
+                    busy_sessions.insert(session);
+                }
+                Ok(Settled::Waiting) => {
+                    unrecorded = true;
+                    busy_sessions.insert(session);
+                }
+                Ok(Settled::DroppedByGateway) => {
+                    self.stats().last_error = Some(format!(
+                        "the gateway dropped message {} at its queue cap (its transcript has a summary)",
+                        entry.idempotency_key
+                    ));
+                }
+                Ok(Settled::Recorded) => {
+                    tracing::info!(key = %entry.idempotency_key, "outbox message recorded in the transcript");
                     let mut stats = self.stats();
                     stats.delivered += 1;
                     stats.last_delivered_at = Some(now_unix_millis());
@@ -261,6 +298,7 @@ impl WebchatFeature {
             self.publish(runtime);
         }
         self.publish(runtime);
+        unrecorded
     }
 
     fn pending_json(runtime: &Runtime) -> Result<Value, FeatureError> {
@@ -319,8 +357,14 @@ pub fn entry_json(entry: &OutboxEntry) -> Value {
         "attempts": entry.attempts,
         "lastError": entry.last_error,
         "gateway": entry.gateway,
+        // Acknowledged and waiting to show in the transcript (not sent again unless the
+        // gateway restarts before recording it).
+        "acknowledgedAtMs": entry.acknowledged.as_ref().map(|a| a.at_ms),
     })
 }
+
+/// How soon the outbox looks again at messages acknowledged but not yet in the transcript.
+const UNRECORDED_RECHECK: Duration = Duration::from_secs(2);
 
 #[async_trait]
 impl Feature for WebchatFeature {
@@ -364,10 +408,14 @@ impl Feature for WebchatFeature {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let connected = states.borrow_and_update().is_connected();
+            // Messages acknowledged but not yet in the transcript are looked at again soon.
+            let mut recheck = None;
             if connected {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => break,
-                    _ = self.drain(&runtime) => {}
+                    unrecorded = self.drain(&runtime) => {
+                        recheck = unrecorded.then_some(UNRECORDED_RECHECK);
+                    }
                 }
             } else {
                 // What waits (typed by `clawlink chat` meanwhile) shows in the status even
@@ -382,6 +430,7 @@ impl Feature for WebchatFeature {
                 },
                 _ = self.shared.wake.notified() => {}
                 _ = ticker.tick() => {}
+                _ = tokio::time::sleep(recheck.unwrap_or(Duration::MAX)), if recheck.is_some() => {}
             }
         }
         *self

@@ -1,4 +1,4 @@
-//! The on-disk outbox: every message is written (and fsync'd) here before it is sent, and removed only once the gateway acknowledged it.
+//! The on-disk outbox: every message is written (and fsync'd) here before it is sent, and removed only once the gateway's transcript shows it (an acknowledgement alone does not survive a gateway restart).
 //!
 //! One JSON file per message, named `<created ms>-<idempotency key>.json`, so a listing is in
 //! typing order. A write goes to a temporary file that is fsync'd and renamed over the
@@ -47,6 +47,25 @@ pub struct OutboxEntry {
     /// Why the last attempt did not get an acknowledgement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Set when the gateway acknowledged it but the message is not yet seen in the session's
+    /// transcript: the gateway queues a message that arrives while a reply runs, in memory,
+    /// and a restart loses its queue. Kept until the transcript shows it (see
+    /// `ChatClient::settle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<Acknowledged>,
+}
+
+/// When and where the gateway acknowledged an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Acknowledged {
+    pub at_ms: u64,
+    /// The canonical session key it went to (where its transcript is read).
+    pub session_key: String,
+    /// The gateway process that acknowledged it (`hello-ok.server.bootId`): another one
+    /// means a restart in between, and an unrecorded message was lost with its queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 impl OutboxEntry {
@@ -67,6 +86,7 @@ impl OutboxEntry {
             created_at_ms: now_unix_millis(),
             attempts: 0,
             last_error: None,
+            acknowledged: None,
         }
     }
 
