@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod compliance;
 pub mod forwards;
+pub mod netfault;
 pub mod plugins;
 
 use std::collections::HashMap;
@@ -236,7 +237,12 @@ pub fn clawlink_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -
 /// The clawlink binary isolated in `data_dir`: its own data dir, config home, HOME and
 /// working directory; no secrets, profile, log filter or session bus from our environment.
 pub fn clawlink_command(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(clawlink_bin());
+    isolate_clawlink(Command::new(clawlink_bin()), data_dir)
+}
+
+/// `cmd` (clawlink itself, or a wrapper such as `ip netns exec … clawlink`) isolated in
+/// `data_dir` the way [`clawlink_command`] describes.
+pub fn isolate_clawlink(mut cmd: Command, data_dir: &Path) -> Command {
     cmd.current_dir(data_dir)
         .env("CLAWLINK_DATA_DIR", data_dir.join("data"))
         .env("XDG_CONFIG_HOME", data_dir.join("config"))

@@ -9,6 +9,7 @@ mod chaos;
 mod ci;
 mod demo;
 mod http;
+mod netns;
 mod peer;
 mod util;
 
@@ -32,6 +33,10 @@ commands:
   peer stop-gateway NAME        stop gateway NAME (main|pw), keeping its state, port and secret
   peer start-gateway NAME       start gateway NAME again with its kept state, port and secret; wait until ready
   peer restart-gateway NAME     stop-gateway then start-gateway
+  netns up [LABEL] [--secs N]   the network fault harness by hand: client and server namespaces joined by a
+                                veth pair, relays to the running peers; held until `netns down` (at most N s)
+  netns down                    stop `netns up`'s holders and delete every clawlink-nf-* namespace (crashed runs too)
+  netns status                  the harness's namespaces: addresses, qdiscs, nftables tables, processes
 
 environment:
   CLAWLINK_PEER_DIR             peer prefix (default: <workspace>/target/peer)
@@ -64,6 +69,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         ["bench", rest @ ..] => bench::run(rest),
         ["chaos", rest @ ..] => chaos::run(rest),
         ["peer", rest @ ..] => peer::dispatch(rest),
+        ["netns", rest @ ..] => netns::dispatch(rest),
         _ => {
             eprint!("{HELP}");
             bail!("unknown command: {}", words.join(" "))

@@ -92,7 +92,7 @@ fn stop_peers_of_previous_prefix(layout: &Layout) {
 }
 
 /// Installs whatever of npm, python3, util-linux, OpenSSH, openssl, GNOME Keyring, D-Bus,
-/// Chromium, espeak-ng and systemd (for systemd-analyze) is missing.
+/// Chromium, espeak-ng, systemd (for systemd-analyze), iproute2 and nftables is missing.
 fn install_debian_packages() -> Result<bool> {
     let mut needed = Vec::new();
     if which("npm").is_none() {
@@ -137,6 +137,14 @@ fn install_debian_packages() -> Result<bool> {
     // Voice Wake's real audio path: speech synthesised with espeak-ng.
     if which("espeak-ng").is_none() {
         needed.push("espeak-ng");
+    }
+    // The network fault harness (tests/src/netfault.rs): namespaces, veth and qdiscs with
+    // iproute2, the black hole, reject and loss rules with nftables.
+    if which("ip").is_none() || which("tc").is_none() {
+        needed.push("iproute2");
+    }
+    if which("nft").is_none() {
+        needed.push("nftables");
     }
     // `clawlink service install` units are checked with `systemd-analyze verify`.
     if which("systemd-analyze").is_none() {
