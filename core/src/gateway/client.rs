@@ -47,6 +47,9 @@ use crate::transport::{DuplexStream, Transport, TransportError, TransportErrorKi
 /// A session that lasted this long reconnects at once when it ends by accident; a shorter
 /// one (a gateway that closes as soon as we connect) backs off first.
 const IMMEDIATE_RETRY_AFTER: Duration = Duration::from_secs(2);
+/// The pace below which a send counts as stalled (a frame of N bytes may take N / this):
+/// a 25 MiB attachment gets ~13 minutes, a ping the liveness probe's time.
+const SLOWEST_LINK_BYTES_PER_S: f64 = 32.0 * 1024.0;
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
 /// How many events that arrive before `hello-ok` are kept for delivery after it (nodes get a
@@ -628,6 +631,10 @@ impl Supervisor {
                     attempt_started = Instant::now();
                     let (ended, detected_after) = match ended {
                         SessionEnd::DeadPath(error, silent) => {
+                            // A dead path may have taken the transport's session with it (an
+                            // SSH connection whose keepalives have not noticed yet): the next
+                            // attempt starts on a fresh one.
+                            self.fresh_transport.store(true, Ordering::SeqCst);
                             (SessionEnd::Lost(error), Some(silent))
                         }
                         other => (other, None),
@@ -1015,8 +1022,6 @@ impl Supervisor {
     }
 
     async fn run_session(&mut self, session: Session, generation: u64) -> SessionEnd {
-        // Clamped in the handshake (`Policy::clamped`) to 1 s – 5 min.
-        let tick = Duration::from_millis(session.hello.policy.tick_interval_ms);
         let mut last_seq = None;
         for ev in session.early_events {
             self.publish(ev, generation, &mut last_seq);
@@ -1029,8 +1034,14 @@ impl Supervisor {
         // the status line says so before the verdict.
         let mut degraded = false;
 
-        // A send may wait as long as the gateway's tick promises a frame, no longer.
-        let stall_limit = tick;
+        // The liveness checks run between sends, so a send may not wait longer than a probe
+        // may (a full socket buffer on a dead path would starve them): beyond that, or the
+        // time the frame needs at a slow link's pace, the path counts as dead.
+        let stall_limit = |liveness: &Liveness, bytes: usize| {
+            liveness.probe_timeout().max(Duration::from_secs_f64(
+                bytes as f64 / SLOWEST_LINK_BYTES_PER_S,
+            ))
+        };
         let end = loop {
             let check = tokio::time::Instant::from_std(liveness.next_check(Instant::now()));
             tokio::select! {
@@ -1070,7 +1081,8 @@ impl Supervisor {
                         continue;
                     }
                     tracing::trace!(%method, %id, "request");
-                    let sent = send_bounded(&mut sink, Message::Text(frame.into()), stall_limit, &self.shutdown).await;
+                    let limit = stall_limit(&liveness, frame.len());
+                    let sent = send_bounded(&mut sink, Message::Text(frame.into()), limit, &self.shutdown).await;
                     if let Some(end) = sent.session_end("sending a request") {
                         let _ = reply.send(Err(GatewayError::Disconnected { method }));
                         break end;
@@ -1088,16 +1100,13 @@ impl Supervisor {
                             }
                         }
                         Due::Probe(payload) => {
-                            let sent = send_bounded(&mut sink, Message::Ping(payload.to_vec().into()), stall_limit, &self.shutdown).await;
+                            let limit = stall_limit(&liveness, payload.len());
+                            let sent = send_bounded(&mut sink, Message::Ping(payload.to_vec().into()), limit, &self.shutdown).await;
                             if let Some(end) = sent.session_end("pinging the gateway") {
                                 break end;
                             }
                         }
                         Due::Dead { silent, probe_waited } => {
-                            // A silent path may have taken the transport's session with it
-                            // (an SSH connection whose keepalives have not noticed yet):
-                            // the next attempt starts on a fresh one.
-                            self.fresh_transport.store(true, Ordering::SeqCst);
                             break SessionEnd::DeadPath(GatewayError::Transport(TransportError::new(
                                 TransportErrorKind::Io,
                                 format!(
@@ -1360,15 +1369,17 @@ impl SendOutcome {
         match self {
             SendOutcome::Sent => None,
             SendOutcome::Failed(e) => Some(SessionEnd::Lost(lost(doing, e))),
-            SendOutcome::Stalled(limit) => Some(SessionEnd::Lost(GatewayError::Transport(
-                TransportError::new(
+            // Nothing taken for a probe's time: the path is as dead as an unanswered ping says.
+            SendOutcome::Stalled(limit) => Some(SessionEnd::DeadPath(
+                GatewayError::Transport(TransportError::new(
                     TransportErrorKind::Io,
                     format!(
-                        "the gateway took nothing for {} s while clawlink was {doing} (stalled connection)",
-                        limit.as_secs()
+                        "dead path: the connection took nothing for {:.1} s while clawlink was {doing}",
+                        limit.as_secs_f64()
                     ),
-                ),
-            ))),
+                )),
+                limit,
+            )),
             SendOutcome::ShutDown => Some(SessionEnd::Shutdown),
         }
     }
